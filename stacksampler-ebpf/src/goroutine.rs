@@ -1,0 +1,112 @@
+//! Reading the current goroutine (`runtime.g`) and its thread (`runtime.m`) from user memory.
+//!
+//! Offsets come from user space ([`GoLayout`]); nothing here knows a Go release.
+
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel, bpf_probe_read_user, generated::bpf_get_current_task_btf,
+};
+use stacksampler_common::{GoLayout, SamplerConfig};
+
+/// Saved scheduling registers of a goroutine (`g.sched`).
+pub struct Sched {
+    pub pc: u64,
+    pub sp: u64,
+    pub fp: u64,
+}
+
+/// The goroutine a sample is attributed to.
+pub struct Goroutine {
+    pub g_addr: u64,
+    pub goid: u64,
+    pub status: u32,
+    pub waitreason: u32,
+    pub stack_lo: u64,
+    pub stack_hi: u64,
+    /// The thread was running on `m.g0` or `m.gsignal`; the fields above are `m.curg`'s.
+    pub on_system_stack: bool,
+    /// `m.curg.sched` when the thread was on `g0` with a user goroutine attached.
+    pub curg_sched: Option<Sched>,
+}
+
+#[inline(always)]
+unsafe fn user<T>(addr: u64) -> Option<T> {
+    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+#[inline(always)]
+unsafe fn field<T>(base: u64, offset: u32) -> Option<T> {
+    unsafe { user::<T>(base + offset as u64) }
+}
+
+/// The thread pointer of the current task (`fs_base` on amd64).
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn current_g(cfg: &SamplerConfig) -> Option<u64> {
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let fsbase: u64 =
+        unsafe { bpf_probe_read_kernel((task + cfg.task_fsbase_offset as u64) as *const u64) }
+            .ok()?;
+    if fsbase == 0 {
+        return None;
+    }
+    let slot = (fsbase as i64 + cfg.go.tls_g_offset as i64) as u64;
+    unsafe { user::<u64>(slot) }
+}
+
+/// arm64 Go keeps `g` in X28 while in Go code.
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn current_g(_cfg: &SamplerConfig) -> Option<u64> {
+    use aya_ebpf::{bindings::pt_regs, helpers::generated::bpf_task_pt_regs};
+    let task = unsafe { bpf_get_current_task_btf() };
+    let regs = unsafe { bpf_task_pt_regs(task) } as *const pt_regs;
+    let saved = unsafe { bpf_probe_read_kernel(regs) }.ok()?;
+    Some(saved.regs[28])
+}
+
+/// Reads the goroutine running on the current thread, resolving system stacks to `m.curg`.
+#[inline(always)]
+pub unsafe fn read(cfg: &SamplerConfig) -> Option<Goroutine> {
+    let go: &GoLayout = &cfg.go;
+    let g = unsafe { current_g(cfg) }?;
+    if g == 0 {
+        return None;
+    }
+    let m: u64 = unsafe { field(g, go.g_m) }?;
+    let mut target = g;
+    let mut on_system_stack = false;
+    let mut curg_sched = None;
+    if m != 0 {
+        let g0: u64 = unsafe { field(m, go.m_g0) }.unwrap_or(0);
+        let gsignal: u64 = unsafe { field(m, go.m_gsignal) }.unwrap_or(0);
+        if g == g0 || g == gsignal {
+            on_system_stack = true;
+            let curg: u64 = unsafe { field(m, go.m_curg) }.unwrap_or(0);
+            if curg != 0 {
+                target = curg;
+                // A signal handler interrupts the goroutine asynchronously: its sched is stale.
+                if g == g0 {
+                    let sched = curg + go.g_sched as u64;
+                    curg_sched = Some(Sched {
+                        pc: unsafe { field(sched, go.gobuf_pc) }.unwrap_or(0),
+                        sp: unsafe { field(sched, go.gobuf_sp) }.unwrap_or(0),
+                        fp: unsafe { field(sched, go.gobuf_bp) }.unwrap_or(0),
+                    });
+                }
+            } else {
+                // The scheduler itself (no user goroutine): report g0.
+                target = g;
+            }
+        }
+    }
+    Some(Goroutine {
+        g_addr: target,
+        goid: unsafe { field(target, go.g_goid) }?,
+        status: unsafe { field::<u32>(target, go.g_atomicstatus) }?,
+        waitreason: unsafe { field::<u8>(target, go.g_waitreason) }.unwrap_or(0) as u32,
+        stack_lo: unsafe { field(target, go.g_stack_lo) }.unwrap_or(0),
+        stack_hi: unsafe { field(target, go.g_stack_hi) }.unwrap_or(0),
+        on_system_stack,
+        curg_sched,
+    })
+}

@@ -1,0 +1,221 @@
+//! Kernel side of stacksampler: one `perf_event` program that, for each CPU-clock tick on a thread
+//! of the target process, records the user stack (frame-pointer walk, up to 16384 frames) and the
+//! goroutine the thread was running, and sends it to user space through a ring buffer.
+//!
+//! Module map: `maps` (what is shared with user space), `goroutine` (reading `runtime.g`/`m`),
+//! `unwind` (the frame-pointer walk with `bpf_loop`), this file (the program itself).
+#![no_std]
+#![no_main]
+
+mod goroutine;
+mod maps;
+mod unwind;
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_task_pt_regs},
+    },
+    macros::perf_event,
+    programs::PerfEventContext,
+};
+use aya_log_ebpf::warn;
+use stacksampler_common::{
+    ConfigFlags, MAX_STACK_FRAMES, SAMPLE_HEADER_SIZE, SampleFlags, SamplerConfig,
+};
+
+use crate::maps::{CONFIG, SAMPLES, SCRATCH, bump};
+
+/// Bits of the code segment selector that hold the privilege level (0 = kernel).
+#[cfg(bpf_target_arch = "x86_64")]
+const SEGMENT_RPL_MASK: u64 = 3;
+
+/// User registers of the interrupted thread, whatever mode the tick hit.
+struct UserRegs {
+    ip: u64,
+    sp: u64,
+    fp: u64,
+}
+
+#[perf_event]
+pub fn sample_stack(ctx: PerfEventContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(cfg) = CONFIG.get(stacksampler_common::CONFIG_KEY) else {
+        return 0;
+    };
+    if tgid != cfg.target_tgid || tgid == 0 {
+        return 0;
+    }
+    bump(|c| c.target_hits += 1);
+    // SAFETY: helpers called with the arguments the kernel documents; memory reads go through
+    // bpf_probe_read_*.
+    unsafe { take_sample(&ctx, cfg) };
+    0
+}
+
+/// Reads the saved user registers: `bpf_task_pt_regs` holds the user state whether the tick hit
+/// user or kernel mode (the perf context's own registers are the kernel's in the latter case).
+#[cfg(bpf_target_arch = "x86_64")]
+unsafe fn user_regs(ctx: &PerfEventContext) -> Option<(UserRegs, bool)> {
+    let interrupted_cs = unsafe { (*ctx.ctx).regs.cs };
+    let kernel_mode = interrupted_cs & SEGMENT_RPL_MASK == 0;
+    let task = unsafe { bpf_get_current_task_btf() };
+    let regs = unsafe { bpf_task_pt_regs(task) } as *const pt_regs;
+    let saved = unsafe { bpf_probe_read_kernel(regs) }.ok()?;
+    Some((
+        UserRegs {
+            ip: saved.rip,
+            sp: saved.rsp,
+            fp: saved.rbp,
+        },
+        kernel_mode,
+    ))
+}
+
+/// arm64: pc, sp and the frame pointer X29 from the saved user `pt_regs`.
+#[cfg(bpf_target_arch = "aarch64")]
+unsafe fn user_regs(ctx: &PerfEventContext) -> Option<(UserRegs, bool)> {
+    // PSR mode bits: EL0 (user) is 0.
+    const PSR_MODE_MASK: u64 = 0xf;
+    let pstate = unsafe { (*ctx.ctx).regs.pstate };
+    let kernel_mode = pstate & PSR_MODE_MASK != 0;
+    let task = unsafe { bpf_get_current_task_btf() };
+    let regs = unsafe { bpf_task_pt_regs(task) } as *const pt_regs;
+    let saved = unsafe { bpf_probe_read_kernel(regs) }.ok()?;
+    Some((
+        UserRegs {
+            ip: saved.pc,
+            sp: saved.sp,
+            fp: saved.regs[29],
+        },
+        kernel_mode,
+    ))
+}
+
+unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(slot) = SCRATCH.get_ptr_mut(cpu) else {
+        return;
+    };
+    // SAFETY: the scratch slot belongs to this CPU, and perf_event programs do not nest on a CPU.
+    let sample = unsafe { &mut *slot };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let h = &mut sample.header;
+    h.time_ns = unsafe { bpf_ktime_get_ns() };
+    h.tgid = (pid_tgid >> 32) as u32;
+    h.tid = pid_tgid as u32;
+    h.cpu = cpu;
+    h.flags = 0;
+    h.g_addr = 0;
+    h.goid = 0;
+    h.stack_lo = 0;
+    h.stack_hi = 0;
+    h.status = 0;
+    h.waitreason = 0;
+    h.last_fp = 0;
+    h.switch_index = 0;
+    h.n_frames = 0;
+
+    let Some((regs, kernel_mode)) = (unsafe { user_regs(ctx) }) else {
+        h.flags |= SampleFlags::NO_USER_REGS;
+        submit(cpu, 0);
+        return;
+    };
+    if kernel_mode {
+        h.flags |= SampleFlags::KERNEL_MODE;
+        bump(|c| c.kernel_mode += 1);
+    }
+    h.sp = regs.sp;
+
+    let mut limit = cfg.max_frames;
+    if limit as usize > MAX_STACK_FRAMES || limit == 0 {
+        limit = MAX_STACK_FRAMES as u32;
+    }
+
+    let g = if cfg.flags & ConfigFlags::GO_LAYOUT_KNOWN != 0 {
+        let g = unsafe { goroutine::read(cfg) };
+        if g.is_none() {
+            bump(|c| c.goroutine_read_errors += 1);
+            if cfg.flags & ConfigFlags::VERBOSE != 0 {
+                warn!(ctx, "tid {}: could not read the current goroutine", h.tid);
+            }
+        }
+        g
+    } else {
+        None
+    };
+
+    // The interrupted instruction is frame 0; the walk adds the return addresses.
+    sample.frames[0] = regs.ip;
+    let walk = unsafe { unwind::walk(cpu, 1, regs.fp, limit) };
+    let mut n_frames = walk.next_index;
+    let mut last_fp = walk.last_fp;
+
+    if let Some(g) = g {
+        let h = &mut sample.header;
+        h.flags |= SampleFlags::GOROUTINE_KNOWN;
+        h.g_addr = g.g_addr;
+        h.goid = g.goid;
+        h.status = g.status;
+        h.waitreason = g.waitreason;
+        h.stack_lo = g.stack_lo;
+        h.stack_hi = g.stack_hi;
+        if g.on_system_stack {
+            h.flags |= SampleFlags::SYSTEM_STACK;
+            // Continue on the user goroutine's stack from where it switched away (curg.sched):
+            // a sample taken in runtime.newstack then still shows the recursion that grew it.
+            if let Some(sched) = g.curg_sched
+                && walk.ended
+                && (n_frames as usize) < MAX_STACK_FRAMES
+                && n_frames < limit
+            {
+                h.flags |= SampleFlags::SWITCHED_TO_CURG;
+                h.switch_index = n_frames;
+                h.sp = sched.sp;
+                let idx = n_frames as usize;
+                if idx < MAX_STACK_FRAMES {
+                    sample.frames[idx] = sched.pc;
+                }
+                let cont = unsafe { unwind::walk(cpu, n_frames + 1, sched.fp, limit) };
+                n_frames = cont.next_index;
+                last_fp = cont.last_fp;
+            }
+        }
+    }
+    if last_fp != 0 {
+        sample.header.flags |= SampleFlags::TRUNCATED;
+        bump(|c| c.truncated += 1);
+    }
+    sample.header.last_fp = last_fp;
+    sample.header.n_frames = n_frames;
+    submit(cpu, n_frames);
+}
+
+/// Copies the header and the first `n_frames` frames of this CPU's scratch slot to the ring buffer.
+fn submit(cpu: u32, n_frames: u32) {
+    let Some(slot) = SCRATCH.get_ptr(cpu) else {
+        return;
+    };
+    let mut n = n_frames as usize;
+    if n > MAX_STACK_FRAMES {
+        n = MAX_STACK_FRAMES;
+    }
+    let len = SAMPLE_HEADER_SIZE + n * 8;
+    // SAFETY: `len` is at most the slot's size (header + MAX_STACK_FRAMES frames).
+    let bytes = unsafe { core::slice::from_raw_parts(slot.cast::<u8>(), len) };
+    match SAMPLES.output::<[u8]>(bytes, 0) {
+        Ok(()) => bump(|c| c.delivered += 1),
+        Err(_) => bump(|c| c.lost_ringbuf += 1),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

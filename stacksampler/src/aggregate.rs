@@ -1,0 +1,269 @@
+//! stackcount-style aggregation: one row per (goroutine state, unique stack).
+//!
+//! Stacks are interned in a prefix tree keyed from the outermost frame, so deep stacks that share
+//! their root part (a recursion sampled at slightly different depths, thousands of goroutines
+//! parked in the same place) are stored once: memory grows with the number of distinct frames
+//! seen, not with samples x depth.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::{goruntime::state::GoroutineState, sample::Sample};
+
+/// Index of a node in the [`StackTrie`]; a node stands for the stack from the root to it.
+pub type NodeId = u32;
+
+/// The root node: the empty stack.
+pub const ROOT: NodeId = 0;
+
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    parent: NodeId,
+    addr: u64,
+    depth: u32,
+}
+
+/// Interned stacks as a prefix tree over return addresses, outermost first.
+#[derive(Debug)]
+pub struct StackTrie {
+    nodes: Vec<Node>,
+    children: HashMap<(NodeId, u64), NodeId>,
+}
+
+impl Default for StackTrie {
+    fn default() -> Self {
+        Self {
+            nodes: vec![Node {
+                parent: ROOT,
+                addr: 0,
+                depth: 0,
+            }],
+            children: HashMap::new(),
+        }
+    }
+}
+
+impl StackTrie {
+    /// Interns a stack given innermost first; returns the node of its innermost frame.
+    pub fn insert(&mut self, frames_innermost_first: &[u64]) -> NodeId {
+        let mut node = ROOT;
+        for &addr in frames_innermost_first.iter().rev() {
+            let next_id = self.nodes.len() as NodeId;
+            let depth = self.nodes[node as usize].depth + 1;
+            let id = *self.children.entry((node, addr)).or_insert(next_id);
+            if id == next_id {
+                self.nodes.push(Node {
+                    parent: node,
+                    addr,
+                    depth,
+                });
+            }
+            node = id;
+        }
+        node
+    }
+
+    /// The stack ending at `leaf`, innermost first.
+    pub fn frames(&self, leaf: NodeId) -> Vec<u64> {
+        let mut out = Vec::with_capacity(self.depth(leaf));
+        let mut node = leaf;
+        while node != ROOT {
+            let n = self.nodes[node as usize];
+            out.push(n.addr);
+            node = n.parent;
+        }
+        out
+    }
+
+    /// Number of frames of the stack ending at `leaf`.
+    pub fn depth(&self, leaf: NodeId) -> usize {
+        self.nodes[leaf as usize].depth as usize
+    }
+
+    /// Number of interned nodes (a measure of memory use).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether only the root exists.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() == 1
+    }
+
+    /// Every distinct address in any stack, each once.
+    pub fn unique_addresses(&self) -> Vec<u64> {
+        let set: HashSet<u64> = self.nodes[1..].iter().map(|n| n.addr).collect();
+        let mut v: Vec<u64> = set.into_iter().collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Key of one aggregated row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackKey {
+    pub state: GoroutineState,
+    pub leaf: NodeId,
+}
+
+/// What is known about one row.
+#[derive(Clone, Debug, Default)]
+pub struct StackStats {
+    /// Samples with this state and stack.
+    pub count: u64,
+    /// Distinct goroutine ids seen with it.
+    pub goids: BTreeSet<u64>,
+    /// Some sample of this row was cut at the frame limit.
+    pub truncated: bool,
+    /// Raw wait reasons seen (for `waiting` rows).
+    pub waitreasons: BTreeSet<u8>,
+    /// Smallest and largest goroutine stack bytes in use seen, when known.
+    pub stack_bytes: Option<(u64, u64)>,
+    /// Times of the first and the last sample, kernel monotonic nanoseconds.
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+/// Sample accounting of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleCounts {
+    /// Samples received from the kernel.
+    pub total: u64,
+    /// Samples that passed the filters.
+    pub kept: u64,
+    /// Samples the kernel could not deliver (ring buffer full) or user space could not decode.
+    pub lost: u64,
+}
+
+/// The aggregated profile of a run.
+#[derive(Debug, Default)]
+pub struct Profile {
+    pub trie: StackTrie,
+    pub stacks: HashMap<StackKey, StackStats>,
+    pub counts: SampleCounts,
+}
+
+/// One row of [`Profile::ranked`].
+#[derive(Clone, Copy, Debug)]
+pub struct Row<'a> {
+    pub key: StackKey,
+    pub stats: &'a StackStats,
+}
+
+impl Profile {
+    /// Adds a sample that passed the filters.
+    pub fn add(&mut self, sample: &Sample) {
+        self.counts.kept += 1;
+        let leaf = self.trie.insert(&sample.frames);
+        let key = StackKey {
+            state: sample.state(),
+            leaf,
+        };
+        let stats = self.stacks.entry(key).or_default();
+        if stats.count == 0 {
+            stats.first_ns = sample.time_ns;
+        }
+        stats.count += 1;
+        stats.first_ns = stats.first_ns.min(sample.time_ns);
+        stats.last_ns = stats.last_ns.max(sample.time_ns);
+        stats.truncated |= sample.truncated;
+        if let Some(g) = sample.goroutine {
+            stats.goids.insert(g.goid);
+            if g.state == GoroutineState::Waiting {
+                stats.waitreasons.insert(g.waitreason);
+            }
+        }
+        if let Some(bytes) = sample.stack_bytes {
+            stats.stack_bytes = Some(match stats.stack_bytes {
+                None => (bytes, bytes),
+                Some((lo, hi)) => (lo.min(bytes), hi.max(bytes)),
+            });
+        }
+    }
+
+    /// Rows by descending count (ties: deeper first, then key order, so output is stable).
+    pub fn ranked(&self) -> Vec<Row<'_>> {
+        let mut rows: Vec<Row<'_>> = self
+            .stacks
+            .iter()
+            .map(|(key, stats)| Row { key: *key, stats })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.stats
+                .count
+                .cmp(&a.stats.count)
+                .then_with(|| self.trie.depth(b.key.leaf).cmp(&self.trie.depth(a.key.leaf)))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        rows
+    }
+
+    /// Kept samples per goroutine state, in report order, states with no sample left out.
+    pub fn by_state(&self) -> Vec<(GoroutineState, u64)> {
+        let mut counts: HashMap<GoroutineState, u64> = HashMap::new();
+        for (key, stats) in &self.stacks {
+            *counts.entry(key.state).or_default() += stats.count;
+        }
+        GoroutineState::ALL
+            .into_iter()
+            .filter_map(|s| counts.get(&s).map(|c| (s, *c)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::GoroutineInfo;
+
+    fn sample(frames: &[u64], goid: u64, state: GoroutineState) -> Sample {
+        Sample {
+            time_ns: goid,
+            tid: 1,
+            cpu: 0,
+            goroutine: Some(GoroutineInfo {
+                goid,
+                state,
+                waitreason: 0,
+                g_addr: 0,
+            }),
+            stack_bytes: Some(frames.len() as u64 * 64),
+            frames: frames.to_vec(),
+            truncated: false,
+            kernel_mode: false,
+            switch_index: None,
+        }
+    }
+
+    #[test]
+    fn shares_prefixes_and_counts_rows() {
+        let mut p = Profile::default();
+        p.add(&sample(&[3, 2, 1], 1, GoroutineState::Running));
+        p.add(&sample(&[3, 2, 1], 2, GoroutineState::Running));
+        p.add(&sample(&[4, 2, 1], 1, GoroutineState::Running));
+        p.add(&sample(&[3, 2, 1], 1, GoroutineState::Syscall));
+        // root + 1 + 2 + {3, 4}
+        assert_eq!(p.trie.len(), 5);
+        let rows = p.ranked();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].stats.count, 2);
+        assert_eq!(rows[0].stats.goids.len(), 2);
+        assert_eq!(p.trie.frames(rows[0].key.leaf), [3, 2, 1]);
+        assert_eq!(
+            p.by_state(),
+            [(GoroutineState::Running, 3), (GoroutineState::Syscall, 1)]
+        );
+        assert_eq!(p.trie.unique_addresses(), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn deep_recursion_interned_once() {
+        let mut p = Profile::default();
+        let deep: Vec<u64> = (0..10_000).map(|i| 100 + (i % 2)).collect();
+        for cut in 0..50 {
+            p.add(&sample(&deep[cut..], 1, GoroutineState::Running));
+        }
+        // The 50 stacks share their root side: 10,000 nodes, not 500,000.
+        assert_eq!(p.trie.len(), 10_001);
+        assert_eq!(p.counts.kept, 50);
+    }
+}

@@ -1,0 +1,131 @@
+//! The command line, parsed into a [`Config`] the library runs from.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use stacksampler_common::{DEFAULT_MAX_FRAMES, MAX_STACK_FRAMES};
+
+use crate::{goruntime::state::StateSet, report::OutputFormat};
+
+/// Live stack sampler for running Go programs (eBPF).
+///
+/// Samples every thread of PID at FREQUENCY Hz per CPU, records each sample's user stack (far
+/// past the kernel's 127-frame limit) and goroutine, and reports the hottest stacks with their
+/// goroutine states. Needs root (CAP_BPF and CAP_PERFMON).
+#[derive(Clone, Debug, Parser)]
+#[command(name = "stacksampler", version, about, long_about)]
+pub struct Config {
+    /// Process to sample.
+    #[arg(long, short = 'p')]
+    pub pid: u32,
+
+    /// Seconds to sample; without it, until Ctrl-C or the target exits.
+    #[arg(long, short = 'd', value_parser = parse_duration)]
+    pub duration: Option<f64>,
+
+    /// Samples per second on each CPU.
+    #[arg(long, short = 'F', default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub frequency: u64,
+
+    /// Keep only goroutines in these states: `Grunning|Gsyscall` or `running,syscall`.
+    #[arg(long)]
+    pub state: Option<StateSet>,
+
+    /// Keep only samples whose user stack has at least N frames.
+    #[arg(long, default_value_t = 0)]
+    pub min_depth: usize,
+
+    /// Frames walked per sample in the kernel.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAMES, value_parser = parse_max_frames)]
+    pub max_frames: u32,
+
+    /// Report format for standard output (and for --output files without a known extension).
+    #[arg(long, short = 'f', value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+
+    /// Print kernel-side diagnostics (aya-log) and progress details on stderr.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let secs: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("duration must be positive, got {s}"));
+    }
+    Ok(secs)
+}
+
+fn parse_max_frames(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("{s:?} is not a frame count"))?;
+    if n == 0 || n as usize > MAX_STACK_FRAMES {
+        return Err(format!("--max-frames must be 1..={MAX_STACK_FRAMES}, got {n}"));
+    }
+    Ok(n)
+}
+
+impl Config {
+    /// Parses a command line (the first element is the program name).
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::goruntime::state::GoroutineState;
+
+    #[test]
+    fn parses_the_documented_command_line() {
+        let c = Config::from_args([
+            "stacksampler",
+            "--pid",
+            "42",
+            "--duration",
+            "5",
+            "--state",
+            "Grunning|Gsyscall",
+            "--min-depth",
+            "1024",
+            "--format",
+            "folded",
+        ])
+        .unwrap();
+        assert_eq!(c.pid, 42);
+        assert_eq!(c.duration, Some(5.0));
+        assert_eq!(c.frequency, 99);
+        assert_eq!(c.max_frames, DEFAULT_MAX_FRAMES);
+        let states = c.state.unwrap();
+        assert!(states.contains(GoroutineState::Syscall));
+        assert!(!states.contains(GoroutineState::Waiting));
+        assert_eq!(c.min_depth, 1024);
+        assert_eq!(c.format, OutputFormat::Folded);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for bad in [
+            &["stacksampler"][..],
+            &["stacksampler", "--pid", "x"],
+            &["stacksampler", "--pid", "1", "--state", "sleepy"],
+            &["stacksampler", "--pid", "1", "--max-frames", "0"],
+            &["stacksampler", "--pid", "1", "--max-frames", "99999999"],
+            &["stacksampler", "--pid", "1", "--duration", "-3"],
+            &["stacksampler", "--pid", "1", "--frequency", "0"],
+        ] {
+            assert!(Config::from_args(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Decoded samples: what one kernel record says, in user-space types.
+
+use stacksampler_common::{SAMPLE_HEADER_SIZE, SampleFlags, SampleHeader};
+
+use crate::goruntime::state::GoroutineState;
+
+/// The goroutine a sample is attributed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoroutineInfo {
+    /// Goroutine id (`g.goid`).
+    pub goid: u64,
+    /// Decoded `g.atomicstatus`.
+    pub state: GoroutineState,
+    /// Raw `g.waitreason` (meaningful when `state` is `Waiting`).
+    pub waitreason: u8,
+    /// Address of the `runtime.g`.
+    pub g_addr: u64,
+}
+
+/// One decoded sample.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Kernel monotonic time of the sample in nanoseconds.
+    pub time_ns: u64,
+    /// Thread id.
+    pub tid: u32,
+    /// CPU the sample was taken on.
+    pub cpu: u32,
+    /// The goroutine, when the Go runtime layout is known and could be read.
+    pub goroutine: Option<GoroutineInfo>,
+    /// Goroutine stack bytes in use (`g.stack.hi - sp`), when known.
+    pub stack_bytes: Option<u64>,
+    /// User return addresses, innermost first (`frames[0]` is the interrupted pc).
+    pub frames: Vec<u64>,
+    /// The walk stopped at the frame limit: the stack is deeper than `frames`.
+    pub truncated: bool,
+    /// The tick hit kernel mode (for instance inside a system call).
+    pub kernel_mode: bool,
+    /// Index in `frames` where the walk switched from a system stack to the goroutine's stack.
+    pub switch_index: Option<usize>,
+}
+
+impl Sample {
+    /// The goroutine state, `Unknown` when the goroutine could not be read.
+    pub fn state(&self) -> GoroutineState {
+        self.goroutine
+            .map_or(GoroutineState::Unknown, |g| g.state)
+    }
+
+    /// Number of user frames walked.
+    pub fn depth(&self) -> usize {
+        self.frames.len()
+    }
+}
+
+/// Error decoding a ring buffer record.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("sample record of {0} bytes is shorter than its {SAMPLE_HEADER_SIZE}-byte header")]
+    Short(usize),
+    #[error("sample record says {claimed} frames but carries {present}")]
+    FrameCount { claimed: usize, present: usize },
+}
+
+impl Sample {
+    /// Decodes one ring buffer record: a [`SampleHeader`] followed by `n_frames` u64 addresses.
+    pub fn decode(record: &[u8]) -> Result<Self, DecodeError> {
+        if record.len() < SAMPLE_HEADER_SIZE {
+            return Err(DecodeError::Short(record.len()));
+        }
+        // SAFETY: SampleHeader is repr(C) plain old data, valid for any bit pattern; the read is
+        // unaligned-safe.
+        let header: SampleHeader =
+            unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<SampleHeader>()) };
+        let body = &record[SAMPLE_HEADER_SIZE..];
+        let claimed = header.n_frames as usize;
+        let present = body.len() / 8;
+        if claimed > present {
+            return Err(DecodeError::FrameCount { claimed, present });
+        }
+        let frames = body
+            .chunks_exact(8)
+            .take(claimed)
+            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+            .collect();
+        Ok(Self::from_parts(&header, frames))
+    }
+
+    /// Builds a sample from a header and its frames.
+    pub fn from_parts(header: &SampleHeader, frames: Vec<u64>) -> Self {
+        let flags = header.flags;
+        let known = flags & SampleFlags::GOROUTINE_KNOWN != 0;
+        let goroutine = known.then(|| GoroutineInfo {
+            goid: header.goid,
+            state: GoroutineState::from_raw(header.status),
+            waitreason: header.waitreason as u8,
+            g_addr: header.g_addr,
+        });
+        let stack_bytes = (known && header.stack_hi > header.sp && header.sp >= header.stack_lo)
+            .then(|| header.stack_hi - header.sp);
+        Self {
+            time_ns: header.time_ns,
+            tid: header.tid,
+            cpu: header.cpu,
+            goroutine,
+            stack_bytes,
+            frames,
+            truncated: flags & SampleFlags::TRUNCATED != 0,
+            kernel_mode: flags & SampleFlags::KERNEL_MODE != 0,
+            switch_index: (flags & SampleFlags::SWITCHED_TO_CURG != 0)
+                .then_some(header.switch_index as usize),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(header: &SampleHeader, frames: &[u64]) -> Vec<u8> {
+        let mut bytes = vec![0u8; SAMPLE_HEADER_SIZE];
+        // SAFETY: header is plain old data of SAMPLE_HEADER_SIZE bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (header as *const SampleHeader).cast::<u8>(),
+                bytes.as_mut_ptr(),
+                SAMPLE_HEADER_SIZE,
+            )
+        };
+        for f in frames {
+            bytes.extend_from_slice(&f.to_ne_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn decodes_header_and_frames() {
+        let header = SampleHeader {
+            goid: 7,
+            status: 3,
+            flags: SampleFlags::GOROUTINE_KNOWN | SampleFlags::TRUNCATED,
+            n_frames: 3,
+            stack_lo: 0x1000,
+            stack_hi: 0x3000,
+            sp: 0x2000,
+            ..Default::default()
+        };
+        let s = Sample::decode(&record(&header, &[1, 2, 3])).unwrap();
+        assert_eq!(s.frames, [1, 2, 3]);
+        assert_eq!(s.state(), GoroutineState::Syscall);
+        assert_eq!(s.goroutine.unwrap().goid, 7);
+        assert_eq!(s.stack_bytes, Some(0x1000));
+        assert!(s.truncated);
+    }
+
+    #[test]
+    fn rejects_short_and_inconsistent_records() {
+        assert_eq!(Sample::decode(&[0; 8]).unwrap_err(), DecodeError::Short(8));
+        let header = SampleHeader {
+            n_frames: 5,
+            ..Default::default()
+        };
+        assert_eq!(
+            Sample::decode(&record(&header, &[1])).unwrap_err(),
+            DecodeError::FrameCount {
+                claimed: 5,
+                present: 1
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_goroutine_without_flag() {
+        let header = SampleHeader {
+            goid: 9,
+            status: 2,
+            n_frames: 0,
+            ..Default::default()
+        };
+        let s = Sample::decode(&record(&header, &[])).unwrap();
+        assert_eq!(s.goroutine, None);
+        assert_eq!(s.state(), GoroutineState::Unknown);
+    }
+}
