@@ -7,6 +7,7 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod diagnose;
 pub mod filter;
 pub mod goruntime;
 pub mod loader;

@@ -2,7 +2,7 @@
 
 use std::{io::Write, path::PathBuf};
 
-use crate::{aggregate::Profile, symbolize::Symbols};
+use crate::{aggregate::Profile, diagnose::Finding, symbolize::Symbols};
 
 /// How the run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -39,6 +39,8 @@ pub struct Report {
     pub run: RunInfo,
     pub profile: Profile,
     pub symbols: Symbols,
+    /// Findings of the diagnosis, most severe first.
+    pub diagnosis: Vec<Finding>,
     /// Things the operator should know (no Go layout, lost samples...), one line each.
     pub warnings: Vec<String>,
 }
