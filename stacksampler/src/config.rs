@@ -39,13 +39,23 @@ pub struct Config {
     #[arg(long, default_value_t = DEFAULT_MAX_FRAMES, value_parser = parse_max_frames)]
     pub max_frames: u32,
 
-    /// Report format for standard output (and for --output files without a known extension).
+    /// Report format for standard output (and for --output files without a known extension):
+    /// text, folded, json, pprof, flamegraph, callgraph or dot.
     #[arg(long, short = 'f', value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
 
-    /// Write the report to FILE instead of standard output.
+    /// Write the report to FILE instead of standard output; repeatable. The format follows the
+    /// extension (.txt, .folded, .json, .pb.gz, .svg, .dot), else --format.
     #[arg(long, short = 'o')]
-    pub output: Option<PathBuf>,
+    pub output: Vec<PathBuf>,
+
+    /// Folded and flame graph output: the goroutine state as the root frame (`[running]`).
+    #[arg(long)]
+    pub state_frames: bool,
+
+    /// Folded output: keep one body of each repeated call cycle instead of every repetition.
+    #[arg(long)]
+    pub collapse_recursion: bool,
 
     /// Print kernel-side diagnostics (aya-log) and progress details on stderr.
     #[arg(long, short = 'v')]
@@ -112,6 +122,20 @@ mod tests {
         assert!(!states.contains(GoroutineState::Waiting));
         assert_eq!(c.min_depth, 1024);
         assert_eq!(c.format, OutputFormat::Folded);
+    }
+
+    #[test]
+    fn output_is_repeatable_with_render_flags() {
+        let c = Config::from_args([
+            "stacksampler", "--pid", "1", "-o", "a.svg", "--output", "b.pb.gz",
+            "--state-frames", "--collapse-recursion", "--format", "dot",
+        ])
+        .unwrap();
+        assert_eq!(c.output, [PathBuf::from("a.svg"), PathBuf::from("b.pb.gz")]);
+        assert!(c.state_frames && c.collapse_recursion);
+        assert_eq!(c.format, OutputFormat::Dot);
+        let c = Config::from_args(["stacksampler", "--pid", "1"]).unwrap();
+        assert!(c.output.is_empty() && !c.state_frames && !c.collapse_recursion);
     }
 
     #[test]

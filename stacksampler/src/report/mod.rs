@@ -1,8 +1,29 @@
 //! Rendering a finished run: the [`Report`] model and one module per output format.
+//!
+//! Every format implements [`Renderer`]; [`renderer`] picks the one for an [`OutputFormat`].
+//! [`render`] writes one format to one writer, [`write_outputs`] writes all the outputs an
+//! [`OutputPlan`] asks for (several files from one run, the format of each taken from its
+//! extension).
+//!
+//! Formats: [`text`] (terminal), [`folded`] (inferno/FlameGraph input), [`json`]
+//! (docs/json-format.md), [`pprof`] (`go tool pprof`), [`flamegraph`] (SVG through inferno),
+//! [`callgraph`] (caller -> callee table, and Graphviz DOT).
 
-use std::{io::Write, path::PathBuf};
+pub mod callgraph;
+pub mod flamegraph;
+pub mod folded;
+pub mod json;
+pub mod pprof;
+pub mod stack;
+pub mod text;
 
-use crate::{aggregate::Profile, diagnose::Finding, symbolize::Symbols};
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+};
+
+use crate::{aggregate::Profile, config::Config, diagnose::Finding, symbolize::Symbols};
 
 /// How the run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -14,6 +35,17 @@ pub enum EndReason {
     Interrupted,
     /// The target process exited.
     TargetExited,
+}
+
+impl EndReason {
+    /// Words for the text header.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Duration => "duration elapsed",
+            Self::Interrupted => "interrupted",
+            Self::TargetExited => "target exited",
+        }
+    }
 }
 
 /// Facts about the run that every format may show.
@@ -54,20 +86,303 @@ pub enum OutputFormat {
     Folded,
     /// The documented json schema (docs/json-format.md).
     Json,
+    /// gzipped pprof protobuf for `go tool pprof` (`.pb.gz`).
+    Pprof,
+    /// SVG flame graph (inferno).
+    Flamegraph,
+    /// Caller -> callee edges with sample counts, as a text table.
+    Callgraph,
+    /// Caller -> callee edges as a Graphviz DOT graph.
+    Dot,
+}
+
+impl OutputFormat {
+    /// Every format.
+    pub const ALL: [OutputFormat; 7] = [
+        Self::Text,
+        Self::Folded,
+        Self::Json,
+        Self::Pprof,
+        Self::Flamegraph,
+        Self::Callgraph,
+        Self::Dot,
+    ];
+
+    /// The format a file name asks for by its extension: `.txt`, `.folded`, `.json`, `.pb.gz`
+    /// (or `.pprof`), `.svg`, `.dot`; `None` for any other name.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let by_suffix = [
+            (".pb.gz", Self::Pprof),
+            (".pprof", Self::Pprof),
+            (".svg", Self::Flamegraph),
+            (".folded", Self::Folded),
+            (".json", Self::Json),
+            (".txt", Self::Text),
+            (".dot", Self::Dot),
+        ];
+        by_suffix
+            .into_iter()
+            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix))
+            .map(|(_, format)| format)
+    }
+
+    /// The name used on the command line (`--format NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Folded => "folded",
+            Self::Json => "json",
+            Self::Pprof => "pprof",
+            Self::Flamegraph => "flamegraph",
+            Self::Callgraph => "callgraph",
+            Self::Dot => "dot",
+        }
+    }
+}
+
+/// Knobs shared by the formats; `Default` is what the command line gives without flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Put the goroutine state as the outermost frame (`[running]`) in folded output and flame
+    /// graphs, so running and syscall time are separable.
+    pub state_frames: bool,
+    /// Folded output: keep one body of each repeated cycle instead of every repetition.
+    pub collapse_recursion: bool,
+    /// Text: a stack rendered in more lines than this shows its innermost and outermost lines
+    /// with the elided frame count between.
+    pub max_stack_lines: usize,
+    /// Text: at most this many stacks (the rest are summed in one line); `None` for all.
+    pub max_stacks: Option<usize>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            state_frames: false,
+            collapse_recursion: false,
+            max_stack_lines: text::DEFAULT_MAX_STACK_LINES,
+            max_stacks: None,
+        }
+    }
+}
+
+/// One output format: writes a whole report to a writer.
+pub trait Renderer {
+    /// Writes `report` to `out`.
+    fn render(&self, report: &Report, out: &mut dyn Write) -> Result<(), RenderError>;
+}
+
+/// The renderer of `format`, configured by `options`.
+pub fn renderer(format: OutputFormat, options: &RenderOptions) -> Box<dyn Renderer> {
+    match format {
+        OutputFormat::Text => Box::new(text::TextRenderer {
+            max_stack_lines: options.max_stack_lines,
+            max_stacks: options.max_stacks,
+        }),
+        OutputFormat::Folded => Box::new(folded::FoldedRenderer {
+            state_frames: options.state_frames,
+            collapse_recursion: options.collapse_recursion,
+        }),
+        OutputFormat::Json => Box::new(json::JsonRenderer::default()),
+        OutputFormat::Pprof => Box::new(pprof::PprofRenderer),
+        OutputFormat::Flamegraph => Box::new(flamegraph::FlamegraphRenderer {
+            state_frames: options.state_frames,
+        }),
+        OutputFormat::Callgraph => Box::new(callgraph::CallgraphRenderer {
+            style: callgraph::Style::Table,
+        }),
+        OutputFormat::Dot => Box::new(callgraph::CallgraphRenderer {
+            style: callgraph::Style::Dot,
+        }),
+    }
 }
 
 /// Error writing a report.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
+    /// The writer failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Serializing json failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// Encoding the pprof protobuf failed.
+    #[error("pprof: {0}")]
+    Pprof(#[from] prost::EncodeError),
 }
 
-/// Writes `report` in `format` to `out`.
-pub fn render(report: &Report, format: OutputFormat, out: &mut dyn Write) -> Result<(), RenderError> {
-    let _ = (report, format);
-    writeln!(out, "(report rendering not written yet)")?;
+/// Writes `report` in `format` (default options) to `out`.
+pub fn render(
+    report: &Report,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<(), RenderError> {
+    render_with(report, format, &RenderOptions::default(), out)
+}
+
+/// Writes `report` in `format` with `options` to `out`.
+pub fn render_with(
+    report: &Report,
+    format: OutputFormat,
+    options: &RenderOptions,
+    out: &mut dyn Write,
+) -> Result<(), RenderError> {
+    renderer(format, options).render(report, out)?;
+    out.flush()?;
     Ok(())
+}
+
+/// Where the outputs of one run go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputPlan {
+    /// Files to write (`--output`, repeatable); empty: standard output only.
+    pub files: Vec<PathBuf>,
+    /// Format for standard output and for files without a known extension (`--format`).
+    pub format: OutputFormat,
+    /// Knobs shared by the formats.
+    pub options: RenderOptions,
+}
+
+impl OutputPlan {
+    /// The plan the command line asks for.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            files: config.output.clone(),
+            format: config.format,
+            options: RenderOptions {
+                state_frames: config.state_frames,
+                collapse_recursion: config.collapse_recursion,
+                ..RenderOptions::default()
+            },
+        }
+    }
+
+    /// Each destination with its format: files by extension (else `format`), or standard
+    /// output (`None`) when no file is named.
+    pub fn destinations(&self) -> Vec<(Option<&Path>, OutputFormat)> {
+        if self.files.is_empty() {
+            return vec![(None, self.format)];
+        }
+        self.files
+            .iter()
+            .map(|p| {
+                (
+                    Some(p.as_path()),
+                    OutputFormat::from_path(p).unwrap_or(self.format),
+                )
+            })
+            .collect()
+    }
+}
+
+/// One output [`write_outputs`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenOutput {
+    /// The file, `None` for standard output.
+    pub path: Option<PathBuf>,
+    pub format: OutputFormat,
+}
+
+/// Error writing one of the outputs of a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The output file could not be created.
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Rendering into the file (or standard output, `path` None) failed.
+    #[error("writing {} report to {}: {source}", format.name(), path.as_deref().map_or("standard output".into(), |p| p.display().to_string()))]
+    Render {
+        path: Option<PathBuf>,
+        format: OutputFormat,
+        #[source]
+        source: RenderError,
+    },
+}
+
+/// Writes every output of `plan`: each `--output` file in the format of its extension, or, when
+/// there is none, `plan.format` to `stdout`. Stops at the first failure.
+pub fn write_outputs(
+    report: &Report,
+    plan: &OutputPlan,
+    stdout: &mut dyn Write,
+) -> Result<Vec<WrittenOutput>, OutputError> {
+    let mut written = Vec::new();
+    for (path, format) in plan.destinations() {
+        match path {
+            None => {
+                render_with(report, format, &plan.options, stdout).map_err(|source| {
+                    OutputError::Render {
+                        path: None,
+                        format,
+                        source,
+                    }
+                })?;
+            }
+            Some(path) => {
+                let file = File::create(path).map_err(|source| OutputError::Create {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let mut out = BufWriter::new(file);
+                render_with(report, format, &plan.options, &mut out).map_err(|source| {
+                    OutputError::Render {
+                        path: Some(path.to_owned()),
+                        format,
+                        source,
+                    }
+                })?;
+            }
+        }
+        written.push(WrittenOutput {
+            path: path.map(Path::to_owned),
+            format,
+        });
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_from_extensions() {
+        let cases = [
+            ("out.svg", Some(OutputFormat::Flamegraph)),
+            ("/tmp/cpu.pb.gz", Some(OutputFormat::Pprof)),
+            ("x.folded", Some(OutputFormat::Folded)),
+            ("x.JSON", Some(OutputFormat::Json)),
+            ("report.txt", Some(OutputFormat::Text)),
+            ("g.dot", Some(OutputFormat::Dot)),
+            ("x.gz", None),
+            (".svg", None),
+            ("noext", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(OutputFormat::from_path(Path::new(name)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn plan_destinations() {
+        let plan = OutputPlan {
+            files: vec![],
+            format: OutputFormat::Json,
+            options: RenderOptions::default(),
+        };
+        assert_eq!(plan.destinations(), [(None, OutputFormat::Json)]);
+        let plan = OutputPlan {
+            files: vec!["a.svg".into(), "b.unknown".into()],
+            format: OutputFormat::Folded,
+            options: RenderOptions::default(),
+        };
+        let d = plan.destinations();
+        assert_eq!(d[0].1, OutputFormat::Flamegraph);
+        assert_eq!(d[1].1, OutputFormat::Folded);
+    }
 }

@@ -1,0 +1,332 @@
+//! The terminal report: run header, goroutine states, warnings, diagnosis, then ranked stacks.
+//!
+//! Each stack lists its frames innermost first as `function (file:line)`, inlined frames marked
+//! `[inlined]`; repeated cycles print as one `[a -> b] x 2500` line; a stack longer than
+//! [`TextRenderer::max_stack_lines`] lines shows its innermost and outermost lines with
+//! `... N frames elided ...` between.
+
+use std::io::Write;
+
+use crate::{
+    aggregate::Row,
+    diagnose::{Severity, recursion::Segment},
+    goruntime::state::GoroutineState,
+};
+
+use super::{
+    RenderError, Renderer, Report,
+    stack::{self, SourceFrame},
+};
+
+/// Default for [`TextRenderer::max_stack_lines`]: a screen.
+pub const DEFAULT_MAX_STACK_LINES: usize = 40;
+
+/// How many goids a stack's summary line names.
+const GOIDS_SHOWN: usize = 5;
+
+/// Writes the text report.
+#[derive(Clone, Debug)]
+pub struct TextRenderer {
+    /// Lines of one stack above which the middle is elided (at least 3 are always shown).
+    pub max_stack_lines: usize,
+    /// At most this many stacks; `None` for all.
+    pub max_stacks: Option<usize>,
+}
+
+impl Default for TextRenderer {
+    fn default() -> Self {
+        Self {
+            max_stack_lines: DEFAULT_MAX_STACK_LINES,
+            max_stacks: None,
+        }
+    }
+}
+
+impl Renderer for TextRenderer {
+    fn render(&self, report: &Report, out: &mut dyn Write) -> Result<(), RenderError> {
+        write_header(report, out)?;
+        write_states(report, out)?;
+        write_warnings(report, out)?;
+        write_diagnosis(report, out)?;
+        self.write_stacks(report, out)?;
+        Ok(())
+    }
+}
+
+fn write_header(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+    let run = &report.run;
+    let go = run
+        .go_version
+        .as_deref()
+        .map_or_else(|| "not a known Go binary".to_owned(), |v| format!("Go {v}"));
+    writeln!(
+        out,
+        "stacksampler: pid {} {} ({go})",
+        run.pid,
+        run.binary.display()
+    )?;
+    writeln!(
+        out,
+        "sampled {:.2} s at {} Hz per CPU, up to {} frames per stack; ended: {}",
+        run.duration_secs,
+        run.frequency_hz,
+        run.max_frames,
+        run.ended_by.describe()
+    )?;
+    let c = report.profile.counts;
+    writeln!(
+        out,
+        "samples: {} total, {} kept, {} lost",
+        c.total, c.kept, c.lost
+    )?;
+    Ok(())
+}
+
+fn write_states(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+    let kept = report.profile.counts.kept;
+    let states = report.profile.by_state();
+    if states.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\ngoroutine states:")?;
+    for (state, count) in states {
+        writeln!(
+            out,
+            "  {:<10} {count:>8} {:>6.1}%",
+            state.name(),
+            stack::percent(count, kept)
+        )?;
+    }
+    Ok(())
+}
+
+fn write_warnings(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+    if report.warnings.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nwarnings:")?;
+    for w in &report.warnings {
+        writeln!(out, "  ! {w}")?;
+    }
+    Ok(())
+}
+
+fn severity_word(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "CRITICAL",
+        Severity::Warning => "WARNING",
+        Severity::Info => "INFO",
+    }
+}
+
+fn write_diagnosis(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+    if report.diagnosis.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\ndiagnosis:")?;
+    let mut findings: Vec<_> = report.diagnosis.iter().collect();
+    // Most severe first, keeping the diagnosis' own order within a severity.
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    for f in findings {
+        writeln!(out, "  {:<8} {}", severity_word(f.severity), f.summary)?;
+        for d in &f.details {
+            writeln!(out, "           {d}")?;
+        }
+    }
+    Ok(())
+}
+
+/// One printed line of a stack and how many frames it stands for.
+struct StackLine {
+    text: String,
+    frames: usize,
+}
+
+impl TextRenderer {
+    fn write_stacks(&self, report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+        let rows = report.profile.ranked();
+        let kept = report.profile.counts.kept;
+        if rows.is_empty() {
+            writeln!(out, "\nno stacks kept")?;
+            return Ok(());
+        }
+        writeln!(out, "\nstacks: {} distinct, ranked by samples", rows.len())?;
+        let shown = self.max_stacks.unwrap_or(rows.len()).min(rows.len());
+        for (i, row) in rows.iter().take(shown).enumerate() {
+            writeln!(out)?;
+            writeln!(out, "#{:<3} {}", i + 1, summary_line(report, row, kept))?;
+            let frames = stack::expand(report, row.key.leaf);
+            let lines = stack_lines(&frames, &stack::fold(&frames));
+            for line in self.elide(lines) {
+                writeln!(out, "     {line}")?;
+            }
+        }
+        if shown < rows.len() {
+            let rest: u64 = rows[shown..].iter().map(|r| r.stats.count).sum();
+            writeln!(
+                out,
+                "\n... {} more stacks with {rest} samples ({:.1}%) not shown",
+                rows.len() - shown,
+                stack::percent(rest, kept)
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the innermost and outermost lines, replacing the middle by one elision line.
+    fn elide(&self, lines: Vec<StackLine>) -> Vec<String> {
+        let max = self.max_stack_lines.max(3);
+        if lines.len() <= max {
+            return lines.into_iter().map(|l| l.text).collect();
+        }
+        let head = max / 2;
+        let tail = max - head - 1;
+        let elided: usize = lines[head..lines.len() - tail]
+            .iter()
+            .map(|l| l.frames)
+            .sum();
+        let mut out: Vec<String> = lines[..head].iter().map(|l| l.text.clone()).collect();
+        out.push(format!("... {elided} frames elided ..."));
+        out.extend(lines[lines.len() - tail..].iter().map(|l| l.text.clone()));
+        out
+    }
+}
+
+/// `800 samples  80.0%  running  3 goroutines (1 7 9)  depth 5`.
+fn summary_line(report: &Report, row: &Row<'_>, kept: u64) -> String {
+    let stats = row.stats;
+    let noun = if stats.count == 1 {
+        "sample "
+    } else {
+        "samples"
+    };
+    let mut s = format!(
+        "{} {noun} {:5.1}%  {}",
+        stats.count,
+        stack::percent(stats.count, kept),
+        row.key.state.name()
+    );
+    if row.key.state == GoroutineState::Waiting && !stats.waitreasons.is_empty() {
+        let reasons: Vec<String> = stats.waitreasons.iter().map(u8::to_string).collect();
+        s.push_str(&format!(" (waitreason {})", reasons.join(", ")));
+    }
+    let (n, goids) = stack::goid_sample(row, GOIDS_SHOWN);
+    if n > 0 {
+        let list: Vec<String> = goids.iter().map(u64::to_string).collect();
+        let more = if n > goids.len() { " ..." } else { "" };
+        let noun = if n == 1 { "goroutine" } else { "goroutines" };
+        s.push_str(&format!("  {n} {noun} ({}{more})", list.join(" ")));
+    }
+    s.push_str(&format!(
+        "  depth {}",
+        report.profile.trie.depth(row.key.leaf)
+    ));
+    if stats.truncated {
+        s.push_str(" truncated");
+    }
+    s
+}
+
+/// `function (file:line)`, `[inlined]` when inlined into the next frame.
+fn frame_text(f: &SourceFrame) -> String {
+    let mut s = f.frame.function.clone();
+    match (&f.frame.file, f.frame.line) {
+        (Some(file), Some(line)) => s.push_str(&format!(" ({file}:{line})")),
+        (Some(file), None) => s.push_str(&format!(" ({file})")),
+        _ => {}
+    }
+    if f.frame.inlined {
+        s.push_str(" [inlined]");
+    }
+    s
+}
+
+/// The lines of a stack: one per frame, one per folded cycle.
+fn stack_lines(frames: &[SourceFrame], segments: &[Segment]) -> Vec<StackLine> {
+    segments
+        .iter()
+        .map(|seg| match *seg {
+            Segment::Frame(i) => StackLine {
+                text: frames.get(i).map(frame_text).unwrap_or_default(),
+                frames: 1,
+            },
+            Segment::Cycle { start, len, repeat } => StackLine {
+                text: format!(
+                    "{}  ({} frames)",
+                    stack::cycle_label(frames, start, len, repeat),
+                    len * repeat
+                ),
+                frames: len * repeat,
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(n: usize) -> Vec<StackLine> {
+        (0..n)
+            .map(|i| StackLine {
+                text: format!("f{i}"),
+                frames: 2,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cycles_print_as_one_line() {
+        use crate::symbolize::{Frame, FrameKind};
+        let f = |addr, name: &str| SourceFrame {
+            addr,
+            frame: Frame {
+                function: name.into(),
+                file: Some("r.go".into()),
+                line: Some(addr as u32),
+                inlined: false,
+                module: None,
+                kind: FrameKind::Go,
+            },
+        };
+        let frames = [
+            f(1, "leaf"),
+            f(2, "main.b"),
+            f(3, "main.a"),
+            f(2, "main.b"),
+            f(3, "main.a"),
+            f(4, "main.main"),
+        ];
+        let segments = [
+            Segment::Frame(0),
+            Segment::Cycle {
+                start: 1,
+                len: 2,
+                repeat: 2,
+            },
+            Segment::Frame(5),
+        ];
+        let lines = stack_lines(&frames, &segments);
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "leaf (r.go:1)",
+                "[main.a -> main.b] x 2  (4 frames)",
+                "main.main (r.go:4)"
+            ]
+        );
+        assert_eq!(lines[1].frames, 4);
+    }
+
+    #[test]
+    fn elides_the_middle() {
+        let r = TextRenderer {
+            max_stack_lines: 5,
+            max_stacks: None,
+        };
+        assert_eq!(r.elide(lines(5)).len(), 5);
+        let out = r.elide(lines(10));
+        assert_eq!(out, ["f0", "f1", "... 12 frames elided ...", "f8", "f9"]);
+    }
+}
