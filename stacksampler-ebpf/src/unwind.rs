@@ -26,8 +26,10 @@ struct WalkState {
     cpu: u32,
     /// Index of the first frame this walk writes.
     base: u32,
-    /// Frames written so far by this walk.
-    written: u32,
+    /// Index after the last frame written. Derived from bpf_loop's index argument, never
+    /// incremented: a counter the verifier can track exactly makes it verify every iteration
+    /// as a new state ("sequence of 8193 jumps is too complex").
+    next: u32,
     /// 1 once the chain ended by itself.
     ended: u32,
     fp: u64,
@@ -40,7 +42,7 @@ pub unsafe fn walk(cpu: u32, base: u32, fp: u64, limit: u32) -> Walk {
     let mut state = WalkState {
         cpu,
         base,
-        written: 0,
+        next: base,
         ended: 0,
         fp,
     };
@@ -64,7 +66,7 @@ pub unsafe fn walk(cpu: u32, base: u32, fp: u64, limit: u32) -> Walk {
     }
     let ended = state.ended != 0 || state.fp == 0;
     Walk {
-        next_index: base + state.written,
+        next_index: state.next,
         last_fp: if ended { 0 } else { state.fp },
         ended,
     }
@@ -99,7 +101,7 @@ extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
     };
     // SAFETY: `pos` is bounds-checked above; the slot is this CPU's.
     unsafe { (*slot).frames[pos as usize] = ret };
-    state.written += 1;
+    state.next = (pos + 1) as u32;
     // Callers live at higher addresses; anything else is the end of the chain (or garbage).
     if next_fp <= fp {
         state.ended = 1;

@@ -1,1 +1,212 @@
-//! (being written)
+//! Loading the embedded eBPF object, configuring it and attaching it to one CPU-clock perf event
+//! per online CPU. Dropping the [`LoadedSampler`] detaches everything and closes every fd, so
+//! nothing stays attached after the run (the kernel frees links and maps with their last fd).
+
+use std::os::fd::OwnedFd;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{
+        PerfEvent,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+    sys::{Stats, enable_stats},
+    util::{nr_cpus, online_cpus},
+};
+use stacksampler_common::{
+    CONFIG_KEY, ConfigFlags, Counters, GoLayout, SamplerConfig,
+    names::{CONFIG_MAP, COUNTERS_MAP, SAMPLES_MAP, SAMPLE_PROGRAM, SCRATCH_MAP},
+};
+
+/// The eBPF object built by `build.rs` (aya-build) and embedded in this binary.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stacksampler"));
+
+/// What to load and where to attach.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Process (tgid) to sample.
+    pub pid: u32,
+    /// Samples per second per CPU.
+    pub frequency_hz: u64,
+    /// Frames walked per sample.
+    pub max_frames: u32,
+    /// `task_struct.thread.fsbase` offset (amd64).
+    pub task_fsbase_offset: u32,
+    /// Go runtime layout; `None` leaves goroutine fields unknown.
+    pub go_layout: Option<GoLayout>,
+    /// Kernel-side diagnostics through aya-log.
+    pub verbose: bool,
+    /// Count the program's run time in the kernel (bpf_stats), for [`LoadedSampler::kernel_cost`].
+    pub kernel_stats: bool,
+}
+
+/// Errors loading or attaching.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error(
+        "this stacksampler was built without its eBPF program (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
+    )]
+    NoObject,
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program {SAMPLE_PROGRAM}: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("eBPF map: {0}")]
+    Map(#[from] aya::maps::MapError),
+    #[error("eBPF object has no {0}")]
+    Missing(&'static str),
+    #[error("listing CPUs ({0}): {1}")]
+    Cpus(&'static str, std::io::Error),
+    #[error("enabling bpf_stats: {0}")]
+    Stats(#[from] aya::sys::SyscallError),
+}
+
+/// Kernel run-time statistics of the sampling program (`bpf_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCost {
+    /// Times the program ran (all perf events, all processes).
+    pub run_count: u64,
+    /// Total nanoseconds spent in it.
+    pub run_time_ns: u64,
+}
+
+impl KernelCost {
+    /// Mean nanoseconds per run.
+    pub fn mean_ns(&self) -> Option<f64> {
+        (self.run_count > 0).then(|| self.run_time_ns as f64 / self.run_count as f64)
+    }
+}
+
+/// A loaded, attached sampler. Drop it to detach.
+pub struct LoadedSampler {
+    ebpf: Ebpf,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    attached_cpus: usize,
+    _stats: Option<OwnedFd>,
+}
+
+impl LoadedSampler {
+    /// Loads the program, writes its configuration, and attaches it on every online CPU.
+    pub fn load(options: &LoadOptions) -> Result<Self, LoaderError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(LoaderError::NoObject);
+        }
+        let stats = if options.kernel_stats {
+            Some(enable_stats(Stats::RunTime)?)
+        } else {
+            None
+        };
+        let possible = nr_cpus().map_err(|(what, e)| LoaderError::Cpus(what, e))?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(SCRATCH_MAP, possible as u32)
+            .load(EBPF_OBJECT)?;
+
+        let logger = if options.verbose {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    log::warn!("kernel-side logging unavailable: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let mut flags = 0;
+        if options.go_layout.is_some() {
+            flags |= ConfigFlags::GO_LAYOUT_KNOWN;
+        }
+        if options.verbose {
+            flags |= ConfigFlags::VERBOSE;
+        }
+        let config = SamplerConfig {
+            target_tgid: options.pid,
+            max_frames: options.max_frames,
+            task_fsbase_offset: options.task_fsbase_offset,
+            flags,
+            go: options.go_layout.unwrap_or_default(),
+        };
+        let mut config_map: Array<_, SamplerConfig> = Array::try_from(
+            ebpf.map_mut(CONFIG_MAP)
+                .ok_or(LoaderError::Missing(CONFIG_MAP))?,
+        )?;
+        config_map.set(CONFIG_KEY, config, 0)?;
+
+        let program: &mut PerfEvent = ebpf
+            .program_mut(SAMPLE_PROGRAM)
+            .ok_or(LoaderError::Missing(SAMPLE_PROGRAM))?
+            .try_into()?;
+        program.load()?;
+        let cpus = online_cpus().map_err(|(what, e)| LoaderError::Cpus(what, e))?;
+        for cpu in &cpus {
+            program.attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu: *cpu },
+                SamplePolicy::Frequency(options.frequency_hz),
+                false,
+            )?;
+        }
+        Ok(Self {
+            ebpf,
+            logger,
+            attached_cpus: cpus.len(),
+            _stats: stats,
+        })
+    }
+
+    /// Number of CPUs a perf event was attached on.
+    pub fn attached_cpus(&self) -> usize {
+        self.attached_cpus
+    }
+
+    /// Takes the sample ring buffer (once).
+    pub fn take_samples(&mut self) -> Result<RingBuf<MapData>, LoaderError> {
+        let map = self
+            .ebpf
+            .take_map(SAMPLES_MAP)
+            .ok_or(LoaderError::Missing(SAMPLES_MAP))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Sums the per-CPU counters.
+    pub fn counters(&self) -> Result<Counters, LoaderError> {
+        let map: PerCpuArray<_, Counters> = PerCpuArray::try_from(
+            self.ebpf
+                .map(COUNTERS_MAP)
+                .ok_or(LoaderError::Missing(COUNTERS_MAP))?,
+        )?;
+        let mut sum = Counters::default();
+        for c in map.get(&0, 0)?.iter() {
+            sum.target_hits += c.target_hits;
+            sum.delivered += c.delivered;
+            sum.lost_ringbuf += c.lost_ringbuf;
+            sum.kernel_mode += c.kernel_mode;
+            sum.truncated += c.truncated;
+            sum.goroutine_read_errors += c.goroutine_read_errors;
+        }
+        Ok(sum)
+    }
+
+    /// Run count and run time of the program so far (zero unless `kernel_stats` was asked).
+    pub fn kernel_cost(&self) -> Result<KernelCost, LoaderError> {
+        let program: &PerfEvent = self
+            .ebpf
+            .program(SAMPLE_PROGRAM)
+            .ok_or(LoaderError::Missing(SAMPLE_PROGRAM))?
+            .try_into()?;
+        let info = program.info()?;
+        Ok(KernelCost {
+            run_count: info.run_count(),
+            run_time_ns: info.run_time().as_nanos() as u64,
+        })
+    }
+
+    /// Forwards pending kernel-side log records (with `--verbose`).
+    pub fn flush_logs(&mut self) {
+        if let Some(logger) = self.logger.as_mut() {
+            logger.flush();
+        }
+    }
+}

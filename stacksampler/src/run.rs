@@ -1,1 +1,308 @@
-//! (being written)
+//! One sampling run, stage by stage: check the target -> load and attach -> stream samples
+//! through the filter into the profile until the run ends -> detach -> symbolize the profile's
+//! unique addresses once -> diagnose -> [`Report`].
+
+use std::{
+    io::{IsTerminal, Write},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::SignalKind,
+};
+
+use crate::{
+    aggregate::Profile,
+    config::Config,
+    diagnose,
+    filter::Filter,
+    goruntime,
+    loader::{KernelCost, LoadOptions, LoadedSampler, LoaderError},
+    report::{EndReason, Report, RunInfo},
+    sampler::SampleStream,
+    symbolize::{ProcessSymbolizer, Symbolize, SymbolizeError},
+    target::{self, KernelError, Process, TargetError},
+};
+
+/// Errors that end a run before it has a report.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    #[error("preparing symbolization: {0}")]
+    Symbolize(#[from] SymbolizeError),
+    #[error("waiting for samples: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Extra facts about a run for tests, benchmarks and `--verbose`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    /// perf events that fired on the target's threads (kernel count).
+    pub target_hits: u64,
+    /// Samples the kernel delivered.
+    pub delivered: u64,
+    /// Samples lost to a full ring buffer.
+    pub lost_ringbuf: u64,
+    /// Records that could not be decoded.
+    pub decode_errors: u64,
+    /// CPUs sampled.
+    pub cpus: usize,
+    /// The program's kernel cost, when `bpf_stats` was on.
+    pub kernel_cost: KernelCost,
+}
+
+/// A finished run: the report and how it went.
+pub struct Finished {
+    pub report: Report,
+    pub stats: RunStats,
+}
+
+/// Samples the process `config.pid` as `config` says and returns its report.
+pub async fn run(config: &Config) -> Result<Finished, RunError> {
+    target::check_privileges()?;
+    let process = Process::open(config.pid)?;
+    let mut warnings = Vec::new();
+
+    let go = inspect_go(&process.exe_link);
+    let (go_version, go_layout) = match go {
+        Ok(binary) => {
+            warnings.extend(binary.warnings.iter().cloned());
+            if !binary.is_go {
+                warnings.push(format!(
+                    "{} is not a Go binary: sampling native stacks, goroutine fields unknown",
+                    process.exe.display()
+                ));
+            }
+            let layout = binary.go_layout();
+            (binary.version.map(|v| v.to_string()), layout)
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "could not read the Go runtime layout of {}: {e}; goroutine fields unknown",
+                process.exe.display()
+            ));
+            (None, None)
+        }
+    };
+    for w in &warnings {
+        eprintln!("stacksampler: warning: {w}");
+    }
+
+    let task_fsbase_offset = target::task_fsbase_offset()?;
+    // Open the target's files now: it may exit before the report is symbolized.
+    let mut symbolizer = ProcessSymbolizer::new(config.pid)?;
+
+    let options = LoadOptions {
+        pid: config.pid,
+        frequency_hz: config.frequency,
+        max_frames: config.max_frames,
+        task_fsbase_offset,
+        go_layout,
+        verbose: config.verbose,
+        kernel_stats: config.verbose,
+    };
+    let mut loaded = LoadedSampler::load(&options)?;
+    let mut stream = SampleStream::new(loaded.take_samples()?)?;
+    let filter = Filter::from_config(config);
+    let mut profile = Profile::default();
+    let mut sink = |sample: crate::sample::Sample| {
+        profile.counts.total += 1;
+        if filter.keep(&sample) {
+            profile.add(&sample);
+        }
+    };
+
+    let started = Instant::now();
+    let exit_watch = ExitWatch::new(config.pid);
+    let progress = Progress::new(config.verbose);
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let deadline = config.duration.map(Duration::from_secs_f64);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+
+    let ended_by = loop {
+        let remaining = deadline.map(|d| d.saturating_sub(started.elapsed()));
+        if remaining == Some(Duration::ZERO) {
+            break EndReason::Duration;
+        }
+        tokio::select! {
+            r = stream.next_batch(&mut sink) => r?,
+            _ = sleep_or_forever(remaining) => break EndReason::Duration,
+            _ = sigint.recv() => break EndReason::Interrupted,
+            _ = sigterm.recv() => break EndReason::Interrupted,
+            _ = exit_watch.exited() => break EndReason::TargetExited,
+            _ = tick.tick() => {
+                loaded.flush_logs();
+                progress.show(started.elapsed(), stream.received);
+                // pidfd_open is unavailable on very old kernels: poll /proc then.
+                if !exit_watch.has_pidfd() && !target::process::is_alive(config.pid) {
+                    break EndReason::TargetExited;
+                }
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    stream.drain(&mut sink);
+    progress.finish();
+
+    let decode_errors = stream.decode_errors;
+    let counters = loaded.counters()?;
+    let kernel_cost = loaded.kernel_cost().unwrap_or_default();
+    let cpus = loaded.attached_cpus();
+    loaded.flush_logs();
+    // Detach before the (possibly long) symbolization.
+    drop(stream);
+    drop(loaded);
+
+    profile.counts.lost = counters.lost_ringbuf + decode_errors;
+    if counters.lost_ringbuf > 0 {
+        warnings.push(format!(
+            "{} samples were lost (ring buffer full); lower --frequency or --max-frames",
+            counters.lost_ringbuf
+        ));
+    }
+    if go_layout.is_some() && counters.goroutine_read_errors > 0 && config.verbose {
+        eprintln!(
+            "stacksampler: {} samples had no readable goroutine",
+            counters.goroutine_read_errors
+        );
+    }
+    if ended_by == EndReason::TargetExited {
+        eprintln!(
+            "stacksampler: process {} exited after {:.1}s; reporting what was collected",
+            config.pid,
+            elapsed.as_secs_f64()
+        );
+    }
+
+    let addresses = profile.trie.unique_addresses();
+    let symbols = symbolizer.symbolize(&addresses);
+    let diagnosis: Vec<diagnose::Finding> = Vec::new(); // WIRE: diagnose::diagnose once it lands
+
+    let report = Report {
+        run: RunInfo {
+            pid: config.pid,
+            binary: process.exe.clone(),
+            go_version,
+            duration_secs: elapsed.as_secs_f64(),
+            frequency_hz: config.frequency,
+            max_frames: config.max_frames,
+            ended_by,
+        },
+        profile,
+        symbols,
+        diagnosis,
+        warnings,
+    };
+    let stats = RunStats {
+        target_hits: counters.target_hits,
+        delivered: counters.delivered,
+        lost_ringbuf: counters.lost_ringbuf,
+        decode_errors,
+        cpus,
+        kernel_cost,
+    };
+    Ok(Finished { report, stats })
+}
+
+async fn sleep_or_forever(remaining: Option<Duration>) {
+    match remaining {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Becomes ready when the target process exits (a pidfd polls readable then).
+struct ExitWatch {
+    pidfd: Option<AsyncFd<OwnedFd>>,
+}
+
+impl ExitWatch {
+    fn new(pid: u32) -> Self {
+        // SAFETY: plain syscall; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        let pidfd = (fd >= 0)
+            .then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+            // SAFETY: the AsyncFd owns the pidfd.
+            .and_then(|fd| unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok());
+        Self { pidfd }
+    }
+
+    fn has_pidfd(&self) -> bool {
+        self.pidfd.is_some()
+    }
+
+    async fn exited(&self) {
+        match &self.pidfd {
+            Some(fd) => {
+                let _ = fd.readable().await;
+                let _ = fd.as_raw_fd();
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A one-line progress display on stderr (only on a terminal, or with `--verbose`).
+struct Progress {
+    enabled: bool,
+    tty: bool,
+    last: std::cell::Cell<Instant>,
+}
+
+impl Progress {
+    fn new(verbose: bool) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        Self {
+            enabled: tty || verbose,
+            tty,
+            last: std::cell::Cell::new(Instant::now()),
+        }
+    }
+
+    fn show(&self, elapsed: Duration, samples: u64) {
+        if !self.enabled || self.last.get().elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last.set(Instant::now());
+        let line = format!(
+            "stacksampler: sampling {:.0}s, {samples} samples",
+            elapsed.as_secs_f64()
+        );
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r{line}\x1b[K");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.enabled && self.tty {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
+}
+
+// WIRE: replaced by goruntime::inspect once it lands.
+struct GoBinaryShim {
+    warnings: Vec<String>,
+    is_go: bool,
+    version: Option<String>,
+}
+impl GoBinaryShim {
+    fn go_layout(&self) -> Option<stacksampler_common::GoLayout> {
+        None
+    }
+}
+fn inspect_go(_path: &std::path::Path) -> Result<GoBinaryShim, std::io::Error> {
+    let _ = goruntime::state::GSCAN_BIT;
+    Ok(GoBinaryShim { warnings: vec![], is_go: true, version: None })
+}

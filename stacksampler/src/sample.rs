@@ -30,7 +30,8 @@ pub struct Sample {
     pub goroutine: Option<GoroutineInfo>,
     /// Goroutine stack bytes in use (`g.stack.hi - sp`), when known.
     pub stack_bytes: Option<u64>,
-    /// User return addresses, innermost first (`frames[0]` is the interrupted pc).
+    /// User stack, innermost first: `frames[0]` is the interrupted pc, every other entry the
+    /// call-site address (return address - 1) of a caller.
     pub frames: Vec<u64>,
     /// The walk stopped at the frame limit: the stack is deeper than `frames`.
     pub truncated: bool,
@@ -81,12 +82,19 @@ impl Sample {
         let frames = body
             .chunks_exact(8)
             .take(claimed)
-            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+            .enumerate()
+            .map(|(i, b)| {
+                let addr = u64::from_ne_bytes(b.try_into().unwrap_or_default());
+                // Every frame but the interrupted one holds a return address: the call is the
+                // instruction before it. Symbolizing `ret - 1` names the caller's line, as Go's
+                // own tracebacks do.
+                if i == 0 { addr } else { addr.saturating_sub(1) }
+            })
             .collect();
         Ok(Self::from_parts(&header, frames))
     }
 
-    /// Builds a sample from a header and its frames.
+    /// Builds a sample from a header and its frames (already call-site adjusted).
     pub fn from_parts(header: &SampleHeader, frames: Vec<u64>) -> Self {
         let flags = header.flags;
         let known = flags & SampleFlags::GOROUTINE_KNOWN != 0;
@@ -145,8 +153,8 @@ mod tests {
             sp: 0x2000,
             ..Default::default()
         };
-        let s = Sample::decode(&record(&header, &[1, 2, 3])).unwrap();
-        assert_eq!(s.frames, [1, 2, 3]);
+        let s = Sample::decode(&record(&header, &[0x100, 0x201, 0x301])).unwrap();
+        assert_eq!(s.frames, [0x100, 0x200, 0x300]);
         assert_eq!(s.state(), GoroutineState::Syscall);
         assert_eq!(s.goroutine.unwrap().goid, 7);
         assert_eq!(s.stack_bytes, Some(0x1000));

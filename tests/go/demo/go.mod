@@ -1,0 +1,3 @@
+module stacksampler.test/demo
+
+go 1.19
