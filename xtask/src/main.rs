@@ -1,1 +1,46 @@
-fn main() {}
+//! `cargo xtask <task>`: the project's own set-up, build, demo, test and benchmark tasks.
+//! Every task runs `setup` first; on a machine where everything is present it costs seconds.
+
+mod bench;
+mod build;
+mod demo;
+mod setup;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "stacksampler's build, demo, test and bench tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent): rust-src for the pinned nightly,
+    /// bpf-linker built against that nightly's libLLVM, Go toolchains, Debian packages.
+    Setup,
+    /// Build the self-contained `target/release/stacksampler` (eBPF object embedded).
+    Build(build::BuildArgs),
+    /// Build, start the bundled Go demo program, sample it as root, print the report and write
+    /// every output format under `target/demo/`, then stop the demo.
+    Demo(demo::DemoArgs),
+    /// Run the whole test suite (unit, golden and end-to-end tests against real Go programs).
+    Test(test::TestArgs),
+    /// Run the benchmarks and save the results under `bench/results/`.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    setup::run()?;
+    match cli.task {
+        Task::Setup => Ok(()),
+        Task::Build(args) => build::run(&args).map(|_| ()),
+        Task::Demo(args) => demo::run(&args),
+        Task::Test(args) => test::run(&args),
+        Task::Bench(args) => bench::run(&args),
+    }
+}

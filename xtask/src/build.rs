@@ -1,0 +1,30 @@
+//! `cargo xtask build`: the release binary with the eBPF object embedded.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::util::{cargo, run_cmd, workspace_root};
+
+#[derive(Args, Default)]
+pub struct BuildArgs {
+    /// Target triple for a cross build (e.g. aarch64-unknown-linux-musl).
+    #[arg(long)]
+    pub target: Option<String>,
+}
+
+/// Builds and returns the path of the `stacksampler` executable.
+pub fn run(args: &BuildArgs) -> anyhow::Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.current_dir(workspace_root())
+        .args(["build", "--release", "--package", "stacksampler", "--bin", "stacksampler"]);
+    let mut out = workspace_root().join("target");
+    if let Some(target) = &args.target {
+        cmd.args(["--target", target]);
+        out = out.join(target);
+    }
+    run_cmd(&mut cmd)?;
+    let bin = out.join("release/stacksampler");
+    eprintln!("xtask: built {}", bin.display());
+    Ok(bin)
+}

