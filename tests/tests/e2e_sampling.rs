@@ -1,0 +1,249 @@
+//! End to end: the real `stacksampler` binary, as root, samples real Go programs built with the
+//! oldest and the newest Go toolchain, and its json report is checked against what the programs
+//! say about themselves (function names, goroutine ids, recursion depth).
+
+use std::{process::Command, time::Duration};
+
+use serde_json::Value;
+use stacksampler_tests::{
+    GoProcess, GoToolchain, Variant, build_go, primary_go_toolchains,
+    report::{count_where, functions, stacks},
+    run_stacksampler,
+};
+
+/// The demo program started with `workers`, waiting until it is ready; returns it with the
+/// goroutine ids it printed.
+fn start_demo(tc: &GoToolchain, args: &[&str]) -> (GoProcess, Vec<(String, u64)>) {
+    let exe = build_go("demo", tc, Variant::Normal);
+    let mut all = vec!["-seconds", "60"];
+    all.extend_from_slice(args);
+    let mut p = GoProcess::spawn(&exe, &all);
+    let mut goids = Vec::new();
+    loop {
+        let line = p.read_line().expect("demo printed nothing");
+        if line == "ready" {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("goid ") {
+            let mut it = rest.split_whitespace();
+            let role = it.next().unwrap_or_default().to_owned();
+            let id = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            goids.push((role, id));
+        }
+    }
+    (p, goids)
+}
+
+fn goid_of(goids: &[(String, u64)], role: &str) -> u64 {
+    goids
+        .iter()
+        .find(|(r, _)| r == role)
+        .map(|(_, id)| *id)
+        .unwrap_or_else(|| panic!("no goid for {role}"))
+}
+
+fn sample_json(pid: u32, extra: &[&str]) -> Value {
+    let pid = pid.to_string();
+    let mut args = vec!["--pid", pid.as_str(), "--duration", "3", "--format", "json"];
+    args.extend_from_slice(extra);
+    let out = run_stacksampler(&args);
+    assert!(
+        out.status.success(),
+        "stacksampler {args:?} failed: {}",
+        out.stderr
+    );
+    out.json()
+}
+
+fn innermost(stack: &Value) -> String {
+    functions(stack).first().cloned().unwrap_or_default()
+}
+
+#[test]
+fn hot_function_is_the_top_stack() {
+    for tc in primary_go_toolchains() {
+        let (demo, goids) = start_demo(&tc, &["-workers", "hot"]);
+        let report = sample_json(demo.pid(), &[]);
+        let kept = report["samples"]["kept"].as_u64().unwrap_or(0);
+        assert!(kept >= 50, "{}: only {kept} samples in 3 s", tc.label());
+        let top = &stacks(&report)[0];
+        assert_eq!(innermost(top), "main.hotLoop", "{}: top stack {top}", tc.label());
+        assert_eq!(top["state"], "running", "{}", tc.label());
+        let hot_goid = goid_of(&goids, "hot");
+        let top_goids: Vec<u64> = top["goids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        assert_eq!(top_goids, [hot_goid], "{}: goids of the hot stack", tc.label());
+        // Most samples are in the hot loop.
+        let hot = count_where(&report, |s| innermost(s) == "main.hotLoop");
+        assert!(
+            hot * 10 >= kept * 8,
+            "{}: {hot} of {kept} samples in main.hotLoop",
+            tc.label()
+        );
+    }
+}
+
+#[test]
+fn recursion_3000_deep_is_walked_whole() {
+    for tc in primary_go_toolchains() {
+        let (demo, goids) = start_demo(&tc, &["-workers", "recurse", "-depth", "3000"]);
+        let report = sample_json(demo.pid(), &[]);
+        let recurse_goid = goid_of(&goids, "recurse");
+        let deep: Vec<Value> = stacks(&report)
+            .into_iter()
+            .filter(|s| s["depth"].as_u64().unwrap_or(0) >= 3000)
+            .collect();
+        assert!(!deep.is_empty(), "{}: no stack of 3000+ frames", tc.label());
+        for s in &deep {
+            let f = functions(s);
+            assert!(f.len() >= 3000, "{}: {} frames listed", tc.label(), f.len());
+            assert_eq!(s["truncated"], false, "{}", tc.label());
+            assert_eq!(f[0], "main.spinAtBottom", "{}", tc.label());
+            let a = f.iter().filter(|n| *n == "main.recurseA").count();
+            let b = f.iter().filter(|n| *n == "main.recurseB").count();
+            assert!(a >= 1500 && b >= 1500, "{}: recurseA {a}, recurseB {b}", tc.label());
+            // The root end: the goroutine's entry closure and runtime.goexit.
+            assert_eq!(f.last().map(String::as_str), Some("runtime.goexit"), "{}", tc.label());
+            assert!(
+                f[f.len() - 3..].iter().any(|n| n.starts_with("main.main")),
+                "{}: outermost frames {:?}",
+                tc.label(),
+                &f[f.len() - 3..]
+            );
+            let ids = s["goids"].as_array().cloned().unwrap_or_default();
+            assert_eq!(ids, [Value::from(recurse_goid)], "{}", tc.label());
+        }
+    }
+}
+
+#[test]
+fn state_filter_separates_syscall_from_running() {
+    for tc in primary_go_toolchains() {
+        let (demo, goids) = start_demo(&tc, &["-workers", "syscall"]);
+        let syscall_goid = goid_of(&goids, "syscall");
+
+        let report = sample_json(demo.pid(), &["--state", "syscall"]);
+        let all = stacks(&report);
+        assert!(!all.is_empty(), "{}: no syscall samples", tc.label());
+        for s in &all {
+            assert_eq!(s["state"], "syscall", "{}: {s}", tc.label());
+        }
+        let in_loop = count_where(&report, |s| {
+            functions(s).iter().any(|f| f == "main.syscallLoop")
+                && s["goids"].as_array().is_some_and(|g| g.contains(&Value::from(syscall_goid)))
+        });
+        assert!(in_loop > 0, "{}: syscall samples not in main.syscallLoop", tc.label());
+
+        let report = sample_json(demo.pid(), &["--state", "Grunning"]);
+        for s in &stacks(&report) {
+            assert_eq!(s["state"], "running", "{}: {s}", tc.label());
+        }
+        assert_eq!(
+            count_where(&report, |s| s["state"] == "syscall"),
+            0,
+            "{}",
+            tc.label()
+        );
+    }
+}
+
+#[test]
+fn min_depth_keeps_deep_stacks_only() {
+    let tc = primary_go_toolchains().pop().expect("a toolchain");
+    let (demo, _) = start_demo(&tc, &["-workers", "hot,recurse", "-depth", "2000"]);
+    let report = sample_json(demo.pid(), &["--min-depth", "1024"]);
+    let all = stacks(&report);
+    assert!(!all.is_empty(), "no deep stacks kept");
+    for s in &all {
+        assert!(s["depth"].as_u64().unwrap_or(0) >= 1024, "shallow stack kept: depth {}", s["depth"]);
+    }
+    let dropped = report["samples"]["total"].as_u64().unwrap_or(0)
+        - report["samples"]["kept"].as_u64().unwrap_or(0);
+    assert!(dropped > 0, "the hot loop's shallow samples should have been dropped");
+
+    let unfiltered = sample_json(demo.pid(), &[]);
+    assert!(
+        stacks(&unfiltered)
+            .iter()
+            .any(|s| s["depth"].as_u64().unwrap_or(0) < 100),
+        "without --min-depth the shallow hot stack is there"
+    );
+}
+
+#[test]
+fn target_exiting_mid_run_still_reports() {
+    let tc = primary_go_toolchains().pop().expect("a toolchain");
+    let exe = build_go("demo", &tc, Variant::Normal);
+    let mut demo = GoProcess::spawn(&exe, &["-workers", "hot", "-seconds", "2"]);
+    demo.wait_for_line("ready");
+    let pid = demo.pid().to_string();
+    // Sample for up to 60 s: the run must end when the target does.
+    let out = run_stacksampler(&["--pid", &pid, "--duration", "60", "--format", "json"]);
+    assert!(out.status.success(), "stacksampler failed: {}", out.stderr);
+    assert!(out.stderr.contains("exited"), "stderr: {}", out.stderr);
+    let report = out.json();
+    assert!(report["samples"]["kept"].as_u64().unwrap_or(0) > 0);
+    assert!(report["duration_secs"].as_f64().unwrap_or(99.0) < 30.0);
+    assert_eq!(innermost(&stacks(&report)[0]), "main.hotLoop");
+    assert!(demo.wait_timeout(Duration::from_secs(10)).is_some());
+}
+
+#[test]
+fn no_such_pid_is_a_clear_error() {
+    // Pids above pid_max never exist.
+    let out = run_stacksampler(&["--pid", "4194999", "--duration", "1"]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("no such process: 4194999"), "stderr: {}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
+}
+
+#[test]
+fn unprivileged_user_is_told_to_use_root() {
+    let bin = stacksampler_tests::stacksampler_bin();
+    let me = std::process::id().to_string();
+    // setpriv (util-linux) drops to nobody with no capabilities.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(&bin)
+        .args(["--pid", &me, "--duration", "1"])
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("needs root"), "stderr: {stderr}");
+}
+
+#[test]
+fn bad_arguments_are_rejected() {
+    for args in [
+        &["--pid", "1", "--state", "sleepy"][..],
+        &["--pid", "1", "--max-frames", "0"],
+        &["--pid", "notapid"],
+    ] {
+        let out = run_stacksampler(args);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(out.stderr.contains("error"), "{args:?}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn non_go_target_is_sampled_with_unknown_goroutines() {
+    // A native (C) busy loop that ends by itself: python3 spinning for 8 s.
+    let mut p = GoProcess::spawn_command(Command::new("python3").args([
+        "-c",
+        "import time,sys\nprint('ready', flush=True)\nt=time.time()+8\nwhile time.time()<t: pass",
+    ]));
+    p.wait_for_line("ready");
+    let pid = p.pid().to_string();
+    let out = run_stacksampler(&["--pid", &pid, "--duration", "2", "--format", "json"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("not a Go binary"), "stderr: {}", out.stderr);
+    assert_eq!(out.stderr.matches("not a Go binary").count(), 1, "said once");
+    let report = out.json();
+    assert!(report["samples"]["kept"].as_u64().unwrap_or(0) > 20);
+    for s in stacks(&report) {
+        assert_eq!(s["state"], "unknown");
+    }
+}
