@@ -1,12 +1,30 @@
 //! Symbolization: turn each unique address of a profile into source frames, once.
 //!
 //! One backend per source of names, behind [`Symbolize`]; [`ProcessSymbolizer`] picks the backend
-//! for each mapping of the target process.
+//! for each mapping of the target process:
+//! - `maps`: `/proc/PID/maps`, opening mapped files in the target's view (`process.rs` turns
+//!   runtime addresses into file virtual addresses);
+//! - `gopclntab`: Go's own tables (names, files, lines, inlined frames; stripped binaries too);
+//! - `dwarf`: native code with debug info (also from `/usr/lib/debug`);
+//! - `elf`: `.symtab` / `.dynsym` symbols;
+//! - `module`: the backends of one file, in that order of preference;
+//! - `cache`: indexed files shared by identity (device, inode, size, mtime).
 //!
 //! Address convention: the profile stores *call-site* addresses (return address - 1 for every frame
 //! but the innermost, see `sample.rs`), so every address is looked up as it is.
 
+pub mod cache;
+pub mod dwarf;
+pub mod elf;
+pub mod gopclntab;
+pub mod maps;
+pub mod module;
+mod process;
+
 use std::{collections::HashMap, sync::Arc};
+
+pub use module::ModuleSymbolizer;
+pub use process::{ModuleProblem, ProcessSymbolizer};
 
 use serde::Serialize;
 
@@ -85,42 +103,42 @@ pub trait Symbolize {
     fn symbolize(&mut self, addrs: &[u64]) -> Symbols;
 }
 
-/// Symbolizer for a live process: opens what it maps up front, so it still works after the
-/// process exits.
-pub struct ProcessSymbolizer {
-    pid: u32,
-}
-
-impl ProcessSymbolizer {
-    /// Prepares to symbolize addresses of `pid`.
-    pub fn new(pid: u32) -> Result<Self, SymbolizeError> {
-        Ok(Self { pid })
-    }
-
-    /// The process this symbolizer serves.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-}
-
-impl Symbolize for ProcessSymbolizer {
-    fn symbolize(&mut self, addrs: &[u64]) -> Symbols {
-        Symbols {
-            by_addr: addrs
-                .iter()
-                .map(|a| (*a, vec![Frame::unknown(None, *a)]))
-                .collect(),
-        }
-    }
-}
-
 /// Errors preparing symbolization.
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolizeError {
+    /// A file of the target could not be read.
     #[error("reading {path}: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// The maps file of the target does not parse.
+    #[error("parsing {path}: {source}")]
+    Maps {
+        path: String,
+        #[source]
+        source: maps::MapsParseError,
+    },
+    /// A mapped file is not a usable ELF file.
+    #[error("{path}: {source}")]
+    Format {
+        path: String,
+        #[source]
+        source: FormatError,
+    },
+}
+
+/// A file whose contents cannot be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// Not an ELF file (or an ELF file the parser rejects).
+    #[error("invalid object file: {0}")]
+    Object(#[from] object::Error),
+    /// An object file of another format.
+    #[error("not an ELF file")]
+    NotElf,
+    /// DWARF that gimli rejects.
+    #[error("invalid DWARF: {0}")]
+    Dwarf(gimli::Error),
 }

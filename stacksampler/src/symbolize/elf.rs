@@ -1,0 +1,446 @@
+//! ELF images: where each virtual address lives in the file, relocated pointers, and the
+//! `.symtab` / `.dynsym` symbol tables used for native code (libc, cgo, the vdso).
+//!
+//! The image owns the file's bytes (read once when the process was inspected), so symbolization
+//! keeps working after the target exits or the file is replaced on disk.
+
+use std::{collections::HashMap, sync::Arc, sync::OnceLock};
+
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, RelocationFlags, SectionKind};
+
+use super::FormatError;
+
+/// `R_X86_64_RELATIVE`: the word at the site holds `load bias + addend`.
+const R_X86_64_RELATIVE: u32 = 8;
+/// `R_AARCH64_RELATIVE`.
+const R_AARCH64_RELATIVE: u32 = 1027;
+/// `PF_X`: the segment is executable.
+const PF_X: u32 = 1;
+
+/// One `PT_LOAD` segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadSegment {
+    /// Virtual address (`p_vaddr`).
+    pub vaddr: u64,
+    /// Size in memory (`p_memsz`).
+    pub mem_size: u64,
+    /// File offset (`p_offset`).
+    pub offset: u64,
+    /// Size in the file (`p_filesz`).
+    pub file_size: u64,
+    /// The segment is executable.
+    pub executable: bool,
+}
+
+/// One section header, kept by value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SectionInfo {
+    /// Section name (`.text`, `.gopclntab`...).
+    pub name: String,
+    /// Virtual address (0 when not allocated).
+    pub addr: u64,
+    /// Size in memory.
+    pub size: u64,
+    /// Byte range in the file, absent for `SHT_NOBITS`.
+    pub file_range: Option<(u64, u64)>,
+    /// Code section.
+    pub is_text: bool,
+}
+
+/// A function symbol from `.symtab` or `.dynsym`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ElfSymbol {
+    addr: u64,
+    size: u64,
+    name: Box<str>,
+    /// Lower ranks win among aliases at one address (global < weak < local).
+    rank: u8,
+}
+
+/// Function symbols sorted by address.
+#[derive(Debug, Default)]
+pub struct SymbolTable {
+    symbols: Vec<ElfSymbol>,
+    /// Address ranges of code sections, bounding zero-sized symbols.
+    text_ranges: Vec<(u64, u64)>,
+}
+
+/// A symbol that covers an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SymbolHit<'a> {
+    /// Symbol name as stored (versions such as `@@GLIBC_2.2.5` are not part of it).
+    pub name: &'a str,
+    /// Symbol start address.
+    pub addr: u64,
+}
+
+impl SymbolTable {
+    /// The function symbol covering `vaddr`.
+    pub fn lookup(&self, vaddr: u64) -> Option<SymbolHit<'_>> {
+        let idx = self.symbols.partition_point(|s| s.addr <= vaddr);
+        let sym = self.symbols.get(idx.checked_sub(1)?)?;
+        let covers = if sym.size > 0 {
+            vaddr < sym.addr.saturating_add(sym.size)
+        } else {
+            // Zero-sized (assembly) symbols run to the next symbol in the same code section.
+            let next = self.symbols.get(idx).map_or(u64::MAX, |s| s.addr);
+            vaddr < next
+                && self
+                    .text_ranges
+                    .iter()
+                    .any(|&(lo, hi)| (lo..hi).contains(&sym.addr) && (lo..hi).contains(&vaddr))
+        };
+        covers.then_some(SymbolHit {
+            name: &sym.name,
+            addr: sym.addr,
+        })
+    }
+
+    /// Number of function symbols.
+    pub fn len(&self) -> usize {
+        self.symbols.len()
+    }
+
+    /// No symbols at all.
+    pub fn is_empty(&self) -> bool {
+        self.symbols.is_empty()
+    }
+}
+
+/// A parsed ELF file held in memory.
+pub struct ElfImage {
+    data: Arc<[u8]>,
+    segments: Vec<LoadSegment>,
+    sections: Vec<SectionInfo>,
+    build_id: Option<Vec<u8>>,
+    debuglink: Option<String>,
+    little_endian: bool,
+    is_64: bool,
+    has_dwarf: bool,
+    /// `RELATIVE` relocation sites and their addends (PIE pointers), built on first use.
+    relative_relocs: OnceLock<HashMap<u64, u64>>,
+    symbols: OnceLock<SymbolTable>,
+}
+
+impl std::fmt::Debug for ElfImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElfImage")
+            .field("len", &self.data.len())
+            .field("segments", &self.segments)
+            .field("build_id", &self.build_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ElfImage {
+    /// Parses the headers of an ELF file.
+    pub fn parse(data: Arc<[u8]>) -> Result<Self, FormatError> {
+        let file = object::File::parse(&*data)?;
+        if file.format() != object::BinaryFormat::Elf {
+            return Err(FormatError::NotElf);
+        }
+        let segments = file
+            .segments()
+            .map(|seg| {
+                let (offset, file_size) = seg.file_range();
+                let executable = match seg.flags() {
+                    object::SegmentFlags::Elf { p_flags } => p_flags & PF_X != 0,
+                    _ => false,
+                };
+                LoadSegment {
+                    vaddr: seg.address(),
+                    mem_size: seg.size(),
+                    offset,
+                    file_size,
+                    executable,
+                }
+            })
+            .collect();
+        let sections = file
+            .sections()
+            .map(|s| SectionInfo {
+                name: s.name().unwrap_or("").to_owned(),
+                addr: s.address(),
+                size: s.size(),
+                file_range: s.file_range(),
+                is_text: s.kind() == SectionKind::Text,
+            })
+            .collect::<Vec<_>>();
+        let build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
+        let debuglink = file
+            .gnu_debuglink()
+            .ok()
+            .flatten()
+            .map(|(name, _crc)| String::from_utf8_lossy(name).into_owned());
+        let has_dwarf = sections
+            .iter()
+            .any(|s| s.name == ".debug_info" || s.name == ".zdebug_info");
+        Ok(Self {
+            little_endian: file.is_little_endian(),
+            is_64: file.is_64(),
+            data,
+            segments,
+            sections,
+            build_id,
+            debuglink,
+            has_dwarf,
+            relative_relocs: OnceLock::new(),
+            symbols: OnceLock::new(),
+        })
+    }
+
+    /// The whole file.
+    pub fn data(&self) -> &Arc<[u8]> {
+        &self.data
+    }
+
+    /// `PT_LOAD` segments.
+    pub fn segments(&self) -> &[LoadSegment] {
+        &self.segments
+    }
+
+    /// Section headers (empty when the file has none).
+    pub fn sections(&self) -> &[SectionInfo] {
+        &self.sections
+    }
+
+    /// The first section called `name`.
+    pub fn section(&self, name: &str) -> Option<&SectionInfo> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// Bytes of a section, when it has any in the file.
+    pub fn section_data(&self, section: &SectionInfo) -> Option<&[u8]> {
+        let (off, len) = section.file_range?;
+        let start = usize::try_from(off).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        self.data.get(start..end)
+    }
+
+    /// GNU build id (`NT_GNU_BUILD_ID`).
+    pub fn build_id(&self) -> Option<&[u8]> {
+        self.build_id.as_deref()
+    }
+
+    /// File name from `.gnu_debuglink`.
+    pub fn debuglink(&self) -> Option<&str> {
+        self.debuglink.as_deref()
+    }
+
+    /// The file has DWARF debug info.
+    pub fn has_dwarf(&self) -> bool {
+        self.has_dwarf
+    }
+
+    /// Little-endian file.
+    pub fn is_little_endian(&self) -> bool {
+        self.little_endian
+    }
+
+    /// Pointer size in bytes.
+    pub fn pointer_size(&self) -> usize {
+        if self.is_64 { 8 } else { 4 }
+    }
+
+    /// The virtual address of file offset `offset` (through the `PT_LOAD` segment holding it).
+    pub fn offset_to_vaddr(&self, offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| offset >= s.offset && offset - s.offset < s.file_size)
+            .map(|s| s.vaddr + (offset - s.offset))
+    }
+
+    /// The file offset of virtual address `vaddr`, when it is backed by the file.
+    pub fn vaddr_to_offset(&self, vaddr: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)
+            .map(|s| s.offset + (vaddr - s.vaddr))
+    }
+
+    /// `len` bytes at virtual address `vaddr`.
+    pub fn read_vaddr(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(self.vaddr_to_offset(vaddr)?).ok()?;
+        self.data.get(start..start.checked_add(len)?)
+    }
+
+    /// The bytes from virtual address `vaddr` to the end of its segment's file data.
+    pub fn read_vaddr_rest(&self, vaddr: u64) -> Option<&[u8]> {
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)?;
+        let start = usize::try_from(seg.offset + (vaddr - seg.vaddr)).ok()?;
+        let end = usize::try_from(seg.offset + seg.file_size).ok()?;
+        self.data.get(start..end.min(self.data.len()))
+    }
+
+    /// Reads a pointer-sized word at `vaddr` as the loader would leave it before adding the load
+    /// bias: a `RELATIVE` relocation's addend when one targets the word (PIE), else the stored bytes.
+    pub fn read_pointer(&self, vaddr: u64) -> Option<u64> {
+        if let Some(addend) = self.relative_relocs().get(&vaddr) {
+            return Some(*addend);
+        }
+        let bytes = self.read_vaddr(vaddr, self.pointer_size())?;
+        Some(read_uint(bytes, self.little_endian))
+    }
+
+    /// Addresses of words that a `RELATIVE` relocation sets to `load bias + target`.
+    pub fn relocated_pointers_to(&self, target: u64) -> Vec<u64> {
+        let mut sites: Vec<u64> = self
+            .relative_relocs()
+            .iter()
+            .filter(|(_, addend)| **addend == target)
+            .map(|(site, _)| *site)
+            .collect();
+        sites.sort_unstable();
+        sites
+    }
+
+    fn relative_relocs(&self) -> &HashMap<u64, u64> {
+        self.relative_relocs.get_or_init(|| {
+            let Ok(file) = object::File::parse(&*self.data) else {
+                return HashMap::new();
+            };
+            let Some(relocs) = file.dynamic_relocations() else {
+                return HashMap::new();
+            };
+            relocs
+                .filter_map(|(site, rel)| match rel.flags() {
+                    RelocationFlags::Elf { r_type }
+                        if r_type == R_X86_64_RELATIVE || r_type == R_AARCH64_RELATIVE =>
+                    {
+                        Some((site, rel.addend() as u64))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    /// Function symbols from `.symtab`, or `.dynsym` when there is no `.symtab` (built on first use).
+    pub fn symbols(&self) -> &SymbolTable {
+        self.symbols.get_or_init(|| self.build_symbols())
+    }
+
+    fn build_symbols(&self) -> SymbolTable {
+        let Ok(file) = object::File::parse(&*self.data) else {
+            return SymbolTable::default();
+        };
+        let mut symbols: Vec<ElfSymbol> = Vec::new();
+        let mut add = |sym: object::Symbol<'_, '_>| {
+            if sym.kind() != object::SymbolKind::Text || !sym.is_definition() || sym.address() == 0
+            {
+                return;
+            }
+            let Ok(name) = sym.name() else { return };
+            if name.is_empty() {
+                return;
+            }
+            let rank = if sym.is_weak() {
+                1
+            } else if sym.is_global() {
+                0
+            } else {
+                2
+            };
+            symbols.push(ElfSymbol {
+                addr: sym.address(),
+                size: sym.size(),
+                name: name.into(),
+                rank,
+            });
+        };
+        file.symbols().for_each(&mut add);
+        file.dynamic_symbols().for_each(&mut add);
+        // Aliases at one address: the best rank, then the name without leading underscores.
+        symbols.sort_by(|a, b| {
+            a.addr
+                .cmp(&b.addr)
+                .then(a.rank.cmp(&b.rank))
+                .then(a.name.starts_with('_').cmp(&b.name.starts_with('_')))
+                .then(b.size.cmp(&a.size))
+                .then(a.name.len().cmp(&b.name.len()))
+        });
+        symbols.dedup_by(|later, first| later.addr == first.addr);
+        let text_ranges = self
+            .sections
+            .iter()
+            .filter(|s| s.is_text)
+            .map(|s| (s.addr, s.addr.saturating_add(s.size)))
+            .collect();
+        SymbolTable {
+            symbols,
+            text_ranges,
+        }
+    }
+}
+
+/// Reads an unsigned little- or big-endian integer of `bytes.len()` (at most 8) bytes.
+pub fn read_uint(bytes: &[u8], little_endian: bool) -> u64 {
+    let mut v = 0u64;
+    if little_endian {
+        for b in bytes.iter().rev() {
+            v = (v << 8) | u64::from(*b);
+        }
+    } else {
+        for b in bytes {
+            v = (v << 8) | u64::from(*b);
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_image() -> ElfImage {
+        let exe = std::fs::read("/proc/self/exe").expect("read own executable");
+        ElfImage::parse(exe.into()).expect("parse own executable")
+    }
+
+    #[test]
+    fn parses_own_executable_and_maps_offsets() {
+        let img = self_image();
+        assert!(!img.segments().is_empty());
+        let text = img.section(".text").expect(".text");
+        let off = img.vaddr_to_offset(text.addr).expect("text offset");
+        assert_eq!(img.offset_to_vaddr(off), Some(text.addr));
+    }
+
+    #[test]
+    fn finds_a_function_symbol() {
+        let img = self_image();
+        let main_sym = {
+            let file = object::File::parse(&**img.data()).expect("parse");
+            file.symbols()
+                .find(|s| s.kind() == object::SymbolKind::Text && s.size() > 4)
+                .map(|s| (s.address(), s.name().unwrap_or("").to_owned()))
+                .expect("a function")
+        };
+        let hit = img.symbols().lookup(main_sym.0 + 2).expect("covered");
+        assert_eq!(hit.addr, main_sym.0);
+    }
+
+    #[test]
+    fn rejects_garbage_and_truncation() {
+        assert!(ElfImage::parse(Arc::from(&b"not an elf file at all"[..])).is_err());
+        let exe = std::fs::read("/proc/self/exe").expect("read own executable");
+        for len in [0, 4, 16, 63, 64, 200, 4096] {
+            // Truncated files either fail to parse or parse to something that answers lookups
+            // without panicking.
+            if let Ok(img) = ElfImage::parse(Arc::from(&exe[..len])) {
+                let _ = img.symbols().lookup(0x1000);
+                let _ = img.read_pointer(0x1000);
+            }
+        }
+        let mut corrupt = exe[..8192.min(exe.len())].to_vec();
+        for (i, b) in corrupt.iter_mut().enumerate().skip(16) {
+            *b ^= (i as u8).wrapping_mul(31);
+        }
+        if let Ok(img) = ElfImage::parse(Arc::from(corrupt)) {
+            let _ = img.symbols().lookup(0x1000);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! One mapped file (executable, shared library, vdso) and every backend that can name its
+//! addresses: `.gopclntab` for Go code, DWARF for native code, then ELF symbols.
+//!
+//! Addresses given here are ELF virtual addresses of the file (what `addr2line -e FILE` takes);
+//! the process layer turns runtime addresses into them (see `process.rs`).
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use super::{
+    FormatError, Frame, FrameKind,
+    dwarf::DwarfSymbolizer,
+    elf::ElfImage,
+    gopclntab::{GoPclnTab, PclnError},
+};
+
+/// The symbol sources of one file.
+pub struct ModuleSymbolizer {
+    image: ElfImage,
+    go: Result<GoPclnTab, PclnError>,
+    /// Separate debug files to try when the file itself has no DWARF.
+    debug_candidates: Vec<PathBuf>,
+    /// DWARF context, loaded on first use (`None`: no DWARF anywhere).
+    dwarf: OnceLock<Option<Mutex<DwarfSymbolizer>>>,
+    /// Symbols of a separate debug file, when one was found (they include local functions).
+    debug_image: OnceLock<Option<ElfImage>>,
+}
+
+impl std::fmt::Debug for ModuleSymbolizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleSymbolizer")
+            .field("image", &self.image)
+            .field("go", &self.go)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModuleSymbolizer {
+    /// Indexes a file read in full: parses its ELF headers and locates its Go tables.
+    pub fn from_bytes(data: Arc<[u8]>) -> Result<Self, FormatError> {
+        let image = ElfImage::parse(data)?;
+        let go = GoPclnTab::locate(&image);
+        Ok(Self {
+            image,
+            go,
+            debug_candidates: Vec::new(),
+            dwarf: OnceLock::new(),
+            debug_image: OnceLock::new(),
+        })
+    }
+
+    /// Opens and indexes the file at `path`.
+    pub fn open(path: &std::path::Path) -> Result<Self, super::SymbolizeError> {
+        let data = std::fs::read(path).map_err(|source| super::SymbolizeError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(data.into()).map_err(|source| super::SymbolizeError::Format {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Sets where separate debug info may be (see [`super::dwarf::debug_file_candidates`]).
+    pub fn set_debug_candidates(&mut self, candidates: Vec<PathBuf>) {
+        self.debug_candidates = candidates;
+    }
+
+    /// The parsed ELF image.
+    pub fn image(&self) -> &ElfImage {
+        &self.image
+    }
+
+    /// The Go table, when this is a Go binary.
+    pub fn go_table(&self) -> Option<&GoPclnTab> {
+        self.go.as_ref().ok()
+    }
+
+    /// Why there is no Go table.
+    pub fn go_error(&self) -> Option<&PclnError> {
+        self.go.as_ref().err()
+    }
+
+    /// Names `vaddr` (an ELF virtual address of this file): innermost frame first, never empty.
+    /// `module` is the path frames carry; unknown addresses become `module+0xvaddr`.
+    pub fn frames(&self, vaddr: u64, module: &Arc<str>) -> Vec<Frame> {
+        self.named_frames(vaddr, module)
+            .unwrap_or_else(|| vec![Frame::unknown(Some((module.clone(), vaddr)), vaddr)])
+    }
+
+    fn named_frames(&self, vaddr: u64, module: &Arc<str>) -> Option<Vec<Frame>> {
+        if let Ok(go) = &self.go
+            && let Some(frames) = go.find_frames(vaddr)
+        {
+            return Some(
+                frames
+                    .into_iter()
+                    .map(|f| Frame {
+                        kind: go_kind(&f.function),
+                        function: f.function,
+                        file: f.file,
+                        line: f.line,
+                        inlined: f.inlined,
+                        module: Some(module.clone()),
+                    })
+                    .collect(),
+            );
+        }
+        let symbol = self.symbol_name(vaddr);
+        if let Some(dwarf) = self.dwarf()
+            && let Ok(dwarf) = dwarf.lock()
+            && let Some(frames) = dwarf.find_frames(vaddr)
+        {
+            let last = frames.len().saturating_sub(1);
+            let out: Vec<Frame> = frames
+                .into_iter()
+                .enumerate()
+                .map(|(i, f)| Frame {
+                    // The outermost frame falls back to the ELF symbol when DWARF has no name.
+                    function: f
+                        .function
+                        .or_else(|| (i == last).then(|| symbol.clone()).flatten())
+                        .unwrap_or_else(|| format!("{}+{vaddr:#x}", basename(module))),
+                    file: f.file,
+                    line: f.line,
+                    inlined: f.inlined,
+                    module: Some(module.clone()),
+                    kind: FrameKind::Native,
+                })
+                .collect();
+            if !out.is_empty() {
+                return Some(out);
+            }
+        }
+        symbol.map(|function| {
+            vec![Frame {
+                function,
+                file: None,
+                line: None,
+                inlined: false,
+                module: Some(module.clone()),
+                kind: FrameKind::Native,
+            }]
+        })
+    }
+
+    /// The ELF symbol covering `vaddr`: this file's tables, then a separate debug file's.
+    fn symbol_name(&self, vaddr: u64) -> Option<String> {
+        if let Some(hit) = self.image.symbols().lookup(vaddr) {
+            return Some(hit.name.to_owned());
+        }
+        self.debug_image()?
+            .symbols()
+            .lookup(vaddr)
+            .map(|hit| hit.name.to_owned())
+    }
+
+    fn debug_image(&self) -> Option<&ElfImage> {
+        self.debug_image
+            .get_or_init(|| {
+                self.debug_candidates.iter().find_map(|p| {
+                    let data = std::fs::read(p).ok()?;
+                    let img = ElfImage::parse(data.into()).ok()?;
+                    // A build-id file must carry the same id.
+                    match (img.build_id(), self.image.build_id()) {
+                        (Some(a), Some(b)) if a != b => None,
+                        _ => Some(img),
+                    }
+                })
+            })
+            .as_ref()
+    }
+
+    fn dwarf(&self) -> Option<&Mutex<DwarfSymbolizer>> {
+        self.dwarf
+            .get_or_init(|| {
+                let source = if self.image.has_dwarf() {
+                    Some(&self.image)
+                } else {
+                    self.debug_image().filter(|img| img.has_dwarf())
+                };
+                source
+                    .and_then(|img| DwarfSymbolizer::load(img).ok())
+                    .map(Mutex::new)
+            })
+            .as_ref()
+    }
+}
+
+/// The last path component of a module path.
+pub fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Go runtime or user code, by package path.
+pub fn go_kind(function: &str) -> FrameKind {
+    if function.starts_with("runtime.")
+        || function.starts_with("runtime/")
+        || function.starts_with("internal/")
+    {
+        FrameKind::GoRuntime
+    } else {
+        FrameKind::Go
+    }
+}

@@ -1,0 +1,318 @@
+//! [`ProcessSymbolizer`]: names the addresses of one process.
+//!
+//! At creation it reads `/proc/PID/maps` and opens and indexes every mapped file (through
+//! `/proc/PID/map_files` or `/proc/PID/root`, so containers and deleted executables work) and
+//! copies the vdso out of `/proc/PID/mem`; afterwards it needs nothing from the process, so it keeps
+//! working after the target exits.
+//!
+//! Normalization: a runtime address `a` in a mapping `[start, end)` of file offset `off` is the
+//! file offset `a - start + off`, which the file's `PT_LOAD` headers turn into the ELF virtual
+//! address the symbol tables use. This is the load bias computation for PIE and non-PIE alike
+//! (non-PIE segments map at their own virtual address, so the bias is zero).
+
+use std::{
+    collections::HashMap,
+    io::Read,
+    os::unix::fs::FileExt,
+    path::Path,
+    sync::{Arc, OnceLock},
+};
+
+use super::{
+    Frame, FrameKind, Symbolize, SymbolizeError, Symbols, cache,
+    dwarf::debug_file_candidates,
+    maps::{MapsEntry, open_mapped_file, parse_maps},
+    module::ModuleSymbolizer,
+};
+
+/// Lowest kernel address on 64-bit Linux.
+const KERNEL_SPACE_START: u64 = 0xffff_8000_0000_0000;
+/// Largest vdso copied out of the target.
+const MAX_VDSO_SIZE: u64 = 1 << 20;
+
+/// One mapping and what backs it.
+#[derive(Debug, Clone)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    offset: u64,
+    /// Path as the target sees it (or `[vdso]`).
+    name: Arc<str>,
+    /// The indexed file; `None` when it could not be opened or parsed.
+    module: Option<Arc<ModuleSymbolizer>>,
+}
+
+/// A file that could not be used, kept for diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleProblem {
+    /// Path of the mapped file.
+    pub path: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// Symbolizer for a live process (see the module documentation).
+pub struct ProcessSymbolizer {
+    pid: u32,
+    mappings: Vec<Mapping>,
+    problems: Vec<ModuleProblem>,
+    memo: HashMap<u64, Vec<Frame>>,
+}
+
+impl std::fmt::Debug for ProcessSymbolizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessSymbolizer")
+            .field("pid", &self.pid)
+            .field("mappings", &self.mappings.len())
+            .field("problems", &self.problems)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessSymbolizer {
+    /// Reads the maps of `pid` and opens and indexes every mapped file now.
+    pub fn new(pid: u32) -> Result<Self, SymbolizeError> {
+        let mut this = Self {
+            pid,
+            mappings: Vec::new(),
+            problems: Vec::new(),
+            memo: HashMap::new(),
+        };
+        this.refresh()?;
+        Ok(this)
+    }
+
+    /// The process this symbolizer serves.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Files that could not be opened or parsed (their addresses print as `module+0xoffset`).
+    pub fn problems(&self) -> &[ModuleProblem] {
+        &self.problems
+    }
+
+    /// Re-reads the maps while the process lives (libraries loaded by `dlopen`). Files already
+    /// indexed are reused; mappings that vanished are kept, so older addresses still resolve.
+    pub fn refresh(&mut self) -> Result<(), SymbolizeError> {
+        let maps_path = format!("/proc/{}/maps", self.pid);
+        let text = std::fs::read_to_string(&maps_path).map_err(|source| SymbolizeError::Io {
+            path: maps_path.clone(),
+            source,
+        })?;
+        let entries = parse_maps(&text).map_err(|e| SymbolizeError::Maps {
+            path: maps_path,
+            source: e,
+        })?;
+        let root = format!("/proc/{}/root", self.pid);
+        // One open per file: entries of the same inode share the module.
+        let mut by_inode: HashMap<(String, u64), Option<Arc<ModuleSymbolizer>>> = HashMap::new();
+        let mut fresh = Vec::new();
+        for entry in &entries {
+            let name: Arc<str> = match &entry.path {
+                Some(p) => Arc::from(p.as_str()),
+                None => continue,
+            };
+            let module = if entry.is_file() {
+                let id = (entry.device.clone(), entry.inode);
+                match by_inode.get(&id) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = match self.open_file(entry, Path::new(&root)) {
+                            Ok(m) => Some(m),
+                            Err(e) => {
+                                self.problems.push(ModuleProblem {
+                                    path: name.to_string(),
+                                    error: e.to_string(),
+                                });
+                                None
+                            }
+                        };
+                        by_inode.insert(id, m.clone());
+                        m
+                    }
+                }
+            } else if entry.is_vdso() {
+                self.read_vdso(entry)
+            } else {
+                continue;
+            };
+            fresh.push(Mapping {
+                start: entry.start,
+                end: entry.end,
+                offset: entry.offset,
+                name,
+                module,
+            });
+        }
+        // Keep old mappings that no longer exist (unmapped libraries) behind the fresh ones.
+        for old in std::mem::take(&mut self.mappings) {
+            if !fresh.iter().any(|m| m.start < old.end && old.start < m.end) {
+                fresh.push(old);
+            }
+        }
+        fresh.sort_by_key(|m| m.start);
+        self.mappings = fresh;
+        self.memo.clear();
+        Ok(())
+    }
+
+    fn open_file(
+        &self,
+        entry: &MapsEntry,
+        root: &Path,
+    ) -> Result<Arc<ModuleSymbolizer>, SymbolizeError> {
+        let path = entry.path.as_deref().unwrap_or("");
+        let (mut file, key, opened) =
+            open_mapped_file(self.pid, entry).map_err(|source| SymbolizeError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        cache::get_or_insert(key, || {
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)
+                .map_err(|source| SymbolizeError::Io {
+                    path: opened.display().to_string(),
+                    source,
+                })?;
+            let mut module =
+                ModuleSymbolizer::from_bytes(data.into()).map_err(|source| {
+                    SymbolizeError::Format {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?;
+            let candidates = debug_file_candidates(module.image(), path, Some(root));
+            module.set_debug_candidates(candidates);
+            Ok(module)
+        })
+    }
+
+    fn read_vdso(&self, entry: &MapsEntry) -> Option<Arc<ModuleSymbolizer>> {
+        let len = entry.end.checked_sub(entry.start)?;
+        if len > MAX_VDSO_SIZE {
+            return None;
+        }
+        let mem = std::fs::File::open(format!("/proc/{}/mem", self.pid)).ok()?;
+        let mut buf = vec![0u8; usize::try_from(len).ok()?];
+        mem.read_exact_at(&mut buf, entry.start).ok()?;
+        ModuleSymbolizer::from_bytes(buf.into()).ok().map(Arc::new)
+    }
+
+    fn symbolize_one(&self, addr: u64) -> Vec<Frame> {
+        if addr >= KERNEL_SPACE_START {
+            return vec![kernel_frame(addr)];
+        }
+        let idx = self.mappings.partition_point(|m| m.start <= addr);
+        let Some(map) = idx
+            .checked_sub(1)
+            .and_then(|i| self.mappings.get(i))
+            .filter(|m| addr < m.end)
+        else {
+            return vec![Frame::unknown(None, addr)];
+        };
+        let file_offset = addr - map.start + map.offset;
+        let Some(module) = &map.module else {
+            return vec![Frame::unknown(Some((map.name.clone(), file_offset)), addr)];
+        };
+        match module.image().offset_to_vaddr(file_offset) {
+            Some(vaddr) => module.frames(vaddr, &map.name),
+            None => vec![Frame::unknown(Some((map.name.clone(), file_offset)), addr)],
+        }
+    }
+}
+
+impl Symbolize for ProcessSymbolizer {
+    fn symbolize(&mut self, addrs: &[u64]) -> Symbols {
+        let mut by_addr = HashMap::with_capacity(addrs.len());
+        for &addr in addrs {
+            if by_addr.contains_key(&addr) {
+                continue;
+            }
+            let frames = match self.memo.get(&addr) {
+                Some(f) => f.clone(),
+                None => {
+                    let f = self.symbolize_one(addr);
+                    self.memo.insert(addr, f.clone());
+                    f
+                }
+            };
+            by_addr.insert(addr, frames);
+        }
+        Symbols { by_addr }
+    }
+}
+
+/// A kernel symbol from `/proc/kallsyms`.
+struct KernelSymbol {
+    addr: u64,
+    name: Box<str>,
+}
+
+/// Kernel text symbols sorted by address (empty when kallsyms hides addresses).
+fn kernel_symbols() -> &'static [KernelSymbol] {
+    static SYMS: OnceLock<Vec<KernelSymbol>> = OnceLock::new();
+    SYMS.get_or_init(|| {
+        let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
+            return Vec::new();
+        };
+        let mut syms: Vec<KernelSymbol> = text
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+                let kind = it.next()?;
+                let name = it.next()?;
+                (addr != 0 && matches!(kind, "t" | "T" | "w" | "W")).then(|| KernelSymbol {
+                    addr,
+                    name: name.into(),
+                })
+            })
+            .collect();
+        syms.sort_by_key(|s| s.addr);
+        syms
+    })
+}
+
+fn kernel_frame(addr: u64) -> Frame {
+    let syms = kernel_symbols();
+    let idx = syms.partition_point(|s| s.addr <= addr);
+    match idx.checked_sub(1).and_then(|i| syms.get(i)) {
+        Some(sym) => Frame {
+            function: sym.name.to_string(),
+            file: None,
+            line: None,
+            inlined: false,
+            module: Some(Arc::from("[kernel]")),
+            kind: FrameKind::Kernel,
+        },
+        None => {
+            let mut f = Frame::unknown(Some((Arc::from("[kernel]"), addr)), addr);
+            f.kind = FrameKind::Kernel;
+            f
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_marked_function() -> u64 {
+        a_marked_function as usize as u64
+    }
+
+    #[test]
+    fn symbolizes_own_function_and_libc() {
+        let mut s = ProcessSymbolizer::new(std::process::id()).expect("symbolizer");
+        let own = a_marked_function() + 1;
+        let libc_fn = libc::getpid as usize as u64 + 1;
+        let syms = s.symbolize(&[own, libc_fn, 8]);
+        let f = &syms.frames(own)[0];
+        assert!(f.function.contains("a_marked_function"), "{f:?}");
+        let g = &syms.frames(libc_fn)[0];
+        assert!(g.function.contains("getpid"), "{g:?}");
+        assert_eq!(syms.frames(8)[0].kind, FrameKind::Unknown);
+    }
+}

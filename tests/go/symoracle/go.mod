@@ -1,0 +1,3 @@
+module symoracle
+
+go 1.19
