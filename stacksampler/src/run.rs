@@ -70,7 +70,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     let process = Process::open(config.pid)?;
     let mut warnings = Vec::new();
 
-    let go = inspect_go(&process.exe_link);
+    let go = goruntime::inspect(&process.exe_link);
     let (go_version, go_layout) = match go {
         Ok(binary) => {
             warnings.extend(binary.warnings.iter().cloned());
@@ -80,7 +80,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
                     process.exe.display()
                 ));
             }
-            let layout = binary.go_layout();
+            let layout = binary.layout;
             (binary.version.map(|v| v.to_string()), layout)
         }
         Err(e) => {
@@ -184,7 +184,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
 
     let addresses = profile.trie.unique_addresses();
     let symbols = symbolizer.symbolize(&addresses);
-    let diagnosis: Vec<diagnose::Finding> = Vec::new(); // WIRE: diagnose::diagnose once it lands
+    let diagnosis = diagnose::diagnose(&profile, &symbols, &diagnose::DiagnoseOptions::default());
 
     let report = Report {
         run: RunInfo {
@@ -289,20 +289,4 @@ impl Progress {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
         }
     }
-}
-
-// WIRE: replaced by goruntime::inspect once it lands.
-struct GoBinaryShim {
-    warnings: Vec<String>,
-    is_go: bool,
-    version: Option<String>,
-}
-impl GoBinaryShim {
-    fn go_layout(&self) -> Option<stacksampler_common::GoLayout> {
-        None
-    }
-}
-fn inspect_go(_path: &std::path::Path) -> Result<GoBinaryShim, std::io::Error> {
-    let _ = goruntime::state::GSCAN_BIT;
-    Ok(GoBinaryShim { warnings: vec![], is_go: true, version: None })
 }
