@@ -1,0 +1,411 @@
+//! Runaway recursion ("chimney"): a cycle repeated at least `min_recursion_repeat` times.
+//!
+//! Rows are fed deepest first. The first deep row of a recursion is analyzed in full (expanded into
+//! function ids and folded, [`recursion::cycles`]) and kept as a [`Family`]; a later row that shares
+//! all of its root side with a family but a short tip (fewer expanded frames than the repetition
+//! threshold, so the tip cannot hold a new chimney of its own) reuses the family's cycles: the
+//! shared part is compared as raw addresses, only the tip is expanded, and each cycle's repetitions
+//! are recounted from its root end through the tip. A recursion sampled a thousand times at
+//! slightly different depths therefore costs one fold, not a thousand.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::json;
+
+use super::{
+    DiagnoseOptions, Finding, Severity,
+    recursion::{self, Cycle, FoldOptions},
+    stack::{ExpandedStack, Expander, FrameInfo, FuncId, human_bytes, human_secs},
+};
+use crate::{aggregate::StackStats, goruntime::state::GoroutineState};
+
+/// Machine-readable kind of the finding.
+pub const KIND: &str = "runaway_recursion";
+
+/// Families keep their expanded stacks: stop keeping new ones past this many addresses in all.
+const MAX_FAMILY_ADDRS: usize = 4 << 20;
+
+/// A fully analyzed stack and the chimneys found in it.
+struct Family {
+    stack: ExpandedStack,
+    /// (index in `Analyzer::chimneys`, where in `stack.funcs`).
+    found: Vec<(usize, Cycle)>,
+}
+
+/// What makes two observations the same chimney: the cycle body and the entry function.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ChimneyKey {
+    /// Function ids of the body, innermost first, aligned on the root side.
+    body: Vec<FuncId>,
+    entry: Option<FuncId>,
+}
+
+/// One chimney, accumulated over every row it was seen in.
+#[derive(Debug)]
+struct Chimney {
+    /// Cycle frames from the root side (the first is what the entry frame called), with the
+    /// file:line of the repetition next to the entry.
+    cycle: Vec<FrameInfo>,
+    entry: Option<FrameInfo>,
+    /// Most repetitions seen in one stack.
+    repeat: usize,
+    /// Deepest stack seen with it, in frames (addresses).
+    depth: usize,
+    /// Some stack with it was cut at the capture's frame limit: the depth is a lower bound.
+    truncated: bool,
+    goids: BTreeSet<u64>,
+    states: BTreeSet<GoroutineState>,
+    samples: u64,
+    rows: usize,
+    /// Largest stack bytes in use seen.
+    stack_bytes: Option<u64>,
+    /// (time ns, stack bytes) observations.
+    points: Vec<(u64, u64)>,
+}
+
+/// A row as the analyzer needs it.
+pub(crate) struct RowFacts<'a> {
+    pub(crate) state: GoroutineState,
+    pub(crate) stats: &'a StackStats,
+}
+
+/// Finds chimneys in rows fed deepest first.
+pub(crate) struct Analyzer {
+    fold: FoldOptions,
+    min_repeat: usize,
+    /// Largest number of frames one address expands to (to skip shallow rows unexpanded).
+    max_expansion: usize,
+    families: Vec<Family>,
+    family_addrs: usize,
+    index: HashMap<ChimneyKey, usize>,
+    chimneys: Vec<Chimney>,
+}
+
+impl Analyzer {
+    pub(crate) fn new(options: &DiagnoseOptions, expander: &Expander<'_>) -> Self {
+        let max_expansion = expander
+            .symbols()
+            .by_addr
+            .values()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let fold = FoldOptions::new(options.max_cycle_len, options.min_recursion_repeat);
+        Self {
+            min_repeat: fold.min_repeat,
+            fold,
+            max_expansion,
+            families: Vec::new(),
+            family_addrs: 0,
+            index: HashMap::new(),
+            chimneys: Vec::new(),
+        }
+    }
+
+    /// Whether a stack of `depth` addresses could hold a chimney at all.
+    pub(crate) fn could_hold(&self, depth: usize) -> bool {
+        depth.saturating_mul(self.max_expansion) >= self.min_repeat
+    }
+
+    /// Analyzes one row (`addrs` innermost first). Feed rows deepest first.
+    pub(crate) fn add_row(
+        &mut self,
+        expander: &mut Expander<'_>,
+        addrs: &[u64],
+        row: RowFacts<'_>,
+    ) {
+        if !self.could_hold(addrs.len()) {
+            return;
+        }
+        if self.derive(expander, addrs, &row) {
+            return;
+        }
+        let stack = expander.expand(addrs.to_vec());
+        let symbols = expander.symbols();
+        let mut found = Vec::new();
+        for cycle in recursion::cycles(&stack.funcs, &self.fold) {
+            let end = cycle.end();
+            let outer = end - cycle.len..end;
+            let key = ChimneyKey {
+                body: stack.funcs[outer.clone()].to_vec(),
+                entry: stack.funcs.get(end).copied(),
+            };
+            let id = match self.index.get(&key) {
+                Some(id) => *id,
+                None => {
+                    let cycle_frames = outer
+                        .rev()
+                        .filter_map(|i| stack.frame(symbols, i))
+                        .collect();
+                    self.chimneys
+                        .push(Chimney::new(cycle_frames, stack.frame(symbols, end)));
+                    self.index.insert(key, self.chimneys.len() - 1);
+                    self.chimneys.len() - 1
+                }
+            };
+            self.chimneys[id].record(cycle.repeat, addrs.len(), &row);
+            found.push((id, cycle));
+        }
+        if self.family_addrs + addrs.len() <= MAX_FAMILY_ADDRS {
+            self.family_addrs += addrs.len();
+            self.families.push(Family { stack, found });
+        }
+    }
+
+    /// Reuses a family's analysis for a row that differs from it only in a short tip; returns
+    /// whether it could.
+    fn derive(&mut self, expander: &mut Expander<'_>, addrs: &[u64], row: &RowFacts<'_>) -> bool {
+        let Some((family, shared)) = self
+            .families
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i, common_suffix(addrs, &f.stack.addrs)))
+            .max_by_key(|&(i, c)| (c, std::cmp::Reverse(i)))
+        else {
+            return false;
+        };
+        if shared == 0 {
+            return false;
+        }
+        let tip = expander.expand_ids(&addrs[..addrs.len() - shared]);
+        if tip.len() >= self.min_repeat {
+            return false;
+        }
+        let fam = &self.families[family];
+        let funcs = &fam.stack.funcs;
+        let x = fam.stack.start_of_addr(fam.stack.addrs.len() - shared);
+        let t = tip.len();
+        // Index into the row's expanded frames: the tip, then the family's from `x` on.
+        let get = |j: usize| if j < t { tip[j] } else { funcs[x + j - t] };
+        let mut seen = Vec::new();
+        for &(id, c) in &fam.found {
+            let end = c.end();
+            if end <= x {
+                continue;
+            }
+            let p = c.len;
+            let row_end = t + end - x;
+            let mut row_start = t + c.start.max(x) - x;
+            // Extend through the tip while the periodicity holds inside the run.
+            while row_start > 0
+                && row_start - 1 + p < row_end
+                && get(row_start - 1) == get(row_start - 1 + p)
+            {
+                row_start -= 1;
+            }
+            let repeat = (row_end - row_start) / p;
+            if repeat >= self.min_repeat {
+                seen.push((id, repeat));
+            }
+        }
+        for (id, repeat) in seen {
+            self.chimneys[id].record(repeat, addrs.len(), row);
+        }
+        true
+    }
+
+    /// The findings, one per chimney.
+    pub(crate) fn findings(self, options: &DiagnoseOptions) -> Vec<Finding> {
+        let mut chimneys = self.chimneys;
+        chimneys.sort_by(|a, b| {
+            (b.repeat * b.cycle.len())
+                .cmp(&(a.repeat * a.cycle.len()))
+                .then_with(|| b.depth.cmp(&a.depth))
+        });
+        chimneys.iter().map(|c| c.finding(options)).collect()
+    }
+}
+
+/// Number of equal trailing elements (the shared root side of two stacks given innermost first).
+fn common_suffix(a: &[u64], b: &[u64]) -> usize {
+    a.iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+impl Chimney {
+    fn new(cycle: Vec<FrameInfo>, entry: Option<FrameInfo>) -> Self {
+        Self {
+            cycle,
+            entry,
+            repeat: 0,
+            depth: 0,
+            truncated: false,
+            goids: BTreeSet::new(),
+            states: BTreeSet::new(),
+            samples: 0,
+            rows: 0,
+            stack_bytes: None,
+            points: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, repeat: usize, depth: usize, row: &RowFacts<'_>) {
+        let s = row.stats;
+        self.repeat = self.repeat.max(repeat);
+        self.depth = self.depth.max(depth);
+        self.truncated |= s.truncated;
+        self.goids.extend(s.goids.iter().copied());
+        self.states.insert(row.state);
+        self.samples += s.count;
+        self.rows += 1;
+        if let Some((lo, hi)) = s.stack_bytes {
+            self.stack_bytes = Some(self.stack_bytes.map_or(hi, |b| b.max(hi)));
+            self.points.push((s.first_ns, lo));
+            if s.last_ns != s.first_ns || lo != hi {
+                self.points.push((s.last_ns, hi));
+            }
+        }
+    }
+
+    /// Least-squares growth of stack bytes over time, bytes per second; `None` without two
+    /// distinct sample times.
+    fn growth_bytes_per_sec(&self) -> Option<f64> {
+        let t0 = self.points.iter().map(|p| p.0).min()?;
+        let n = self.points.len() as f64;
+        let xs: Vec<f64> = self
+            .points
+            .iter()
+            .map(|p| (p.0 - t0) as f64 / 1e9)
+            .collect();
+        let mean_x = xs.iter().sum::<f64>() / n;
+        let mean_y = self.points.iter().map(|p| p.1 as f64).sum::<f64>() / n;
+        let mut sxx = 0.0;
+        let mut sxy = 0.0;
+        for (x, p) in xs.iter().zip(&self.points) {
+            sxx += (x - mean_x) * (x - mean_x);
+            sxy += (x - mean_x) * (p.1 as f64 - mean_y);
+        }
+        (sxx > 0.0).then(|| sxy / sxx)
+    }
+
+    fn finding(&self, options: &DiagnoseOptions) -> Finding {
+        let limit = options.stack_limit();
+        let growth = self.growth_bytes_per_sec();
+        let fraction = self.stack_bytes.map(|b| b as f64 / limit.bytes as f64);
+        let seconds_to_limit = match (self.stack_bytes, growth) {
+            (Some(b), Some(g)) if g > 0.0 => Some(limit.bytes.saturating_sub(b) as f64 / g),
+            _ => None,
+        };
+        let near = fraction.is_some_and(|f| f >= options.critical_stack_fraction);
+        let soon = seconds_to_limit.is_some_and(|s| s <= options.critical_horizon_secs);
+        let severity = if near || soon {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+
+        let who = match self.goids.len() {
+            0 => "a goroutine recurses".to_string(),
+            1 => format!(
+                "goroutine {} recurses",
+                self.goids.first().copied().unwrap_or_default()
+            ),
+            n => format!("{n} goroutines recurse"),
+        };
+        let names: Vec<&str> = self.cycle.iter().map(|f| f.function.as_str()).collect();
+        let depth = if self.truncated {
+            format!("at least {} frames", self.depth)
+        } else {
+            format!("{} frames", self.depth)
+        };
+        let bytes = self
+            .stack_bytes
+            .map(|b| format!(", {} of stack", human_bytes(b)))
+            .unwrap_or_default();
+        let entry = match &self.entry {
+            Some(e) => match e.location() {
+                Some(loc) => format!("entered from {} at {loc}", e.function),
+                None => format!("entered from {}", e.function),
+            },
+            None => "entry not captured".to_string(),
+        };
+        let pace = match (growth, seconds_to_limit, fraction) {
+            (Some(g), Some(s), _) => format!(
+                "; growing {}/s, {} limit in ~{}",
+                human_bytes(g as u64),
+                human_bytes(limit.bytes),
+                human_secs(s)
+            ),
+            (_, _, Some(f)) => format!(
+                "; {:.1}% of the {} limit",
+                f * 100.0,
+                human_bytes(limit.bytes)
+            ),
+            _ => String::new(),
+        };
+        let summary = format!(
+            "{who} {} {} times ({depth}{bytes}), {entry}{pace}",
+            names.join(" -> "),
+            self.repeat
+        );
+
+        let mut details = vec![format!(
+            "cycle of {} frames, from the root side, repeated {} times:",
+            self.cycle.len(),
+            self.repeat
+        )];
+        details.extend(self.cycle.iter().map(|f| format!("  {}", f.describe())));
+        details.push(match &self.entry {
+            Some(e) => format!("entered from {}", e.describe()),
+            None => "entry frame not captured (the stack was cut on its root side)".to_string(),
+        });
+        details.push(format!("depth: {depth}"));
+        let limit_source = if limit.from_target {
+            "runtime.maxstacksize"
+        } else {
+            "Go's default"
+        };
+        details.push(match self.stack_bytes {
+            Some(b) => format!(
+                "stack: {} in use, {} left before the {} limit ({limit_source}){}",
+                human_bytes(b),
+                human_bytes(limit.bytes.saturating_sub(b)),
+                human_bytes(limit.bytes),
+                match (growth, seconds_to_limit) {
+                    (Some(_), Some(s)) => format!(", reached in ~{} at this rate", human_secs(s)),
+                    (Some(g), None) => format!(", not growing ({:.0} B/s)", g),
+                    _ => String::new(),
+                }
+            ),
+            None => "stack bytes in use unknown (goroutine layout not read)".to_string(),
+        });
+        details.push(format!(
+            "seen in {} samples over {} distinct stacks, states: {}",
+            self.samples,
+            self.rows,
+            self.states
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+
+        let data = json!({
+            "cycle": self.cycle,
+            "repeat": self.repeat,
+            "cycle_frames": self.repeat * self.cycle.len(),
+            "entry": self.entry,
+            "depth": self.depth,
+            "depth_exact": !self.truncated,
+            "stack_bytes": self.stack_bytes,
+            "growth_bytes_per_sec": growth,
+            "limit_bytes": limit.bytes,
+            "limit_from_target": limit.from_target,
+            "seconds_to_limit": seconds_to_limit,
+            "goids": self.goids,
+            "states": self.states,
+            "samples": self.samples,
+        });
+        Finding {
+            severity,
+            kind: KIND,
+            summary,
+            details,
+            data,
+        }
+    }
+}

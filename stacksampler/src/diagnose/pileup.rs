@@ -1,0 +1,177 @@
+//! Goroutine pile-up ("wide base"): many distinct goroutines seen with the same stack.
+//!
+//! Stacks are grouped by their innermost [`DiagnoseOptions::pileup_frames`] addresses (the whole
+//! stack when `None`), so goroutines parked at the same place through slightly different callers
+//! count together. Goroutines are counted by id: a row without goroutine information adds none.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::json;
+
+use super::{DiagnoseOptions, Finding, Severity, stack::FrameInfo};
+use crate::{aggregate::StackStats, goruntime::state::GoroutineState, symbolize::Symbols};
+
+/// Machine-readable kind of the finding.
+pub const KIND: &str = "goroutine_pileup";
+
+/// At most this many goroutine ids are listed in a finding's data.
+const MAX_GOIDS_LISTED: usize = 1000;
+
+/// At most this many frames are printed in a finding's details.
+const MAX_FRAMES_PRINTED: usize = 32;
+
+#[derive(Debug, Default)]
+struct Group {
+    goids: BTreeSet<u64>,
+    /// Goroutine ids seen per state.
+    states: BTreeMap<GoroutineState, BTreeSet<u64>>,
+    waitreasons: BTreeSet<u8>,
+    samples: u64,
+    /// Deepest full stack of the group, in frames.
+    depth: usize,
+}
+
+/// Groups rows by stack.
+pub(crate) struct PileUps {
+    key_frames: Option<usize>,
+    groups: HashMap<Vec<u64>, Group>,
+}
+
+impl PileUps {
+    pub(crate) fn new(options: &DiagnoseOptions) -> Self {
+        Self {
+            key_frames: options.pileup_frames,
+            groups: HashMap::new(),
+        }
+    }
+
+    /// Adds one row (`addrs` innermost first).
+    pub(crate) fn add_row(&mut self, addrs: &[u64], state: GoroutineState, stats: &StackStats) {
+        if stats.goids.is_empty() {
+            return;
+        }
+        let k = self.key_frames.map_or(addrs.len(), |k| k.min(addrs.len()));
+        let g = self.groups.entry(addrs[..k].to_vec()).or_default();
+        g.goids.extend(stats.goids.iter().copied());
+        g.states
+            .entry(state)
+            .or_default()
+            .extend(stats.goids.iter().copied());
+        g.waitreasons.extend(stats.waitreasons.iter().copied());
+        g.samples += stats.count;
+        g.depth = g.depth.max(addrs.len());
+    }
+
+    /// One finding per group with at least `pileup_min_goroutines` goroutines.
+    pub(crate) fn findings(self, symbols: &Symbols, options: &DiagnoseOptions) -> Vec<Finding> {
+        let min = options.pileup_min_goroutines.max(1);
+        let mut out: Vec<(usize, Finding)> = self
+            .groups
+            .into_iter()
+            .filter(|(_, g)| g.goids.len() >= min)
+            .map(|(key, g)| (g.goids.len(), finding(&key, &g, symbols, options)))
+            .collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.summary.cmp(&b.1.summary)));
+        out.into_iter().map(|(_, f)| f).collect()
+    }
+}
+
+fn finding(key: &[u64], g: &Group, symbols: &Symbols, options: &DiagnoseOptions) -> Finding {
+    let n = g.goids.len();
+    let frames: Vec<FrameInfo> = key
+        .iter()
+        .flat_map(|a| {
+            symbols
+                .frames(*a)
+                .iter()
+                .map(FrameInfo::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // The most telling frame: the innermost outside the Go runtime, else the innermost.
+    let place = frames
+        .iter()
+        .find(|f| !is_runtime(&f.function))
+        .or(frames.first());
+    let where_ = place.map_or_else(|| "an empty stack".to_string(), FrameInfo::describe);
+    let states: Vec<(GoroutineState, usize)> =
+        g.states.iter().map(|(s, ids)| (*s, ids.len())).collect();
+    let state_text = match states.as_slice() {
+        [(s, _)] => s.name().to_string(),
+        _ => states
+            .iter()
+            .map(|(s, c)| format!("{} {c}", s.name()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let partial = key.len() < g.depth;
+    let summary = format!(
+        "{n} goroutines {} in {where_} with the same {}",
+        if states.len() == 1 {
+            state_text.clone()
+        } else {
+            format!("({state_text})")
+        },
+        if partial {
+            format!("innermost {} frames", key.len())
+        } else {
+            "stack".to_string()
+        }
+    );
+    let mut details = vec![format!(
+        "{n} goroutines ({state_text}), {} samples{}",
+        g.samples,
+        if g.waitreasons.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", wait reasons {}",
+                g.waitreasons
+                    .iter()
+                    .map(u8::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    )];
+    details.push("stack, innermost first:".to_string());
+    details.extend(
+        frames
+            .iter()
+            .take(MAX_FRAMES_PRINTED)
+            .map(|f| format!("  {}", f.describe())),
+    );
+    if frames.len() > MAX_FRAMES_PRINTED {
+        details.push(format!("  ... {} more", frames.len() - MAX_FRAMES_PRINTED));
+    }
+    let severity = if n >= options.pileup_min_goroutines.saturating_mul(10) {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let goids: Vec<u64> = g.goids.iter().take(MAX_GOIDS_LISTED).copied().collect();
+    let data = json!({
+        "stack": frames,
+        "stack_complete": !partial,
+        "goroutines": n,
+        "states": g.states.iter().map(|(s, ids)| (s.name(), ids.len())).collect::<BTreeMap<_, _>>(),
+        "waitreasons": g.waitreasons,
+        "samples": g.samples,
+        "goids": goids,
+        "goids_truncated": n > MAX_GOIDS_LISTED,
+    });
+    Finding {
+        severity,
+        kind: KIND,
+        summary,
+        details,
+        data,
+    }
+}
+
+fn is_runtime(function: &str) -> bool {
+    function.starts_with("runtime.")
+        || function.starts_with("internal/")
+        || function.starts_with("sync.")
+        || function.starts_with("syscall.")
+}
