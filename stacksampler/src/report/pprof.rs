@@ -1,11 +1,458 @@
-//! pprof output (placeholder).
+//! pprof output: a gzipped `perftools.profiles.Profile` protobuf that `go tool pprof` reads.
+//!
+//! - Sample types `samples/count` and `cpu/nanoseconds` (default `cpu`); period type
+//!   `cpu/nanoseconds`, period `1e9 / frequency`, as Go's own CPU profiles.
+//! - One sample per aggregated row (state, stack) with labels `state` (string), `goid` (numeric,
+//!   one value per distinct goroutine, at most [`MAX_GOID_LABELS`]), `goroutines` (numeric,
+//!   the count), `waitreason` (numeric, raw `g.waitreason`, waiting rows) and `truncated`.
+//! - One Location per address, its inlined frames in `line[]` innermost first; one Function per
+//!   (name, file); one Mapping per module, the target binary first, with its build id when the
+//!   file is still readable.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write,
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use flate2::{Compression, write::GzEncoder};
+use prost::Message;
+
+use crate::symbolize::Frame;
+
 use super::{RenderError, Renderer, Report};
-use std::io::Write;
-/// Writes pprof.
-#[derive(Clone, Debug, Default)]
+
+/// Most `goid` label values written per sample.
+pub const MAX_GOID_LABELS: usize = 100;
+
+/// The messages of pprof's `profile.proto` (github.com/google/pprof, `proto/profile.proto`,
+/// package `perftools.profiles`), declared by hand with prost derives so the build needs no
+/// `protoc`. Field numbers and types mirror the published file; string fields are indices into
+/// `Profile::string_table`, whose entry 0 is `""`.
+pub mod proto {
+    /// `message Profile`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Profile {
+        #[prost(message, repeated, tag = "1")]
+        pub sample_type: Vec<ValueType>,
+        #[prost(message, repeated, tag = "2")]
+        pub sample: Vec<Sample>,
+        #[prost(message, repeated, tag = "3")]
+        pub mapping: Vec<Mapping>,
+        #[prost(message, repeated, tag = "4")]
+        pub location: Vec<Location>,
+        #[prost(message, repeated, tag = "5")]
+        pub function: Vec<Function>,
+        #[prost(string, repeated, tag = "6")]
+        pub string_table: Vec<String>,
+        #[prost(int64, tag = "7")]
+        pub drop_frames: i64,
+        #[prost(int64, tag = "8")]
+        pub keep_frames: i64,
+        #[prost(int64, tag = "9")]
+        pub time_nanos: i64,
+        #[prost(int64, tag = "10")]
+        pub duration_nanos: i64,
+        #[prost(message, optional, tag = "11")]
+        pub period_type: Option<ValueType>,
+        #[prost(int64, tag = "12")]
+        pub period: i64,
+        #[prost(int64, repeated, tag = "13")]
+        pub comment: Vec<i64>,
+        #[prost(int64, tag = "14")]
+        pub default_sample_type: i64,
+        #[prost(int64, tag = "15")]
+        pub doc_url: i64,
+    }
+
+    /// `message ValueType`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueType {
+        #[prost(int64, tag = "1")]
+        pub r#type: i64,
+        #[prost(int64, tag = "2")]
+        pub unit: i64,
+    }
+
+    /// `message Sample`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        /// Innermost location first.
+        #[prost(uint64, repeated, tag = "1")]
+        pub location_id: Vec<u64>,
+        #[prost(int64, repeated, tag = "2")]
+        pub value: Vec<i64>,
+        #[prost(message, repeated, tag = "3")]
+        pub label: Vec<Label>,
+    }
+
+    /// `message Label`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(int64, tag = "1")]
+        pub key: i64,
+        #[prost(int64, tag = "2")]
+        pub str: i64,
+        #[prost(int64, tag = "3")]
+        pub num: i64,
+        #[prost(int64, tag = "4")]
+        pub num_unit: i64,
+    }
+
+    /// `message Mapping`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Mapping {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub memory_start: u64,
+        #[prost(uint64, tag = "3")]
+        pub memory_limit: u64,
+        #[prost(uint64, tag = "4")]
+        pub file_offset: u64,
+        #[prost(int64, tag = "5")]
+        pub filename: i64,
+        #[prost(int64, tag = "6")]
+        pub build_id: i64,
+        #[prost(bool, tag = "7")]
+        pub has_functions: bool,
+        #[prost(bool, tag = "8")]
+        pub has_filenames: bool,
+        #[prost(bool, tag = "9")]
+        pub has_line_numbers: bool,
+        #[prost(bool, tag = "10")]
+        pub has_inline_frames: bool,
+    }
+
+    /// `message Location`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Location {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub mapping_id: u64,
+        #[prost(uint64, tag = "3")]
+        pub address: u64,
+        /// Innermost (most inlined) first.
+        #[prost(message, repeated, tag = "4")]
+        pub line: Vec<Line>,
+        #[prost(bool, tag = "5")]
+        pub is_folded: bool,
+    }
+
+    /// `message Line`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Line {
+        #[prost(uint64, tag = "1")]
+        pub function_id: u64,
+        #[prost(int64, tag = "2")]
+        pub line: i64,
+        #[prost(int64, tag = "3")]
+        pub column: i64,
+    }
+
+    /// `message Function`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Function {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(int64, tag = "2")]
+        pub name: i64,
+        #[prost(int64, tag = "3")]
+        pub system_name: i64,
+        #[prost(int64, tag = "4")]
+        pub filename: i64,
+        #[prost(int64, tag = "5")]
+        pub start_line: i64,
+    }
+}
+
+/// Writes gzipped pprof.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct PprofRenderer;
+
 impl Renderer for PprofRenderer {
-    fn render(&self, _report: &Report, _out: &mut dyn Write) -> Result<(), RenderError> {
+    fn render(&self, report: &Report, out: &mut dyn Write) -> Result<(), RenderError> {
+        let bytes = build(report).encode_to_vec();
+        let mut gz = GzEncoder::new(out, Compression::default());
+        gz.write_all(&bytes)?;
+        gz.finish()?;
         Ok(())
     }
+}
+
+/// Interned strings: index 0 is `""`.
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        let mut s = Self::default();
+        s.get("");
+        s
+    }
+
+    fn get(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(s.to_owned());
+        self.index.insert(s.to_owned(), i);
+        i
+    }
+}
+
+/// Address range and id of one module's mapping.
+struct MappingInfo {
+    id: u64,
+    start: u64,
+    limit: u64,
+}
+
+/// The profile message for `report` (not yet encoded).
+pub fn build(report: &Report) -> proto::Profile {
+    let mut strings = Strings::new();
+    let run = &report.run;
+    let period = 1_000_000_000 / run.frequency_hz.max(1) as i64;
+    let cpu = strings.get("cpu");
+    let nanoseconds = strings.get("nanoseconds");
+    let sample_type = vec![
+        proto::ValueType {
+            r#type: strings.get("samples"),
+            unit: strings.get("count"),
+        },
+        proto::ValueType {
+            r#type: cpu,
+            unit: nanoseconds,
+        },
+    ];
+
+    // Mappings: the target binary first (pprof takes the first as the main binary), then every
+    // other module a frame names, in name order.
+    let binary = run.binary.display().to_string();
+    let addrs = report.profile.trie.unique_addresses();
+    let module_of = |addr: u64| -> Option<String> {
+        report
+            .symbols
+            .frames(addr)
+            .iter()
+            .find_map(|f| f.module.as_deref().map(str::to_owned))
+    };
+    let mut modules: BTreeMap<String, MappingInfo> = BTreeMap::new();
+    let mut addr_module: HashMap<u64, String> = HashMap::new();
+    for &addr in &addrs {
+        if let Some(m) = module_of(addr) {
+            let info = modules.entry(m.clone()).or_insert(MappingInfo {
+                id: 0,
+                start: addr,
+                limit: addr.saturating_add(1),
+            });
+            info.start = info.start.min(addr);
+            info.limit = info.limit.max(addr.saturating_add(1));
+            addr_module.insert(addr, m);
+        }
+    }
+    let mut order: Vec<String> = vec![binary.clone()];
+    order.extend(modules.keys().filter(|m| **m != binary).cloned());
+    let mut mapping = Vec::new();
+    for (i, name) in order.iter().enumerate() {
+        let id = i as u64 + 1;
+        let (start, limit) = modules.get(name).map_or((0, 0), |m| (m.start, m.limit));
+        if let Some(m) = modules.get_mut(name) {
+            m.id = id;
+        }
+        let build_id = if *name == binary {
+            build_id(&run.binary).map_or(0, |b| strings.get(&b))
+        } else {
+            0
+        };
+        mapping.push(proto::Mapping {
+            id,
+            memory_start: start,
+            memory_limit: limit,
+            file_offset: 0,
+            filename: strings.get(name),
+            build_id,
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            has_inline_frames: true,
+        });
+    }
+
+    // Functions and one location per address.
+    let mut function = Vec::new();
+    let mut function_ids: HashMap<(String, Option<String>), u64> = HashMap::new();
+    let mut location = Vec::with_capacity(addrs.len());
+    let mut location_ids: HashMap<u64, u64> = HashMap::with_capacity(addrs.len());
+    for (i, &addr) in addrs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let frames = report.symbols.frames(addr);
+        let line = frames
+            .iter()
+            .map(|f| proto::Line {
+                function_id: function_id(f, &mut function, &mut function_ids, &mut strings),
+                line: f.line.map_or(0, i64::from),
+                column: 0,
+            })
+            .collect();
+        let mapping_id = addr_module
+            .get(&addr)
+            .and_then(|m| modules.get(m))
+            .map_or(0, |m| m.id);
+        location.push(proto::Location {
+            id,
+            mapping_id,
+            address: addr,
+            line,
+            is_folded: false,
+        });
+        location_ids.insert(addr, id);
+    }
+
+    // One sample per row.
+    let key = |s: &mut Strings, k: &str| s.get(k);
+    let mut sample = Vec::new();
+    for row in report.profile.ranked() {
+        let stats = row.stats;
+        let location_id = report
+            .profile
+            .trie
+            .frames(row.key.leaf)
+            .iter()
+            .map(|a| location_ids.get(a).copied().unwrap_or(0))
+            .collect();
+        let count = stats.count as i64;
+        let mut label = vec![proto::Label {
+            key: key(&mut strings, "state"),
+            str: strings.get(row.key.state.name()),
+            num: 0,
+            num_unit: 0,
+        }];
+        let goid_key = key(&mut strings, "goid");
+        label.extend(
+            stats
+                .goids
+                .iter()
+                .take(MAX_GOID_LABELS)
+                .map(|&g| num_label(goid_key, g as i64)),
+        );
+        if !stats.goids.is_empty() {
+            label.push(num_label(
+                key(&mut strings, "goroutines"),
+                stats.goids.len() as i64,
+            ));
+        }
+        let wait_key = key(&mut strings, "waitreason");
+        label.extend(
+            stats
+                .waitreasons
+                .iter()
+                .map(|&w| num_label(wait_key, i64::from(w))),
+        );
+        if stats.truncated {
+            label.push(proto::Label {
+                key: key(&mut strings, "truncated"),
+                str: strings.get("true"),
+                num: 0,
+                num_unit: 0,
+            });
+        }
+        sample.push(proto::Sample {
+            location_id,
+            value: vec![count, count.saturating_mul(period)],
+            label,
+        });
+    }
+
+    let mut comment = vec![strings.get(&format!(
+        "stacksampler: pid {} {}{}",
+        run.pid,
+        binary,
+        run.go_version
+            .as_deref()
+            .map_or(String::new(), |v| format!(" ({v})"))
+    ))];
+    comment.extend(report.warnings.iter().map(|w| strings.get(w)));
+
+    let duration = Duration::from_secs_f64(run.duration_secs.max(0.0));
+    let end = SystemTime::now();
+    let start = end.checked_sub(duration).unwrap_or(end);
+    let time_nanos = start
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    proto::Profile {
+        sample_type,
+        sample,
+        mapping,
+        location,
+        function,
+        drop_frames: 0,
+        keep_frames: 0,
+        time_nanos,
+        duration_nanos: duration.as_nanos() as i64,
+        period_type: Some(proto::ValueType {
+            r#type: cpu,
+            unit: nanoseconds,
+        }),
+        period,
+        comment,
+        default_sample_type: cpu,
+        doc_url: 0,
+        string_table: strings.table,
+    }
+}
+
+fn num_label(key: i64, num: i64) -> proto::Label {
+    proto::Label {
+        key,
+        str: 0,
+        num,
+        num_unit: 0,
+    }
+}
+
+/// The id of `f`'s Function, added on first use.
+fn function_id(
+    f: &Frame,
+    functions: &mut Vec<proto::Function>,
+    ids: &mut HashMap<(String, Option<String>), u64>,
+    strings: &mut Strings,
+) -> u64 {
+    let k = (f.function.clone(), f.file.clone());
+    if let Some(&id) = ids.get(&k) {
+        return id;
+    }
+    let id = functions.len() as u64 + 1;
+    let name = strings.get(&f.function);
+    functions.push(proto::Function {
+        id,
+        name,
+        system_name: name,
+        filename: f.file.as_deref().map_or(0, |file| strings.get(file)),
+        start_line: 0,
+    });
+    ids.insert(k, id);
+    id
+}
+
+/// The build id of `binary`: the GNU build id in hex, else Go's build id; `None` when the file
+/// cannot be read or has neither.
+pub fn build_id(binary: &Path) -> Option<String> {
+    use object::{Object, ObjectSection};
+    let data = std::fs::read(binary).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    if let Ok(Some(id)) = file.build_id() {
+        return Some(id.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    // `.note.go.buildid`: an ELF note (namesz, descsz, type, "Go\0\0", id).
+    let note = file.section_by_name(".note.go.buildid")?.data().ok()?;
+    let descsz = u32::from_le_bytes(note.get(4..8)?.try_into().ok()?) as usize;
+    let desc = note.get(16..16 + descsz)?;
+    std::str::from_utf8(desc).ok().map(str::to_owned)
 }
