@@ -1,0 +1,3 @@
+module goinfo
+
+go 1.19
