@@ -276,6 +276,38 @@ mod fixtures {
     }
 }
 
+/// A 20,000-frame stack whose cycle (100 functions) is too long for the cycle finder.
+fn long_cycle_report() -> Report {
+    let mut report = fixtures::recursion(2);
+    let mut frames = Vec::new();
+    for i in 0..20_000u64 {
+        let addr = 0x600000 + (i % 100) * 16;
+        frames.push(addr);
+        report.symbols.by_addr.entry(addr).or_insert_with(|| {
+            vec![Frame {
+                function: format!("main.f{}", i % 100),
+                file: None,
+                line: None,
+                inlined: false,
+                module: None,
+                kind: FrameKind::Go,
+            }]
+        });
+    }
+    report.profile.add(&Sample {
+        time_ns: 1,
+        tid: 1,
+        cpu: 0,
+        goroutine: None,
+        stack_bytes: None,
+        frames,
+        truncated: false,
+        kernel_mode: false,
+        switch_index: None,
+    });
+    report
+}
+
 fn results_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/report/results")
 }
@@ -307,6 +339,14 @@ fn render(report: &Report, format: OutputFormat, options: &RenderOptions) -> Vec
     let mut out = Vec::new();
     report::render_with(report, format, options, &mut out).unwrap();
     out
+}
+
+/// Keeps a copy of `bytes` as `DIR/name` when STACKSAMPLER_REPORT_DUMP=DIR (to look at SVGs).
+fn dump(name: &str, bytes: &[u8]) {
+    if let Some(dir) = std::env::var_os("STACKSAMPLER_REPORT_DUMP") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(Path::new(&dir).join(name), bytes).unwrap();
+    }
 }
 
 fn opts() -> RenderOptions {
@@ -625,6 +665,7 @@ fn flamegraph_is_wellformed_svg_with_title_and_hot_function() {
         ..RenderOptions::default()
     };
     let svg = render(&fixtures::basic(), OutputFormat::Flamegraph, &options);
+    dump("basic.svg", &svg);
     let text = xml_text(&svg);
     assert!(
         text.contains("stacksampler: pid 4242 demo, 100 samples in 5.0 s at 99 Hz"),
@@ -633,8 +674,24 @@ fn flamegraph_is_wellformed_svg_with_title_and_hot_function() {
     assert!(text.contains("main.hot"), "hot function missing");
     assert!(text.contains("[running]"), "state frame missing");
     let s = String::from_utf8(svg).unwrap();
-    // Colour by kind: runtime frames aqua (blue channel high), Go frames red.
-    assert!(s.contains("rgb("), "no coloured frames");
+    // Colour by kind: Go frames red, runtime aqua, native yellow, state frames blue.
+    let fill = |function: &str| -> (u8, u8, u8) {
+        let at = s.find(&format!("<title>{function} (")).expect(function);
+        let rest = &s[at..];
+        let start = rest.find("fill=\"rgb(").expect("fill") + 10;
+        let v: Vec<u8> = rest[start..rest[start..].find(')').unwrap() + start]
+            .split(',')
+            .map(|c| c.trim().parse().unwrap())
+            .collect();
+        (v[0], v[1], v[2])
+    };
+    let (r, g, b) = fill("main.hot");
+    assert!(r >= 200 && g <= 110 && b <= 70, "Go frame {r},{g},{b}");
+    let (r, _, b) = fill("runtime.gopark");
+    assert!(r <= 110 && b >= 175, "runtime frame {r},{b}");
+    let (r, g, b) = fill("__GI___libc_read");
+    assert!(r >= 175 && g >= 175 && b <= 80, "native frame {r},{g},{b}");
+    assert_eq!(fill("[running]"), (110, 150, 230));
 }
 
 #[test]
@@ -644,6 +701,7 @@ fn flamegraph_renders_a_20000_frame_recursion() {
         OutputFormat::Flamegraph,
         &opts(),
     );
+    dump("recursion.svg", &svg);
     let text = xml_text(&svg);
     assert!(text.contains("main.leafWork"));
     assert!(
@@ -768,4 +826,15 @@ fn write_outputs_by_extension() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("missing/dir/r.txt"), "{err}");
+}
+
+#[test]
+fn flamegraph_caps_an_unfoldable_deep_stack() {
+    let svg = render(&long_cycle_report(), OutputFormat::Flamegraph, &opts());
+    let text = xml_text(&svg);
+    assert!(text.contains("frames elided ...]"), "no elision frame");
+    assert!(svg.len() < 2_000_000, "SVG of {} bytes", svg.len());
+    // The text report elides it too.
+    let txt = String::from_utf8(render(&long_cycle_report(), OutputFormat::Text, &opts())).unwrap();
+    assert!(txt.lines().count() < 200, "{} lines", txt.lines().count());
 }

@@ -40,7 +40,7 @@ impl Family {
     /// Base colour and per-channel spread for names of this family.
     fn range(self) -> ([u8; 3], [u8; 3]) {
         match self {
-            Family::Kind(FrameKind::Go) => ([205, 60, 40], [50, 90, 30]),
+            Family::Kind(FrameKind::Go) => ([200, 50, 40], [55, 60, 30]),
             Family::Kind(FrameKind::GoRuntime) => ([50, 165, 175], [60, 50, 50]),
             Family::Kind(FrameKind::Native) => ([175, 175, 50], [55, 55, 30]),
             Family::Kind(FrameKind::Kernel) => ([215, 110, 0], [40, 50, 40]),
