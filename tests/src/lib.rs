@@ -109,6 +109,16 @@ impl Variant {
     }
 }
 
+/// Serializes the tests that sample: the machine has 2 cores, and a test that shares them with
+/// other busy test programs sees too few samples of its own target. Hold the guard for the
+/// test's whole body.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
+    LOCK.get_or_init(|| Mutex::new(()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 fn build_lock() -> &'static Mutex<()> {
     static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
     LOCK.get_or_init(|| Mutex::new(()))

@@ -6,7 +6,7 @@ use std::{process::Command, time::Duration};
 
 use serde_json::Value;
 use stacksampler_tests::{
-    GoProcess, GoToolchain, Variant, build_go, primary_go_toolchains,
+    GoProcess, GoToolchain, Variant, build_go, exclusive, primary_go_toolchains,
     report::{count_where, functions, stacks},
     run_stacksampler,
 };
@@ -61,6 +61,7 @@ fn innermost(stack: &Value) -> String {
 
 #[test]
 fn hot_function_is_the_top_stack() {
+    let _serial = exclusive();
     for tc in primary_go_toolchains() {
         let (demo, goids) = start_demo(&tc, &["-workers", "hot"]);
         let report = sample_json(demo.pid(), &[]);
@@ -87,6 +88,7 @@ fn hot_function_is_the_top_stack() {
 
 #[test]
 fn recursion_3000_deep_is_walked_whole() {
+    let _serial = exclusive();
     for tc in primary_go_toolchains() {
         let (demo, goids) = start_demo(&tc, &["-workers", "recurse", "-depth", "3000"]);
         let report = sample_json(demo.pid(), &[]);
@@ -120,6 +122,7 @@ fn recursion_3000_deep_is_walked_whole() {
 
 #[test]
 fn state_filter_separates_syscall_from_running() {
+    let _serial = exclusive();
     for tc in primary_go_toolchains() {
         let (demo, goids) = start_demo(&tc, &["-workers", "syscall"]);
         let syscall_goid = goid_of(&goids, "syscall");
@@ -151,6 +154,7 @@ fn state_filter_separates_syscall_from_running() {
 
 #[test]
 fn min_depth_keeps_deep_stacks_only() {
+    let _serial = exclusive();
     let tc = primary_go_toolchains().pop().expect("a toolchain");
     let (demo, _) = start_demo(&tc, &["-workers", "hot,recurse", "-depth", "2000"]);
     let report = sample_json(demo.pid(), &["--min-depth", "1024"]);
@@ -174,9 +178,10 @@ fn min_depth_keeps_deep_stacks_only() {
 
 #[test]
 fn target_exiting_mid_run_still_reports() {
+    let _serial = exclusive();
     let tc = primary_go_toolchains().pop().expect("a toolchain");
     let exe = build_go("demo", &tc, Variant::Normal);
-    let mut demo = GoProcess::spawn(&exe, &["-workers", "hot", "-seconds", "2"]);
+    let mut demo = GoProcess::spawn(&exe, &["-workers", "hot", "-seconds", "4"]);
     demo.wait_for_line("ready");
     let pid = demo.pid().to_string();
     // Sample for up to 60 s: the run must end when the target does.
@@ -192,6 +197,7 @@ fn target_exiting_mid_run_still_reports() {
 
 #[test]
 fn no_such_pid_is_a_clear_error() {
+    let _serial = exclusive();
     // Pids above pid_max never exist.
     let out = run_stacksampler(&["--pid", "4194999", "--duration", "1"]);
     assert!(!out.status.success());
@@ -201,6 +207,7 @@ fn no_such_pid_is_a_clear_error() {
 
 #[test]
 fn unprivileged_user_is_told_to_use_root() {
+    let _serial = exclusive();
     let bin = stacksampler_tests::stacksampler_bin();
     let me = std::process::id().to_string();
     // setpriv (util-linux) drops to nobody with no capabilities.
@@ -217,6 +224,7 @@ fn unprivileged_user_is_told_to_use_root() {
 
 #[test]
 fn bad_arguments_are_rejected() {
+    let _serial = exclusive();
     for args in [
         &["--pid", "1", "--state", "sleepy"][..],
         &["--pid", "1", "--max-frames", "0"],
@@ -230,6 +238,7 @@ fn bad_arguments_are_rejected() {
 
 #[test]
 fn non_go_target_is_sampled_with_unknown_goroutines() {
+    let _serial = exclusive();
     // A native (C) busy loop that ends by itself: python3 spinning for 8 s.
     let mut p = GoProcess::spawn_command(Command::new("python3").args([
         "-c",
