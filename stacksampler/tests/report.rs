@@ -172,12 +172,16 @@ mod fixtures {
                 0,
             ));
         }
+        // The raw value Go 1.27 uses for "chan receive".
+        let version = "go1.27.3".parse().expect("a Go version");
+        let chan_receive = stacksampler::goruntime::waitreason::raw(&version, "chan receive")
+            .expect("Go 1.27 has a chan receive wait reason");
         for g in 10..20 {
             p.add(&sample(
                 &[PARK, CHANRECV, WORKER, GOEXIT],
                 Some(g),
                 GoroutineState::Waiting,
-                14,
+                chan_receive,
             ));
         }
         for _ in 0..5 {
@@ -546,7 +550,7 @@ fn pprof_structure() {
         .iter()
         .find(|x| label(x, "state") == ["waiting"])
         .unwrap();
-    assert_eq!(label(waiting, "waitreason"), ["14"]);
+    assert_eq!(label(waiting, "waitreason"), ["chan receive"]);
     assert_eq!(label(waiting, "goroutines"), ["10"]);
 }
 

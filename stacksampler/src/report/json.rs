@@ -88,6 +88,8 @@ pub struct JsonStack {
     pub state: GoroutineState,
     /// Raw `g.waitreason` values seen (waiting rows only).
     pub waitreasons: Vec<u8>,
+    /// Their names in the target's Go version (`chan receive`), `None` where unknown.
+    pub waitreason_names: Vec<Option<&'static str>>,
     /// Distinct goroutines seen with this row.
     pub goroutines: usize,
     /// The first of them, ascending, at most `max_goids`.
@@ -174,7 +176,7 @@ impl JsonRenderer {
             warnings: &report.warnings,
             diagnosis: {
                 let mut d: Vec<&Finding> = report.diagnosis.iter().collect();
-                d.sort_by(|a, b| b.severity.cmp(&a.severity));
+                d.sort_by_key(|f| std::cmp::Reverse(f.severity));
                 d
             },
             stacks: report
@@ -211,6 +213,11 @@ impl JsonRenderer {
             count: stats.count,
             state: row.key.state,
             waitreasons: stats.waitreasons.iter().copied().collect(),
+            waitreason_names: stats
+                .waitreasons
+                .iter()
+                .map(|w| stack::waitreason_name(report, *w))
+                .collect(),
             goroutines: stats.goids.len(),
             goids: stats.goids.iter().take(self.max_goids).copied().collect(),
             depth: report.profile.trie.depth(row.key.leaf),

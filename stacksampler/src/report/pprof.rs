@@ -4,7 +4,8 @@
 //!   `cpu/nanoseconds`, period `1e9 / frequency`, as Go's own CPU profiles.
 //! - One sample per aggregated row (state, stack) with labels `state` (string), `goid` (numeric,
 //!   one value per distinct goroutine, at most [`MAX_GOID_LABELS`]), `goroutines` (numeric,
-//!   the count), `waitreason` (numeric, raw `g.waitreason`, waiting rows) and `truncated`.
+//!   the count), `waitreason` (string: Go's name for it in the target's version, else the raw
+//!   number; waiting rows) and `truncated`.
 //! - One Location per address, its inlined frames in `line[]` innermost first; one Function per
 //!   (name, file); one Mapping per module, the target binary first, with its build id when the
 //!   file is still readable.
@@ -21,7 +22,7 @@ use prost::Message;
 
 use crate::symbolize::Frame;
 
-use super::{RenderError, Renderer, Report};
+use super::{RenderError, Renderer, Report, stack};
 
 /// Most `goid` label values written per sample.
 pub const MAX_GOID_LABELS: usize = 100;
@@ -349,12 +350,16 @@ pub fn build(report: &Report) -> proto::Profile {
             ));
         }
         let wait_key = key(&mut strings, "waitreason");
-        label.extend(
-            stats
-                .waitreasons
-                .iter()
-                .map(|&w| num_label(wait_key, i64::from(w))),
-        );
+        for &w in &stats.waitreasons {
+            let name =
+                stack::waitreason_name(report, w).map_or_else(|| w.to_string(), str::to_owned);
+            label.push(proto::Label {
+                key: wait_key,
+                str: strings.get(&name),
+                num: 0,
+                num_unit: 0,
+            });
+        }
         if stats.truncated {
             label.push(proto::Label {
                 key: key(&mut strings, "truncated"),

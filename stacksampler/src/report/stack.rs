@@ -4,6 +4,7 @@
 use crate::{
     aggregate::{NodeId, Row},
     diagnose::recursion::{self, Segment},
+    goruntime::{GoVersion, waitreason},
     symbolize::Frame,
 };
 
@@ -70,6 +71,18 @@ pub fn cycle_label(frames: &[SourceFrame], start: usize, len: usize, repeat: usi
 pub fn goid_sample(row: &Row<'_>, at_most: usize) -> (usize, Vec<u64>) {
     let goids = &row.stats.goids;
     (goids.len(), goids.iter().take(at_most).copied().collect())
+}
+
+/// The name Go prints for wait reason `raw` in the target's Go version (`chan receive`), when
+/// the version and the value are known.
+pub fn waitreason_name(report: &Report, raw: u8) -> Option<&'static str> {
+    let version: GoVersion = report.run.go_version.as_deref()?.parse().ok()?;
+    waitreason::name(&version, raw)
+}
+
+/// Wait reason `raw` for display: its Go name, else `waitreason N`.
+pub fn waitreason_text(report: &Report, raw: u8) -> String {
+    waitreason_name(report, raw).map_or_else(|| format!("waitreason {raw}"), str::to_owned)
 }
 
 /// Percentage of `part` in `whole` (0 when `whole` is 0).

@@ -126,7 +126,7 @@ fn write_diagnosis(report: &Report, out: &mut dyn Write) -> std::io::Result<()> 
     writeln!(out, "\ndiagnosis:")?;
     let mut findings: Vec<_> = report.diagnosis.iter().collect();
     // Most severe first, keeping the diagnosis' own order within a severity.
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     for f in findings {
         writeln!(out, "  {:<8} {}", severity_word(f.severity), f.summary)?;
         for d in &f.details {
@@ -207,8 +207,12 @@ fn summary_line(report: &Report, row: &Row<'_>, kept: u64) -> String {
         row.key.state.name()
     );
     if row.key.state == GoroutineState::Waiting && !stats.waitreasons.is_empty() {
-        let reasons: Vec<String> = stats.waitreasons.iter().map(u8::to_string).collect();
-        s.push_str(&format!(" (waitreason {})", reasons.join(", ")));
+        let reasons: Vec<String> = stats
+            .waitreasons
+            .iter()
+            .map(|w| stack::waitreason_text(report, *w))
+            .collect();
+        s.push_str(&format!(" ({})", reasons.join(", ")));
     }
     let (n, goids) = stack::goid_sample(row, GOIDS_SHOWN);
     if n > 0 {
