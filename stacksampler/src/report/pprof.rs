@@ -471,7 +471,10 @@ mod tests {
         // The test executable is linked with a GNU build id on this platform.
         let exe = std::env::current_exe().unwrap();
         let id = build_id(&exe).expect("build id of the test binary");
-        assert!(id.len() >= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert!(
+            id.len() >= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
         assert_eq!(build_id(Path::new("/nonexistent/binary")), None);
     }
 
