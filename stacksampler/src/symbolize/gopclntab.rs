@@ -25,7 +25,7 @@
 //! pointer to the header) gives `text` (the base of every entry offset) and `gofunc` (the base of
 //! funcdata, so the inline trees).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::elf::{ElfImage, read_uint};
 
@@ -83,6 +83,10 @@ const MD_TEXT: u64 = 22;
 const MD_GOFUNC_GO118: &[u64] = &[38];
 const MD_GOFUNC_GO120: &[u64] = &[40, 43];
 
+/// Text bytes per bucket of the function search index.
+const BUCKET_SIZE: u32 = 4096;
+/// A pc-value table longer than this is treated as corrupt.
+const MAX_PCVALUE_RUNS: usize = 1 << 22;
 /// Inline tree nesting deeper than this is treated as corrupt.
 const MAX_INLINE_DEPTH: usize = 256;
 
@@ -139,6 +143,93 @@ pub struct GoPclnTab {
     pclntab: usize,
     /// File offset of `moduledata.gofunc` (base of funcdata), when found.
     gofunc: Option<usize>,
+    /// Decoded tables, one slot per function, filled by lookups.
+    decoded: Vec<Mutex<Option<FuncTables>>>,
+    /// Function index of the first function starting in each `BUCKET_SIZE` bytes of text.
+    buckets: Vec<u32>,
+}
+
+/// One run of a pc-value table: `value` holds up to `end` (offset from the function entry).
+#[derive(Clone, Copy, Debug)]
+struct PcValueRun {
+    end: u32,
+    value: i32,
+}
+
+/// A pc-value table decoded incrementally: runs are decoded only as far as lookups have needed,
+/// so a first lookup costs no more than a linear scan and later ones are binary searches.
+#[derive(Debug, Default)]
+struct PcValueTable {
+    runs: Vec<PcValueRun>,
+    /// File offset of the next undecoded pair; `None` once the table ended (or is absent).
+    next: Option<usize>,
+    value: i32,
+    pc_off: u64,
+}
+
+impl PcValueTable {
+    /// A table at `table` (offset into `pctab`; 0 means absent).
+    fn new(tab: &GoPclnTab, table: u32) -> Self {
+        Self {
+            runs: Vec::new(),
+            next: (table != 0)
+                .then(|| tab.pctab.checked_add(table as usize))
+                .flatten(),
+            value: -1,
+            pc_off: 0,
+        }
+    }
+
+    /// The value at `pc` of a function entered at `entry`.
+    fn value_at(&mut self, tab: &GoPclnTab, entry: u64, pc: u64) -> Option<i32> {
+        let off = u32::try_from(pc.checked_sub(entry)?).ok()?;
+        while self.runs.last().is_none_or(|r| r.end <= off) {
+            if !self.decode_one(tab) {
+                break;
+            }
+        }
+        let i = self.runs.partition_point(|r| r.end <= off);
+        self.runs.get(i).map(|r| r.value)
+    }
+
+    /// Decodes one (value delta, pc delta) pair; false at the end of the table.
+    fn decode_one(&mut self, tab: &GoPclnTab) -> bool {
+        let Some(p) = self.next.take() else {
+            return false;
+        };
+        if self.runs.len() >= MAX_PCVALUE_RUNS {
+            return false;
+        }
+        let Some((uvdelta, n1)) = tab.uvarint(p) else {
+            return false;
+        };
+        if uvdelta == 0 && !self.runs.is_empty() {
+            return false;
+        }
+        let Some((pcdelta, n2)) = tab.uvarint(p + n1) else {
+            return false;
+        };
+        let delta = ((uvdelta >> 1) as i32) ^ -((uvdelta & 1) as i32);
+        self.value = self.value.wrapping_add(delta);
+        self.pc_off = self.pc_off.saturating_add(u64::from(pcdelta) * tab.quantum);
+        let Ok(end) = u32::try_from(self.pc_off) else {
+            return false;
+        };
+        self.runs.push(PcValueRun {
+            end,
+            value: self.value,
+        });
+        self.next = Some(p + n1 + n2);
+        true
+    }
+}
+
+/// The tables of one function, decoded as far as needed.
+#[derive(Debug, Default)]
+struct FuncTables {
+    file: PcValueTable,
+    line: PcValueTable,
+    inline_index: PcValueTable,
 }
 
 impl std::fmt::Debug for GoPclnTab {
@@ -194,6 +285,8 @@ impl GoPclnTab {
             pctab: table_at(HDR_PCTAB_OFFSET)?,
             pclntab: table_at(HDR_PCLN_OFFSET)?,
             gofunc: None,
+            decoded: Vec::new(),
+            buckets: Vec::new(),
         };
         let functab_len = nfunc
             .checked_add(1)
@@ -217,6 +310,8 @@ impl GoPclnTab {
             .or_else(|| image.section(".text").map(|s| s.addr))
             .ok_or(PclnError::NoTextStart)?;
         tab.text_start = text_start;
+        tab.decoded = (0..nfunc).map(|_| Mutex::new(None)).collect();
+        tab.buckets = tab.build_buckets();
         tab.gofunc = moduledata
             .and_then(|md| find_gofunc(image, md, header.version))
             .and_then(|v| image.vaddr_to_offset(v))
@@ -251,12 +346,21 @@ impl GoPclnTab {
 
     /// The frames of `pc`, innermost (most inlined) first; `None` outside every Go function.
     pub fn find_frames(&self, pc: u64) -> Option<Vec<GoFrame>> {
-        let func = self.find_func(pc)?;
+        let (index, func) = self.find_func(pc)?;
+        let mut guard = self.decoded.get(index)?.lock().unwrap_or_else(|e| e.into_inner());
+        let tables = guard.get_or_insert_with(|| FuncTables {
+            file: PcValueTable::new(self, func.pcfile),
+            line: PcValueTable::new(self, func.pcln),
+            inline_index: PcValueTable::new(
+                self,
+                func.pcdata(self, PCDATA_INL_TREE_INDEX).unwrap_or(0),
+            ),
+        });
         let mut frames = Vec::new();
         let mut pc = pc;
         if let Some(tree) = self.inline_tree(&func) {
-            let mut index = self.pcvalue(func.pcdata(self, PCDATA_INL_TREE_INDEX)?, func.entry, pc);
-            while let Some(ix) = index.filter(|ix| *ix >= 0) {
+            let mut inl = tables.inline_index.value_at(self, func.entry, pc);
+            while let Some(ix) = inl.filter(|ix| *ix >= 0) {
                 if frames.len() >= MAX_INLINE_DEPTH {
                     break;
                 }
@@ -265,30 +369,47 @@ impl GoPclnTab {
                 };
                 frames.push(GoFrame {
                     function: self.function_name(call.name_off).unwrap_or_else(|| "?".into()),
-                    file: self.file_at(&func, pc),
-                    line: self.line_at(&func, pc),
+                    file: self.file_name(&func, tables.file.value_at(self, func.entry, pc)),
+                    line: line_number(tables.line.value_at(self, func.entry, pc)),
                     inlined: true,
                 });
                 pc = func.entry.wrapping_add(call.parent_pc as i64 as u64);
-                index = func
-                    .pcdata(self, PCDATA_INL_TREE_INDEX)
-                    .and_then(|t| self.pcvalue(t, func.entry, pc));
+                inl = tables.inline_index.value_at(self, func.entry, pc);
             }
         }
         frames.push(GoFrame {
             function: self
                 .function_name(func.name_off)
                 .unwrap_or_else(|| format!("go.func@{:#x}", func.entry)),
-            file: self.file_at(&func, pc),
-            line: self.line_at(&func, pc),
+            file: self.file_name(&func, tables.file.value_at(self, func.entry, pc)),
+            line: line_number(tables.line.value_at(self, func.entry, pc)),
             inlined: false,
         });
         Some(frames)
     }
 
+    /// For each `BUCKET_SIZE` bytes of text, the index of the function covering its start.
+    fn build_buckets(&self) -> Vec<u32> {
+        let Some(end) = self.functab_entry(self.nfunc) else {
+            return Vec::new();
+        };
+        let mut buckets = Vec::with_capacity((end / BUCKET_SIZE) as usize + 1);
+        let mut func = 0usize;
+        for b in 0..=end / BUCKET_SIZE {
+            let start = b * BUCKET_SIZE;
+            while func + 1 < self.nfunc
+                && self.functab_entry(func + 1).is_some_and(|e| e <= start)
+            {
+                func += 1;
+            }
+            buckets.push(func as u32);
+        }
+        buckets
+    }
+
     /// The name of the (outermost, real) function containing `pc`.
     pub fn function_name_at(&self, pc: u64) -> Option<String> {
-        let func = self.find_func(pc)?;
+        let (_, func) = self.find_func(pc)?;
         self.function_name(func.name_off)
     }
 
@@ -296,14 +417,20 @@ impl GoPclnTab {
         self.u32_at(self.pclntab.checked_add(index.checked_mul(FUNCTAB_ENTRY_SIZE)?)?)
     }
 
-    fn find_func(&self, pc: u64) -> Option<FuncRecord> {
+    fn find_func(&self, pc: u64) -> Option<(usize, FuncRecord)> {
         let rel = u32::try_from(pc.checked_sub(self.text_start)?).ok()?;
         let end = self.functab_entry(self.nfunc)?;
         if rel >= end || self.nfunc == 0 {
             return None;
         }
-        // Largest index whose entry offset is <= rel.
-        let (mut lo, mut hi) = (0usize, self.nfunc);
+        // Largest index whose entry offset is <= rel, searched between two bucket starts.
+        let bucket = (rel / BUCKET_SIZE) as usize;
+        let lo_hint = self.buckets.get(bucket).map_or(0, |b| *b as usize);
+        let hi_hint = self
+            .buckets
+            .get(bucket + 1)
+            .map_or(self.nfunc, |b| (*b as usize + 1).min(self.nfunc));
+        let (mut lo, mut hi) = (lo_hint, hi_hint);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if self.functab_entry(mid)? <= rel {
@@ -320,7 +447,7 @@ impl GoPclnTab {
             PclnVersion::Go118 => FUNC_SIZE_GO118,
             PclnVersion::Go120 => FUNC_SIZE_GO120,
         };
-        Some(FuncRecord {
+        Some((index, FuncRecord {
             at,
             entry: self.text_start + u64::from(entry_off),
             name_off: self.u32_at(at + FUNC_NAME_OFF)?,
@@ -330,7 +457,7 @@ impl GoPclnTab {
             cu_offset: self.u32_at(at + FUNC_CU_OFFSET)?,
             nfuncdata: *self.data.get(at + fixed - 1)?,
             fixed_size: fixed,
-        })
+        }))
     }
 
     fn inline_tree(&self, func: &FuncRecord) -> Option<usize> {
@@ -363,9 +490,8 @@ impl GoPclnTab {
         Some(name_for_print(raw))
     }
 
-    fn file_at(&self, func: &FuncRecord, pc: u64) -> Option<String> {
-        let index = self.pcvalue(func.pcfile, func.entry, pc)?;
-        let index = u32::try_from(index).ok()?;
+    fn file_name(&self, func: &FuncRecord, index: Option<i32>) -> Option<String> {
+        let index = u32::try_from(index?).ok()?;
         let slot = self
             .cutab
             .checked_add((func.cu_offset.checked_add(index)? as usize).checked_mul(4)?)?;
@@ -374,37 +500,6 @@ impl GoPclnTab {
             return None;
         }
         Some(self.cstr(self.filetab.checked_add(file_off as usize)?)?.to_owned())
-    }
-
-    fn line_at(&self, func: &FuncRecord, pc: u64) -> Option<u32> {
-        u32::try_from(self.pcvalue(func.pcln, func.entry, pc)?).ok()
-    }
-
-    /// Value of the pc-value table at `table` (offset into `pctab`) for `target`.
-    fn pcvalue(&self, table: u32, entry: u64, target: u64) -> Option<i32> {
-        if table == 0 {
-            return None;
-        }
-        let mut p = self.pctab.checked_add(table as usize)?;
-        let mut value: i32 = -1;
-        let mut pc = entry;
-        let mut first = true;
-        loop {
-            let (uvdelta, n) = self.uvarint(p)?;
-            if uvdelta == 0 && !first {
-                return None;
-            }
-            p += n;
-            let delta = ((uvdelta >> 1) as i32) ^ -((uvdelta & 1) as i32);
-            value = value.wrapping_add(delta);
-            let (pcdelta, n) = self.uvarint(p)?;
-            p += n;
-            pc = pc.checked_add(u64::from(pcdelta).checked_mul(self.quantum)?)?;
-            first = false;
-            if target < pc {
-                return Some(value);
-            }
-        }
     }
 
     fn uvarint(&self, at: usize) -> Option<(u32, usize)> {
@@ -436,6 +531,11 @@ impl GoPclnTab {
     pub fn pointer_size(&self) -> usize {
         self.ptr_size
     }
+}
+
+/// A line number from a pc-value answer.
+fn line_number(value: Option<i32>) -> Option<u32> {
+    value.and_then(|l| u32::try_from(l).ok())
 }
 
 /// The `_func` fields a lookup needs.
