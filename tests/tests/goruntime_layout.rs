@@ -34,7 +34,11 @@ fn toolchain_version(tc: &GoToolchain) -> String {
         .env("GOTOOLCHAIN", "local")
         .output()
         .expect("run go env");
-    assert!(out.status.success(), "go env GOVERSION failed for {}", tc.label());
+    assert!(
+        out.status.success(),
+        "go env GOVERSION failed for {}",
+        tc.label()
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -45,7 +49,11 @@ fn toolchain_goroot(tc: &GoToolchain) -> PathBuf {
         .env("GOTOOLCHAIN", "local")
         .output()
         .expect("run go env");
-    assert!(out.status.success(), "go env GOROOT failed for {}", tc.label());
+    assert!(
+        out.status.success(),
+        "go env GOROOT failed for {}",
+        tc.label()
+    );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
@@ -114,10 +122,15 @@ fn version_and_layout_for_every_toolchain_and_variant() {
         assert_eq!(normal.layout.unwrap().tls_g_offset, -8);
         assert!(normal.warnings.is_empty(), "{:?}", normal.warnings);
         assert!(!normal.is_pie);
-        assert!(normal.go_build_id.as_deref().is_some_and(|id| !id.is_empty()));
+        assert!(
+            normal
+                .go_build_id
+                .as_deref()
+                .is_some_and(|id| !id.is_empty())
+        );
         assert!(normal.symbols.maxstacksize.is_some());
         assert!(normal.symbols.allgs.is_some() && normal.symbols.allm.is_some());
-        verified.push(format!("{real_version} normal"));
+        verified.push(format!("{real_version} normal (inspect {elapsed:?})"));
 
         // Stripped: no DWARF, no symbols; the table gives the same layout.
         let stripped_exe = build_go(PROGRAM, &tc, Variant::Stripped);
@@ -130,7 +143,10 @@ fn version_and_layout_for_every_toolchain_and_variant() {
         assert_eq!(stripped.layout, normal.layout);
         assert_eq!(stripped.symbols, goruntime::RuntimeSymbols::default());
         assert!(stripped.warnings.is_empty(), "{:?}", stripped.warnings);
-        assert!(stripped.go_build_id.is_some(), "stripped builds keep .note.go.buildid");
+        assert!(
+            stripped.go_build_id.is_some(),
+            "stripped builds keep .note.go.buildid"
+        );
         verified.push(format!("{real_version} stripped"));
 
         // PIE + cgo: position independent, same layout, same g slot.
@@ -158,14 +174,23 @@ fn version_and_layout_for_every_toolchain_and_variant() {
         assert_eq!(unknown.runtime_layout, None);
         assert_eq!(unknown.layout_source, LayoutSource::Unavailable);
         assert_eq!(unknown.warnings.len(), 1, "{:?}", unknown.warnings);
-        assert!(unknown.warnings[0].contains("go1.99"), "{:?}", unknown.warnings);
+        assert!(
+            unknown.warnings[0].contains("go1.99"),
+            "{:?}",
+            unknown.warnings
+        );
         assert_eq!(unknown.waitreason_name(14), None);
 
         // The same release with DWARF: DWARF still gives the layout; wait reasons are unnamed.
         let unknown_dwarf = inspect(&patched_to_go_1_99(&normal_exe, &real_version));
         assert_eq!(unknown_dwarf.layout_source, LayoutSource::Dwarf);
         assert_eq!(unknown_dwarf.layout, normal.layout);
-        assert_eq!(unknown_dwarf.warnings.len(), 1, "{:?}", unknown_dwarf.warnings);
+        assert_eq!(
+            unknown_dwarf.warnings.len(),
+            1,
+            "{:?}",
+            unknown_dwarf.warnings
+        );
         verified.push(format!("{real_version} patched to go1.99"));
     }
     eprintln!("verified: {}", verified.join(", "));
@@ -234,7 +259,15 @@ fn corrupted_go_binaries_do_not_panic() {
     let exe = build_go(PROGRAM, &tc, Variant::Normal);
     let data = std::fs::read(&exe).unwrap();
     let name = Path::new("corrupt");
-    for len in [0, 16, 64, 4096, data.len() / 3, data.len() / 2, data.len() - 1] {
+    for len in [
+        0,
+        16,
+        64,
+        4096,
+        data.len() / 3,
+        data.len() / 2,
+        data.len() - 1,
+    ] {
         let _ = goruntime::inspect_bytes(name, &data[..len]);
     }
     // Flip bytes all over the file, then inside the build information and the section table.
@@ -258,4 +291,129 @@ fn corrupted_go_binaries_do_not_panic() {
     bad[magic + buildinfo::HEADER_SIZE] = 0x7f;
     bad.truncate(magic + buildinfo::HEADER_SIZE + 4);
     let _ = goruntime::inspect_bytes(name, &bad);
+}
+
+/// `/proc/PID/mem` of a child process.
+struct ProcMem(std::fs::File);
+
+impl goruntime::labels::ReadMemory for ProcMem {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Option<()> {
+        use std::os::unix::fs::FileExt;
+        self.0.read_exact_at(buf, addr).ok()
+    }
+}
+
+impl ProcMem {
+    fn u64(&self, addr: u64) -> u64 {
+        let mut b = [0u8; 8];
+        goruntime::labels::ReadMemory::read(self, addr, &mut b)
+            .unwrap_or_else(|| panic!("read {addr:#x}"));
+        u64::from_le_bytes(b)
+    }
+    fn u32(&self, addr: u64) -> u32 {
+        self.u64(addr) as u32
+    }
+    fn u8(&self, addr: u64) -> u8 {
+        self.u64(addr) as u8
+    }
+}
+
+/// The goroutine id the Go program printed after `prefix` (the harness returns the rest of the
+/// line).
+fn goid_after(process: &mut stacksampler_tests::GoProcess, prefix: &str) -> u64 {
+    let rest = process.wait_for_line(prefix);
+    rest.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("expected `{prefix} N`, got {rest:?} after the prefix"))
+}
+
+/// The layout at work on a live process of every toolchain: walking `runtime.allgs` through
+/// `/proc/PID/mem` with the table's offsets finds the goroutines the program names by goid, in
+/// state waiting, with the wait reasons Go prints (`chan receive`, `sleep`) and the labelled one
+/// carrying `req=42` in the label representation of its release.
+#[test]
+fn layout_reads_live_goroutines_ids_states_wait_reasons_and_labels() {
+    use stacksampler::goruntime::{labels, state::GoroutineState};
+    use stacksampler_tests::GoProcess;
+
+    for tc in go_toolchains() {
+        let exe = build_go(PROGRAM, &tc, Variant::Normal);
+        let binary = inspect(&exe);
+        let version = binary.version.clone().expect("version");
+        let layout = binary.runtime_layout.expect("layout");
+        let allgs = binary.symbols.allgs.expect("runtime.allgs in .symtab");
+        let allglen = binary.symbols.allglen.expect("runtime.allglen in .symtab");
+
+        let mut process = GoProcess::spawn(&exe, &["block"]);
+        let labelled = goid_after(&mut process, "labelled goid");
+        let sleeper = goid_after(&mut process, "sleeper goid");
+        process.wait_for_line("ready");
+        let mem =
+            ProcMem(std::fs::File::open(format!("/proc/{}/mem", process.pid())).expect("open mem"));
+
+        // Both goroutines print before parking: poll until they are parked.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (labelled_g, sleeper_g) = loop {
+            let gs = mem.u64(allgs);
+            let count = mem.u64(allglen);
+            assert!(count > 0 && count < 100_000, "allglen {count}");
+            let find = |goid: u64| {
+                (0..count)
+                    .map(|i| mem.u64(gs + 8 * i))
+                    .filter(|&g| g != 0)
+                    .find(|&g| mem.u64(g + u64::from(layout.g_goid)) == goid)
+            };
+            let (Some(l), Some(s)) = (find(labelled), find(sleeper)) else {
+                panic!("{version}: goroutines {labelled}/{sleeper} not in allgs");
+            };
+            let parked = [l, s].iter().all(|&g| {
+                GoroutineState::from_raw(mem.u32(g + u64::from(layout.g_atomicstatus)))
+                    == GoroutineState::Waiting
+            });
+            if parked {
+                break (l, s);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{version}: goroutines never parked"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let reason = |g: u64| {
+            let raw = mem.u8(g + u64::from(layout.g_waitreason));
+            waitreason::name(&version, raw)
+        };
+        assert_eq!(reason(labelled_g), Some("chan receive"), "{version}");
+        assert_eq!(reason(sleeper_g), Some("sleep"), "{version}");
+        for g in [labelled_g, sleeper_g] {
+            let lo = mem.u64(g + u64::from(layout.g_stack_lo));
+            let hi = mem.u64(g + u64::from(layout.g_stack_hi));
+            let sp = mem.u64(g + u64::from(layout.g_sched + layout.gobuf_sp));
+            let pc = mem.u64(g + u64::from(layout.g_sched + layout.gobuf_pc));
+            assert!(
+                lo < sp && sp < hi,
+                "{version}: sched.sp {sp:#x} outside [{lo:#x}, {hi:#x})"
+            );
+            assert!(pc != 0, "{version}: sched.pc is 0");
+            assert_eq!(
+                mem.u64(g + u64::from(layout.g_m)),
+                0,
+                "{version}: parked g has an m"
+            );
+        }
+        let labels_of = |g: u64| {
+            let ptr = mem.u64(g + u64::from(layout.g_labels));
+            labels::read_labels(&version, ptr, &mem)
+                .unwrap_or_else(|e| panic!("{version}: labels: {e}"))
+        };
+        assert_eq!(
+            labels_of(labelled_g),
+            [("req".to_owned(), "42".to_owned())],
+            "{version}"
+        );
+        assert_eq!(labels_of(sleeper_g), [], "{version}");
+        eprintln!(
+            "{version}: live goroutines {labelled} (chan receive, req=42) and {sleeper} (sleep) read right"
+        );
+    }
 }

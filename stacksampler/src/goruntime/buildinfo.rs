@@ -224,8 +224,8 @@ fn read_string_header(
 /// The module text always ends in a newline, so framed data is recognised by a newline just
 /// before the end marker.
 fn strip_modinfo_sentinels(raw: &[u8]) -> String {
-    let framed = raw.len() > 2 * MODINFO_SENTINEL_LEN
-        && raw[raw.len() - MODINFO_SENTINEL_LEN - 1] == b'\n';
+    let framed =
+        raw.len() > 2 * MODINFO_SENTINEL_LEN && raw[raw.len() - MODINFO_SENTINEL_LEN - 1] == b'\n';
     let text = if framed {
         &raw[MODINFO_SENTINEL_LEN..raw.len() - MODINFO_SENTINEL_LEN]
     } else {
@@ -273,7 +273,8 @@ mod tests {
 
     #[test]
     fn parses_inline_format() {
-        let mod_text = "path\tgoinfo\nmod\tgoinfo\t(devel)\t\nbuild\t-buildmode=pie\nbuild\tCGO_ENABLED=1\n";
+        let mod_text =
+            "path\tgoinfo\nmod\tgoinfo\t(devel)\t\nbuild\t-buildmode=pie\nbuild\tCGO_ENABLED=1\n";
         // A module string longer than 127 bytes exercises a two-byte uvarint.
         let long_mod = format!("{mod_text}{}", "dep\tx\tv1\n".repeat(20));
         let blob = inline_blob(b"go1.21.13", &framed(&long_mod));
@@ -318,7 +319,9 @@ mod tests {
             image.extend_from_slice(&modinfo);
             let memory = move |addr: u64, len: usize| -> Option<Vec<u8>> {
                 let start = usize::try_from(addr.checked_sub(base)?).ok()?;
-                image.get(start..start.checked_add(len)?).map(<[u8]>::to_vec)
+                image
+                    .get(start..start.checked_add(len)?)
+                    .map(<[u8]>::to_vec)
             };
             let mut blob = MAGIC.to_vec();
             blob.push(ptr_size as u8);

@@ -109,10 +109,12 @@ fn load_section<'data>(
         None
     };
     match section {
-        Some(section) => section.uncompressed_data().map_err(|source| DwarfError::Section {
-            section: id.name(),
-            source,
-        }),
+        Some(section) => section
+            .uncompressed_data()
+            .map_err(|source| DwarfError::Section {
+                section: id.name(),
+                source,
+            }),
         None => Ok(Cow::Borrowed(&[])),
     }
 }
@@ -124,7 +126,9 @@ fn attr_str<'a>(
 ) -> Option<&'a [u8]> {
     match value {
         AttributeValue::String(s) => Some(s.slice()),
-        AttributeValue::DebugStrRef(offset) => dwarf.debug_str.get_str(offset).ok().map(|s| s.slice()),
+        AttributeValue::DebugStrRef(offset) => {
+            dwarf.debug_str.get_str(offset).ok().map(|s| s.slice())
+        }
         AttributeValue::DebugLineStrRef(offset) => {
             dwarf.debug_line_str.get_str(offset).ok().map(|s| s.slice())
         }
@@ -157,12 +161,11 @@ fn scan_units(
         let mut current: Option<(&'static str, Members)> = None;
         while let Some((delta, entry)) = cursor.next_dfs()? {
             depth += delta;
-            if depth <= 1 {
-                if let Some((name, members)) = current.take() {
-                    found.insert(name, members);
-                    if found.len() == WANTED_TYPES.len() {
-                        return Ok(());
-                    }
+            // Back at the unit's top level: the struct being read (if any) is complete.
+            if let Some((name, members)) = current.take_if(|_| depth <= 1) {
+                found.insert(name, members);
+                if found.len() == WANTED_TYPES.len() {
+                    return Ok(());
                 }
             }
             match (depth, entry.tag()) {

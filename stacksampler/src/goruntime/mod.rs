@@ -8,6 +8,7 @@
 
 pub mod buildinfo;
 pub mod dwarf;
+pub mod labels;
 pub mod layout;
 pub mod state;
 pub mod table;
@@ -29,7 +30,12 @@ const BUILDINFO_SECTION: &str = ".go.buildinfo";
 /// ELF note section holding the Go build id.
 const GO_BUILDID_SECTION: &str = ".note.go.buildid";
 /// Sections only the Go linker writes: their presence marks a Go binary.
-const GO_ONLY_SECTIONS: [&str; 4] = [BUILDINFO_SECTION, GO_BUILDID_SECTION, ".gopclntab", ".gosymtab"];
+const GO_ONLY_SECTIONS: [&str; 4] = [
+    BUILDINFO_SECTION,
+    GO_BUILDID_SECTION,
+    ".gopclntab",
+    ".gosymtab",
+];
 /// Owner name of the Go build id note (`"Go\0\0"`, 4 bytes with its padding).
 const GO_NOTE_NAME: &[u8] = b"Go\0\0";
 /// Type of the Go build id note (`ELF_NOTE_GOBUILDID_TAG`).
@@ -255,7 +261,12 @@ fn select_layout(file: &object::File<'_>, binary: &mut GoBinary) {
         (Some(layout), _) => {
             binary.runtime_layout = Some(layout);
             binary.layout_source = LayoutSource::Dwarf;
-            if binary.version.as_ref().and_then(waitreason::table).is_none() {
+            if binary
+                .version
+                .as_ref()
+                .and_then(waitreason::table)
+                .is_none()
+            {
                 binary.warnings.push(format!(
                     "{} has no wait reason table in stacksampler (go{}.{} to go{}.{}): the \
                      runtime layout comes from DWARF, wait reasons are shown as numbers",
@@ -362,7 +373,8 @@ fn read_at_address(file: &object::File<'_>, addr: u64, len: usize) -> Option<Vec
     file.segments().find_map(|segment| {
         let offset = usize::try_from(addr.checked_sub(segment.address())?).ok()?;
         let data = segment.data().ok()?;
-        data.get(offset..offset.checked_add(len)?).map(<[u8]>::to_vec)
+        data.get(offset..offset.checked_add(len)?)
+            .map(<[u8]>::to_vec)
     })
 }
 

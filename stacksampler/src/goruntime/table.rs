@@ -107,7 +107,10 @@ mod tests {
     fn common_members_never_move() {
         for minor in OLDEST.1..=NEWEST.1 {
             let l = layout_for_family(1, minor).unwrap();
-            assert_eq!((l.g_stack_lo, l.g_stack_hi, l.g_m, l.g_sched), (0, 8, 48, 56));
+            assert_eq!(
+                (l.g_stack_lo, l.g_stack_hi, l.g_m, l.g_sched),
+                (0, 8, 48, 56)
+            );
             assert_eq!((l.gobuf_sp, l.gobuf_pc, l.m_g0), (0, 8, 0));
             assert_eq!(l.g_syscallpc, l.g_syscallsp + 8);
         }

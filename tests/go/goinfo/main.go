@@ -1,8 +1,14 @@
 // goinfo is the target of stacksampler's Go runtime layout tests (tests/tests/goruntime_layout.rs).
 //
-// It is built with every Go toolchain the tests know, normal, stripped and PIE; the tests read the
-// binary (build info, DWARF) and never need to run it. When run, it prints its Go version and the
-// id of a labelled goroutine, so it also serves as a small live target.
+// It is built with every Go toolchain the tests know, normal, stripped and PIE. Without
+// arguments it prints its Go version and the id of a labelled goroutine, then exits. With
+// "block" it keeps two goroutines parked for the tests to read from its memory:
+//
+//	labelled goid N   blocked in a channel receive, under pprof.Do labels req=42
+//	sleeper goid M    blocked in time.Sleep, without labels
+//	ready
+//
+// and waits until it is killed.
 package main
 
 import (
@@ -33,17 +39,31 @@ func goid() int64 {
 }
 
 func main() {
+	block := len(os.Args) > 1 && os.Args[1] == "block"
 	fmt.Printf("version %s\n", runtime.Version())
-	var wg sync.WaitGroup
-	wg.Add(1)
+	never := make(chan int)
+	var printed sync.WaitGroup
+	printed.Add(1)
 	pprof.Do(context.Background(), pprof.Labels("req", "42"), func(ctx context.Context) {
 		go func() {
-			defer wg.Done()
 			fmt.Printf("labelled goid %d\n", goid())
+			printed.Done()
+			if block {
+				<-never
+			}
 		}()
 	})
-	wg.Wait()
-	if len(os.Args) > 1 && os.Args[1] == "sleep" {
-		time.Sleep(time.Hour)
+	printed.Wait()
+	if !block {
+		return
 	}
+	printed.Add(1)
+	go func() {
+		fmt.Printf("sleeper goid %d\n", goid())
+		printed.Done()
+		time.Sleep(time.Hour)
+	}()
+	printed.Wait()
+	fmt.Println("ready")
+	<-never
 }
