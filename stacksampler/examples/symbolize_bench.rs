@@ -6,7 +6,9 @@
 //! newest Go toolchain's `go` command), then measures:
 //! - `open_index_ms`: reading the file, parsing ELF and locating `.gopclntab`;
 //! - cold throughput: the first pass over the addresses on the freshly indexed file;
-//! - warm throughput: a second pass on the same file;
+//! - warm throughput: a second pass on the same file (pc-value tables already decoded);
+//! - memo: the same addresses again through a per-address memo (what `ProcessSymbolizer` does
+//!   for addresses seen before);
 //! - `go tool addr2line` on the same addresses (fed on stdin, one process, start-up included);
 //! - agreement on (function, file, line) with addr2line's answer, which is the physical function
 //!   and the innermost file:line (so the outermost and innermost frames of ours).
@@ -109,6 +111,17 @@ fn main() -> anyhow::Result<()> {
         warm_frames += module.frames(*a, &module_name).len();
     }
     let warm_time = t2.elapsed();
+    // Repeated addresses through a per-address memo, as `ProcessSymbolizer` serves them.
+    let mut memo: std::collections::HashMap<u64, Vec<Frame>> = std::collections::HashMap::new();
+    for a in &addrs {
+        memo.entry(*a).or_insert_with(|| module.frames(*a, &module_name));
+    }
+    let t_memo = Instant::now();
+    let mut memo_frames = 0usize;
+    for a in &addrs {
+        memo_frames += memo.get(a).map_or(0, Vec::len);
+    }
+    let memo_time = t_memo.elapsed();
 
     // go tool addr2line on the same addresses.
     let t3 = Instant::now();
@@ -175,6 +188,10 @@ fn main() -> anyhow::Result<()> {
         "addr2line_addrs_per_sec": per_sec(addr2line_time),
         "speedup_cold_incl_open": addr2line_time.as_secs_f64() / (open_index + cold_time).as_secs_f64(),
         "speedup_warm": addr2line_time.as_secs_f64() / warm_time.as_secs_f64(),
+        "memo_ms": memo_time.as_secs_f64() * 1e3,
+        "memo_frames": memo_frames,
+        "speedup_memo": addr2line_time.as_secs_f64() / memo_time.as_secs_f64(),
+        "agreeing": agree,
         "agreement": agree as f64 / n as f64,
         "mismatch_examples": mismatches,
     });

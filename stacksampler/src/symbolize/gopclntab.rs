@@ -780,14 +780,46 @@ mod tests {
         assert_eq!(name_for_print("main.F[...].func1"), "main.F[...].func1");
     }
 
-    /// A minimal little-endian ELF-less table: feeding garbage never panics.
+    fn table_over(pctab: &[u8]) -> GoPclnTab {
+        GoPclnTab {
+            data: Arc::from(pctab),
+            little_endian: true,
+            version: PclnVersion::Go120,
+            ptr_size: 8,
+            quantum: 1,
+            nfunc: 0,
+            text_start: 0,
+            funcnametab: 0,
+            cutab: 0,
+            filetab: 0,
+            pctab: 0,
+            pclntab: 0,
+            gofunc: None,
+            decoded: Vec::new(),
+            buckets: Vec::new(),
+        }
+    }
+
     #[test]
-    fn corrupted_tables_do_not_panic() {
-        let Ok(exe) = std::fs::read(std::env::var("STACKSAMPLER_GO_BINARY").unwrap_or_default())
-        else {
-            return;
-        };
-        let img = ElfImage::parse(exe.into()).expect("parse");
-        let _ = GoPclnTab::locate(&img);
+    fn decodes_pc_value_tables() {
+        // Offset 0 means "no table": start the table at 1. Value -1+11 = 10 for 4 bytes, then
+        // +2 = 12 for 6 more bytes (zig-zag deltas 22 and 4), then the end marker.
+        let tab = table_over(&[0xff, 22, 4, 4, 6, 0]);
+        let mut t = PcValueTable::new(&tab, 1);
+        assert_eq!(t.value_at(&tab, 100, 100), Some(10));
+        assert_eq!(t.value_at(&tab, 100, 103), Some(10));
+        assert_eq!(t.value_at(&tab, 100, 104), Some(12));
+        assert_eq!(t.value_at(&tab, 100, 109), Some(12));
+        assert_eq!(t.value_at(&tab, 100, 110), None);
+        assert_eq!(t.value_at(&tab, 100, 99), None);
+        // Truncated and garbage tables answer None or some value, never panic.
+        for cut in 0..6 {
+            let tab = table_over(&[0xff, 22, 4, 4, 6, 0][..cut]);
+            let mut t = PcValueTable::new(&tab, 1);
+            let _ = t.value_at(&tab, 0, 8);
+        }
+        let tab = table_over(&[0xff; 64]);
+        let mut t = PcValueTable::new(&tab, 1);
+        assert_eq!(t.value_at(&tab, 0, 1 << 40), None);
     }
 }

@@ -300,14 +300,14 @@ mod tests {
 
     #[inline(never)]
     fn a_marked_function() -> u64 {
-        a_marked_function as usize as u64
+        a_marked_function as *const () as usize as u64
     }
 
     #[test]
     fn symbolizes_own_function_and_libc() {
         let mut s = ProcessSymbolizer::new(std::process::id()).expect("symbolizer");
         let own = a_marked_function() + 1;
-        let libc_fn = libc::getpid as usize as u64 + 1;
+        let libc_fn = libc::getpid as *const () as usize as u64 + 1;
         let syms = s.symbolize(&[own, libc_fn, 8]);
         let f = &syms.frames(own)[0];
         assert!(f.function.contains("a_marked_function"), "{f:?}");
