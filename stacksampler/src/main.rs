@@ -35,14 +35,15 @@ fn real_main(config: &Config) -> anyhow::Result<()> {
     if config.verbose {
         let s = &finished.stats;
         eprintln!(
-            "stacksampler: {} perf events on the target over {} CPUs, {} delivered, {} lost, {} undecodable; kernel cost {:.0} ns/sample over {} runs",
+            "stacksampler: {} perf events on the target over {} CPUs, {} delivered, {} lost, {} undecodable; kernel time {:.0} ns per run over {} runs, {:.0} ns per delivered sample",
             s.target_hits,
             s.cpus,
             s.delivered,
             s.lost_ringbuf,
             s.decode_errors,
             s.kernel_cost.mean_ns().unwrap_or(0.0),
-            s.kernel_cost.run_count
+            s.kernel_cost.run_count,
+            s.kernel_cost.run_time_ns as f64 / s.delivered.max(1) as f64
         );
     }
     let plan = report::OutputPlan::from_config(config);
