@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::util::{cargo, run_cmd, workspace_root};
+use crate::{
+    aarch64,
+    util::{cargo, run_cmd, workspace_root},
+};
 
 #[derive(Args, Default)]
 pub struct BuildArgs {
@@ -22,9 +25,15 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     if let Some(target) = &args.target {
         cmd.args(["--target", target]);
         out = out.join(target);
+        if target == aarch64::TARGET {
+            aarch64::prepare_cross_build(&mut cmd)?;
+        }
     }
     run_cmd(&mut cmd)?;
     let bin = out.join("release/stacksampler");
+    if args.target.as_deref() == Some(aarch64::TARGET) {
+        aarch64::check_static_arm64(&bin)?;
+    }
     eprintln!("xtask: built {}", bin.display());
     Ok(bin)
 }

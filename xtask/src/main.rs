@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: the project's own set-up, build, demo, test and benchmark tasks.
 //! Every task runs `setup` first; on a machine where everything is present it costs seconds.
 
+mod aarch64;
 mod bench;
 mod build;
 mod demo;
@@ -31,6 +32,9 @@ enum Task {
     Test(test::TestArgs),
     /// Run the benchmarks and save the results under `bench/results/`.
     Bench(bench::BenchArgs),
+    /// Cross-build for arm64 and run the end-to-end suite on a real arm64 kernel under
+    /// qemu-system-aarch64 (docs/aarch64.md).
+    TestAarch64(aarch64::TestAarch64Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Task::Demo(args) => demo::run(&args),
         Task::Test(args) => test::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::TestAarch64(args) => aarch64::run(&args),
     }
 }

@@ -1,0 +1,3 @@
+module stacksampler.test/leaf
+
+go 1.19
