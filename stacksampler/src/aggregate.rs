@@ -7,13 +7,36 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::{goruntime::state::GoroutineState, sample::Sample};
+use crate::{
+    goruntime::state::GoroutineState,
+    sample::{LabelSet, Sample},
+};
 
 /// Index of a node in the [`StackTrie`]; a node stands for the stack from the root to it.
 pub type NodeId = u32;
 
 /// The root node: the empty stack.
 pub const ROOT: NodeId = 0;
+
+/// Pseudo-address standing for the frames of a deep stack that were counted but not kept
+/// (between head and tail, see `unwind.rs`); it symbolizes as one `[... not captured ...]` frame.
+pub const GAP_MARKER: u64 = u64::MAX;
+
+/// Pseudo-address marking where a sample's walk left a system stack (`g0`: `runtime.newstack`,
+/// `systemstack` callees) for the user goroutine's stack (`m.curg.sched`): frames inward of it
+/// ran on the system stack. It symbolizes as one `--- switched to goroutine stack ---` frame.
+pub const SWITCH_MARKER: u64 = u64::MAX - 1;
+
+/// Whether `addr` is one of the pseudo-addresses above rather than a code address.
+pub fn is_marker(addr: u64) -> bool {
+    addr == GAP_MARKER || addr == SWITCH_MARKER
+}
+
+/// Index of an interned label set in [`Profile::label_sets`]; [`NO_LABELS`] for none.
+pub type LabelSetId = u32;
+
+/// The [`LabelSetId`] of samples without labels.
+pub const NO_LABELS: LabelSetId = 0;
 
 #[derive(Clone, Copy, Debug)]
 struct Node {
@@ -91,7 +114,11 @@ impl StackTrie {
 
     /// Every distinct address in any stack, each once.
     pub fn unique_addresses(&self) -> Vec<u64> {
-        let set: HashSet<u64> = self.nodes[1..].iter().map(|n| n.addr).collect();
+        let set: HashSet<u64> = self.nodes[1..]
+            .iter()
+            .map(|n| n.addr)
+            .filter(|a| !is_marker(*a))
+            .collect();
         let mut v: Vec<u64> = set.into_iter().collect();
         v.sort_unstable();
         v
@@ -103,6 +130,8 @@ impl StackTrie {
 pub struct StackKey {
     pub state: GoroutineState,
     pub leaf: NodeId,
+    /// The goroutines' pprof label set ([`Profile::label_set`]).
+    pub labels: LabelSetId,
 }
 
 /// What is known about one row.
@@ -112,8 +141,13 @@ pub struct StackStats {
     pub count: u64,
     /// Distinct goroutine ids seen with it.
     pub goids: BTreeSet<u64>,
-    /// Some sample of this row was cut at the frame limit.
+    /// Some sample of this row was cut at the frame limit and could not be completed: its
+    /// depth is a lower bound.
     pub truncated: bool,
+    /// Smallest and largest number of user frames of the samples (exact, gaps included).
+    pub depth: (u64, u64),
+    /// Largest number of frames counted but not kept (see [`GAP_MARKER`]).
+    pub gap_frames: u64,
     /// Raw wait reasons seen (for `waiting` rows).
     pub waitreasons: BTreeSet<u8>,
     /// Smallest and largest goroutine stack bytes in use seen, when known.
@@ -140,6 +174,9 @@ pub struct Profile {
     pub trie: StackTrie,
     pub stacks: HashMap<StackKey, StackStats>,
     pub counts: SampleCounts,
+    /// Interned label sets; index [`NO_LABELS`] is unused (see [`Profile::label_set`]).
+    pub label_sets: Vec<LabelSet>,
+    label_ids: HashMap<LabelSet, LabelSetId>,
 }
 
 /// One row of [`Profile::ranked`].
@@ -153,15 +190,26 @@ impl Profile {
     /// Adds a sample that passed the filters.
     pub fn add(&mut self, sample: &Sample) {
         self.counts.kept += 1;
-        let leaf = self.trie.insert(&sample.frames);
+        let leaf = match marked_frames(sample) {
+            Some(frames) => self.trie.insert(&frames),
+            None => self.trie.insert(&sample.frames),
+        };
+        let labels = self.intern_labels(sample);
         let key = StackKey {
             state: sample.state(),
             leaf,
+            labels,
         };
         let stats = self.stacks.entry(key).or_default();
+        let depth = sample.depth() as u64;
         if stats.count == 0 {
             stats.first_ns = sample.time_ns;
+            stats.depth = (depth, depth);
         }
+        stats.depth = (stats.depth.0.min(depth), stats.depth.1.max(depth));
+        stats.gap_frames = stats
+            .gap_frames
+            .max(sample.gap.map_or(0, |g| g.frames));
         stats.count += 1;
         stats.first_ns = stats.first_ns.min(sample.time_ns);
         stats.last_ns = stats.last_ns.max(sample.time_ns);
@@ -178,6 +226,31 @@ impl Profile {
                 Some((lo, hi)) => (lo.min(bytes), hi.max(bytes)),
             });
         }
+    }
+
+    fn intern_labels(&mut self, sample: &Sample) -> LabelSetId {
+        let Some(set) = sample.labels.set.as_ref().filter(|s| !s.is_empty()) else {
+            return NO_LABELS;
+        };
+        if let Some(id) = self.label_ids.get(set) {
+            return *id;
+        }
+        if self.label_sets.is_empty() {
+            // Index 0 is NO_LABELS.
+            self.label_sets.push(LabelSet::from(Vec::new()));
+        }
+        let id = self.label_sets.len() as LabelSetId;
+        self.label_sets.push(set.clone());
+        self.label_ids.insert(set.clone(), id);
+        id
+    }
+
+    /// The label set of `id`: (key, value) pairs sorted by key, empty for [`NO_LABELS`].
+    pub fn label_set(&self, id: LabelSetId) -> &[(String, String)] {
+        if id == NO_LABELS {
+            return &[];
+        }
+        self.label_sets.get(id as usize).map_or(&[], |s| &s[..])
     }
 
     /// Rows by descending count (ties: deeper first, then key order, so output is stable).
@@ -210,6 +283,32 @@ impl Profile {
     }
 }
 
+/// The sample's frames with the pseudo-frames of its switch point and gap inserted, or `None`
+/// when it has neither (its frames are interned as they are).
+fn marked_frames(sample: &Sample) -> Option<Vec<u64>> {
+    let n = sample.frames.len();
+    let mut marks: Vec<(usize, u64)> = Vec::with_capacity(2);
+    if let Some(at) = sample.switch_index.filter(|at| *at <= n) {
+        marks.push((at, SWITCH_MARKER));
+    }
+    if let Some(gap) = sample.gap.filter(|g| g.at <= n) {
+        marks.push((gap.at, GAP_MARKER));
+    }
+    if marks.is_empty() {
+        return None;
+    }
+    marks.sort_unstable();
+    let mut frames = Vec::with_capacity(n + marks.len());
+    let mut from = 0;
+    for (at, marker) in marks {
+        frames.extend_from_slice(&sample.frames[from..at]);
+        frames.push(marker);
+        from = at;
+    }
+    frames.extend_from_slice(&sample.frames[from..]);
+    Some(frames)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +330,10 @@ mod tests {
             truncated: false,
             kernel_mode: false,
             switch_index: None,
+            cut: None,
+            gap: None,
+            labels: Default::default(),
+            sched_ret: None,
         }
     }
 
@@ -265,5 +368,29 @@ mod tests {
         // The 50 stacks share their root side: 10,000 nodes, not 500,000.
         assert_eq!(p.trie.len(), 10_001);
         assert_eq!(p.counts.kept, 50);
+    }
+
+    #[test]
+    fn switch_point_and_labels_are_part_of_the_row() {
+        let mut p = Profile::default();
+        let mut switched = sample(&[9, 8, 3, 2, 1], 7, GoroutineState::Running);
+        switched.switch_index = Some(2);
+        p.add(&switched);
+        let mut labelled = sample(&[3, 2, 1], 7, GoroutineState::Running);
+        labelled.labels.set = Some(LabelSet::from(vec![("req".to_owned(), "42".to_owned())]));
+        p.add(&labelled);
+        p.add(&labelled);
+        p.add(&sample(&[3, 2, 1], 8, GoroutineState::Running));
+        let rows = p.ranked();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].stats.count, 2);
+        assert_eq!(p.label_set(rows[0].key.labels), [("req".into(), "42".into())]);
+        let switched_row = rows.iter().find(|r| p.trie.depth(r.key.leaf) == 6).unwrap();
+        assert_eq!(
+            p.trie.frames(switched_row.key.leaf),
+            [9, 8, SWITCH_MARKER, 3, 2, 1]
+        );
+        assert_eq!(p.label_set(switched_row.key.labels), []);
+        assert!(!p.trie.unique_addresses().contains(&SWITCH_MARKER));
     }
 }

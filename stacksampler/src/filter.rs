@@ -9,6 +9,31 @@ pub struct Filter {
     pub states: Option<StateSet>,
     /// Keep only stacks with at least this many frames.
     pub min_depth: usize,
+    /// Keep only this goroutine (`--goid`).
+    pub goid: Option<u64>,
+    /// Keep only goroutines carrying every one of these pprof labels (`--label key=value`).
+    pub labels: Vec<LabelFilter>,
+}
+
+/// One `--label key=value` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelFilter {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for LabelFilter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok(Self {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            }),
+            _ => Err(format!("{s:?} is not key=value")),
+        }
+    }
 }
 
 impl Filter {
@@ -17,12 +42,26 @@ impl Filter {
         Self {
             states: config.state,
             min_depth: config.min_depth,
+            goid: config.goid,
+            labels: config.label.clone(),
         }
     }
 
     /// Whether `sample` passes.
     pub fn keep(&self, sample: &Sample) -> bool {
         if sample.depth() < self.min_depth {
+            return false;
+        }
+        if let Some(goid) = self.goid
+            && sample.goroutine.is_none_or(|g| g.goid != goid)
+        {
+            return false;
+        }
+        if !self
+            .labels
+            .iter()
+            .all(|l| sample.labels.get(&l.key) == Some(l.value.as_str()))
+        {
             return false;
         }
         match self.states {
@@ -53,6 +92,10 @@ mod tests {
             truncated: false,
             kernel_mode: false,
             switch_index: None,
+            cut: None,
+            gap: None,
+            labels: Default::default(),
+            sched_ret: None,
         }
     }
 
@@ -61,6 +104,7 @@ mod tests {
         let f = Filter {
             states: Some("syscall".parse().unwrap()),
             min_depth: 0,
+            ..Default::default()
         };
         assert!(f.keep(&sample(3, Some(GoroutineState::Syscall))));
         assert!(!f.keep(&sample(3, Some(GoroutineState::Running))));
@@ -68,8 +112,50 @@ mod tests {
         let f = Filter {
             states: None,
             min_depth: 1024,
+            ..Default::default()
         };
         assert!(f.keep(&sample(1024, None)));
         assert!(!f.keep(&sample(1023, Some(GoroutineState::Running))));
+    }
+
+    #[test]
+    fn filters_by_goid_and_labels() {
+        let f = Filter {
+            goid: Some(1),
+            ..Default::default()
+        };
+        assert!(f.keep(&sample(1, Some(GoroutineState::Running))));
+        assert!(!f.keep(&sample(1, None)));
+        let mut other = sample(1, Some(GoroutineState::Running));
+        if let Some(g) = other.goroutine.as_mut() {
+            g.goid = 2;
+        }
+        assert!(!f.keep(&other));
+
+        let f = Filter {
+            labels: vec!["req=42".parse().unwrap()],
+            ..Default::default()
+        };
+        let mut labelled = sample(1, Some(GoroutineState::Running));
+        labelled.labels.set = Some(crate::sample::LabelSet::from(vec![
+            ("req".to_owned(), "42".to_owned()),
+            ("user".to_owned(), "x".to_owned()),
+        ]));
+        assert!(f.keep(&labelled));
+        assert!(!f.keep(&sample(1, Some(GoroutineState::Running))));
+        let f = Filter {
+            labels: vec!["req=43".parse().unwrap()],
+            ..Default::default()
+        };
+        assert!(!f.keep(&labelled));
+        assert!("noequals".parse::<LabelFilter>().is_err());
+        assert!("=v".parse::<LabelFilter>().is_err());
+        assert_eq!(
+            "k=".parse::<LabelFilter>(),
+            Ok(LabelFilter {
+                key: "k".into(),
+                value: String::new()
+            })
+        );
     }
 }

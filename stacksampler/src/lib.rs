@@ -8,8 +8,10 @@
 pub mod aggregate;
 pub mod config;
 pub mod diagnose;
+pub mod events;
 pub mod filter;
 pub mod goruntime;
+pub mod labels;
 pub mod loader;
 pub mod report;
 pub mod run;
@@ -17,3 +19,4 @@ pub mod sample;
 pub mod sampler;
 pub mod symbolize;
 pub mod target;
+pub mod unwind;

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use stacksampler_common::LabelFormat;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::SignalKind,
@@ -19,11 +20,13 @@ use crate::{
     diagnose,
     filter::Filter,
     goruntime,
+    labels::{LabelResolver, ProcMem},
     loader::{KernelCost, LoadOptions, LoadedSampler, LoaderError},
     report::{EndReason, Report, RunInfo},
     sampler::SampleStream,
     symbolize::{ProcessSymbolizer, Symbolize, SymbolizeError},
     target::{self, KernelError, Process, TargetError},
+    unwind::{ContinuationStats, DeepStackReader},
 };
 
 /// Errors that end a run before it has a report.
@@ -56,6 +59,8 @@ pub struct RunStats {
     pub cpus: usize,
     /// The program's kernel cost, when `bpf_stats` was on.
     pub kernel_cost: KernelCost,
+    /// User-space completion of deep stacks.
+    pub continuation: ContinuationStats,
 }
 
 /// A finished run: the report and how it went.
@@ -81,7 +86,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
                 ));
             }
             let layout = binary.layout;
-            (binary.version.map(|v| v.to_string()), layout)
+            (binary.version, layout)
         }
         Err(e) => {
             warnings.push(format!(
@@ -91,6 +96,23 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
             (None, None)
         }
     };
+    // Goroutine labels are decoded in user space from what the kernel recorded (see labels.rs).
+    let mut label_resolver = match (&go_version, go_layout) {
+        (Some(version), Some(layout)) if layout.label_format != LabelFormat::NONE => {
+            match ProcMem::open(config.pid) {
+                Ok(mem) => Some(LabelResolver::new(version.clone(), Box::new(mem))),
+                Err(e) => {
+                    warnings.push(format!(
+                        "cannot read goroutine labels: /proc/{}/mem: {e}",
+                        config.pid
+                    ));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let go_version = go_version.map(|v| v.to_string());
     for w in &warnings {
         eprintln!("stacksampler: warning: {w}");
     }
@@ -112,8 +134,24 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     let mut stream = SampleStream::new(loaded.take_samples()?)?;
     let filter = Filter::from_config(config);
     let mut profile = Profile::default();
-    let mut sink = |sample: crate::sample::Sample| {
+    // Stacks deeper than the kernel walk are finished from the target's memory.
+    let mut deep = go_layout.and_then(|layout| DeepStackReader::open(config.pid, layout).ok());
+    let mut morestack = MorestackFrames::default();
+    let mut sink = |mut sample: crate::sample::Sample| {
         profile.counts.total += 1;
+        if let Some(resolver) = label_resolver.as_mut() {
+            resolver.resolve(&mut sample);
+        }
+        if let Some(origin) = sample.switch_origin()
+            && morestack.contains(origin, &mut symbolizer)
+        {
+            sample.complete_morestack_switch();
+        }
+        if let (Some(reader), Some(cut)) = (deep.as_mut(), sample.cut)
+            && let Some(rest) = reader.continue_walk(cut)
+        {
+            sample.extend(rest);
+        }
         if filter.keep(&sample) {
             profile.add(&sample);
         }
@@ -153,6 +191,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     progress.finish();
 
     let decode_errors = stream.decode_errors;
+    let continuation = deep.as_ref().map(|d| d.stats).unwrap_or_default();
     let counters = loaded.counters()?;
     let kernel_cost = loaded.kernel_cost().unwrap_or_default();
     let cpus = loaded.attached_cpus();
@@ -161,6 +200,22 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     drop(stream);
     drop(loaded);
 
+    if let Some(resolver) = &label_resolver {
+        let st = resolver.stats;
+        if let Some(e) = &resolver.last_error {
+            warnings.push(format!(
+                "goroutine labels of {} of {} labelled samples could not be read: {e}",
+                st.failed, st.referenced
+            ));
+        }
+        if config.verbose {
+            eprintln!(
+                "stacksampler: labels: {} labelled samples, {} sets decoded, {} changed before \
+                 they could be read, {} unreadable",
+                st.referenced, st.decoded, st.stale, st.failed
+            );
+        }
+    }
     profile.counts.lost = counters.lost_ringbuf + decode_errors;
     if counters.lost_ringbuf > 0 {
         warnings.push(format!(
@@ -208,8 +263,31 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
         decode_errors,
         cpus,
         kernel_cost,
+        continuation,
     };
     Ok(Finished { report, stats })
+}
+
+/// Which return addresses are in `runtime.morestack` (where a stack-growth switch starts),
+/// symbolized once per address while samples arrive.
+#[derive(Default)]
+struct MorestackFrames {
+    known: std::collections::HashMap<u64, bool>,
+}
+
+impl MorestackFrames {
+    /// Function through which a goroutine enters `runtime.newstack` on the system stack.
+    const FUNCTION: &'static str = "runtime.morestack";
+
+    fn contains(&mut self, addr: u64, symbolizer: &mut ProcessSymbolizer) -> bool {
+        *self.known.entry(addr).or_insert_with(|| {
+            let symbols = symbolizer.symbolize(&[addr]);
+            symbols
+                .frames(addr)
+                .iter()
+                .any(|f| f.function == Self::FUNCTION || f.function == "runtime.morestack.abi0")
+        })
+    }
 }
 
 async fn sleep_or_forever(remaining: Option<Duration>) {

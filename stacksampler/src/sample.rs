@@ -2,7 +2,10 @@
 
 use stacksampler_common::{SAMPLE_HEADER_SIZE, SampleFlags, SampleHeader};
 
-use crate::goruntime::state::GoroutineState;
+use crate::{
+    goruntime::state::GoroutineState,
+    unwind::{Continuation, CutWalk},
+};
 
 /// The goroutine a sample is attributed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +42,58 @@ pub struct Sample {
     pub kernel_mode: bool,
     /// Index in `frames` where the walk switched from a system stack to the goroutine's stack.
     pub switch_index: Option<usize>,
+    /// Where a walk cut at the frame limit would continue (set while `truncated`).
+    pub cut: Option<CutWalk>,
+    /// Frames counted but not kept: `frames[..gap.at]` is the head (innermost) and
+    /// `frames[gap.at..]` the tail (outermost) of a stack with `gap.frames` more in between.
+    pub gap: Option<Gap>,
+    /// The goroutine's pprof labels (`pprof.Do`, `pprof.SetGoroutineLabels`).
+    pub labels: SampleLabels,
+    /// With `switch_index`: the word at `curg.sched.sp`, the caller's return address when the
+    /// goroutine stopped at a function entry (see [`Sample::complete_morestack_switch`]).
+    pub sched_ret: Option<u64>,
+}
+
+/// A goroutine label set: (key, value) pairs sorted by key, shared between samples.
+pub type LabelSet = std::sync::Arc<[(String, String)]>;
+
+/// What the kernel read of `g.labels` at the sample: the pointer and the word it pointed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LabelRef {
+    /// `g.labels` (never 0 here).
+    pub ptr: u64,
+    /// `*g.labels` at the sample (slice data pointer or `*hmap`).
+    pub word: u64,
+}
+
+/// The labels of one sample: the kernel's reference, and the set once user space decoded it
+/// (`crate::labels::LabelResolver`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SampleLabels {
+    /// `None` when the goroutine had no labels or they were not read.
+    pub raw: Option<LabelRef>,
+    /// The decoded set; `None` until resolved, or when it could not be read.
+    pub set: Option<LabelSet>,
+}
+
+impl SampleLabels {
+    /// The value of label `key`, when the set is known and has it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.set
+            .as_deref()?
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Uncaptured frames in the middle of a deep stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// Index in `frames` of the first tail frame.
+    pub at: usize,
+    /// Number of frames between head and tail.
+    pub frames: u64,
 }
 
 impl Sample {
@@ -48,9 +103,52 @@ impl Sample {
             .map_or(GoroutineState::Unknown, |g| g.state)
     }
 
-    /// Number of user frames walked.
+    /// Number of user frames on the stack: those kept plus the gap.
     pub fn depth(&self) -> usize {
-        self.frames.len()
+        self.frames.len() + self.gap.map_or(0, |g| g.frames as usize)
+    }
+
+    /// The innermost frame on the system stack side of a switch, when there was a switch: the
+    /// return address into the function that switched (`runtime.morestack`, `systemstack`,
+    /// `mcall`).
+    pub fn switch_origin(&self) -> Option<u64> {
+        let at = self.switch_index?;
+        at.checked_sub(1).and_then(|i| self.frames.get(i)).copied()
+    }
+
+    /// Inserts the caller skipped at a `runtime.morestack` switch: `runtime.morestack` saves
+    /// `g.sched` at the growing function's entry, before it pushed its frame pointer, so the walk
+    /// from `sched.bp` starts at the caller's caller. The caller's return address is the word
+    /// at `sched.sp` ([`Sample::sched_ret`]). Call only when [`Sample::switch_origin`] is in
+    /// `runtime.morestack` (`mcall` and `systemstack` save a complete frame).
+    pub fn complete_morestack_switch(&mut self) {
+        let (Some(at), Some(ret)) = (self.switch_index, self.sched_ret.take()) else {
+            return;
+        };
+        if ret == 0 || at >= self.frames.len() {
+            return;
+        }
+        // After frames[at] (the saved pc), as a call site like every caller frame.
+        self.frames.insert(at + 1, ret.saturating_sub(1));
+        if let Some(gap) = self.gap.as_mut() {
+            if gap.at > at {
+                gap.at += 1;
+            }
+        }
+    }
+
+    /// Completes a cut walk with what user space read past the kernel's limit.
+    pub fn extend(&mut self, continuation: Continuation) {
+        let at = self.frames.len();
+        if continuation.elided > 0 {
+            self.gap = Some(Gap {
+                at,
+                frames: continuation.elided,
+            });
+        }
+        self.frames.extend_from_slice(&continuation.tail);
+        self.truncated = false;
+        self.cut = None;
     }
 }
 
@@ -106,6 +204,13 @@ impl Sample {
         });
         let stack_bytes = (known && header.stack_hi > header.sp && header.sp >= header.stack_lo)
             .then(|| header.stack_hi - header.sp);
+        let truncated = flags & SampleFlags::TRUNCATED != 0;
+        let cut = (truncated && known && header.last_fp != 0).then_some(CutWalk {
+            g_addr: header.g_addr,
+            stack_lo: header.stack_lo,
+            stack_hi: header.stack_hi,
+            fp: header.last_fp,
+        });
         Self {
             time_ns: header.time_ns,
             tid: header.tid,
@@ -113,10 +218,20 @@ impl Sample {
             goroutine,
             stack_bytes,
             frames,
-            truncated: flags & SampleFlags::TRUNCATED != 0,
+            truncated,
             kernel_mode: flags & SampleFlags::KERNEL_MODE != 0,
             switch_index: (flags & SampleFlags::SWITCHED_TO_CURG != 0)
                 .then_some(header.switch_index as usize),
+            cut,
+            gap: None,
+            labels: SampleLabels {
+                raw: (known && header.labels_ptr != 0).then_some(LabelRef {
+                    ptr: header.labels_ptr,
+                    word: header.labels_word,
+                }),
+                set: None,
+            },
+            sched_ret: (flags & SampleFlags::SWITCHED_TO_CURG != 0).then_some(header.sched_ret),
         }
     }
 }

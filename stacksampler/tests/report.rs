@@ -61,6 +61,10 @@ mod fixtures {
             truncated: false,
             kernel_mode: false,
             switch_index: None,
+            cut: None,
+            gap: None,
+            labels: Default::default(),
+            sched_ret: None,
         }
     }
 
@@ -308,6 +312,10 @@ fn long_cycle_report() -> Report {
         truncated: false,
         kernel_mode: false,
         switch_index: None,
+        cut: None,
+        gap: None,
+        labels: Default::default(),
+        sched_ret: None,
     });
     report
 }

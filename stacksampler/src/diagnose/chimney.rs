@@ -17,7 +17,10 @@ use super::{
     recursion::{self, Cycle, FoldOptions},
     stack::{ExpandedStack, Expander, FrameInfo, FuncId, human_bytes, human_secs},
 };
-use crate::{aggregate::StackStats, goruntime::state::GoroutineState};
+use crate::{
+    aggregate::{GAP_MARKER, StackStats},
+    goruntime::state::GoroutineState,
+};
 
 /// Machine-readable kind of the finding.
 pub const KIND: &str = "runaway_recursion";
@@ -124,7 +127,41 @@ impl Analyzer {
         let stack = expander.expand(addrs.to_vec());
         let symbols = expander.symbols();
         let mut found = Vec::new();
-        for cycle in recursion::cycles(&stack.funcs, &self.fold) {
+        // A deep stack completed in user space has a gap (frames counted, not kept) between
+        // its head and its tail. The cycle run that ends at the gap is the same recursion as
+        // the run that starts after it: count it, and the gap's frames, with the latter.
+        let gap_at = addrs
+            .iter()
+            .position(|a| *a == GAP_MARKER)
+            .map(|i| stack.start_of_addr(i));
+        let exact_depth = (row.stats.depth.1 as usize).max(addrs.len());
+        let cycles = recursion::cycles(&stack.funcs, &self.fold);
+        // Runs adjacent to the gap, allowing up to one period of phase shift.
+        let head_run = gap_at.and_then(|g| {
+            cycles
+                .iter()
+                .position(|c| c.end() <= g && c.end() + c.len >= g)
+        });
+        let tail_run = gap_at.and_then(|g| {
+            cycles
+                .iter()
+                .position(|c| c.start > g && c.start <= g + c.len)
+        });
+        let head_frames = head_run.map_or(0, |h| cycles[h].frames());
+        for (i, cycle) in cycles.into_iter().enumerate() {
+            let mut repeat = cycle.repeat;
+            let gap_frames = row.stats.gap_frames as usize;
+            match (head_run, tail_run) {
+                // Counted with the run on the root side of the gap.
+                (Some(h), Some(_)) if h == i => continue,
+                (Some(_), Some(t)) if t == i => {
+                    repeat += (gap_frames + head_frames) / cycle.len;
+                }
+                // Only one side repeats enough to be seen: the gap continues it.
+                (Some(h), None) if h == i => repeat += gap_frames / cycle.len,
+                (None, Some(t)) if t == i => repeat += gap_frames / cycle.len,
+                _ => {}
+            }
             let end = cycle.end();
             let outer = end - cycle.len..end;
             let key = ChimneyKey {
@@ -144,7 +181,7 @@ impl Analyzer {
                     self.chimneys.len() - 1
                 }
             };
-            self.chimneys[id].record(cycle.repeat, addrs.len(), &row);
+            self.chimneys[id].record(repeat, exact_depth, &row);
             found.push((id, cycle));
         }
         if self.family_addrs + addrs.len() <= MAX_FAMILY_ADDRS {

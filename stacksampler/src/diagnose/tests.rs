@@ -66,6 +66,10 @@ fn sample(frames: Vec<u64>, goid: u64, state: GoroutineState, time_ns: u64, byte
         truncated: false,
         kernel_mode: false,
         switch_index: None,
+        cut: None,
+        gap: None,
+        labels: Default::default(),
+        sched_ret: None,
     }
 }
 

@@ -90,12 +90,14 @@ pub struct JsonStack {
     pub waitreasons: Vec<u8>,
     /// Their names in the target's Go version (`chan receive`), `None` where unknown.
     pub waitreason_names: Vec<Option<&'static str>>,
+    /// The goroutines' pprof labels (`pprof.Do`), key -> value; empty without labels.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Distinct goroutines seen with this row.
     pub goroutines: usize,
     /// The first of them, ascending, at most `max_goids`.
     pub goids: Vec<u64>,
     /// User frames walked (return addresses), before inline expansion.
-    pub depth: usize,
+    pub depth: u64,
     /// Some sample of the row hit the frame limit.
     pub truncated: bool,
     /// Goroutine stack bytes in use, smallest and largest seen.
@@ -218,9 +220,15 @@ impl JsonRenderer {
                 .iter()
                 .map(|w| stack::waitreason_name(report, *w))
                 .collect(),
+            labels: report
+                .profile
+                .label_set(row.key.labels)
+                .iter()
+                .cloned()
+                .collect(),
             goroutines: stats.goids.len(),
             goids: stats.goids.iter().take(self.max_goids).copied().collect(),
-            depth: report.profile.trie.depth(row.key.leaf),
+            depth: row.stats.depth.1,
             truncated: stats.truncated,
             stack_bytes: stats.stack_bytes.map(|(min, max)| JsonRange { min, max }),
             frames,

@@ -158,6 +158,15 @@ impl TextRenderer {
             let frames = stack::expand(report, row.key.leaf);
             let lines = stack_lines(&frames, &stack::fold(&frames));
             for line in self.elide(lines) {
+                if line.starts_with(crate::symbolize::Frame::GAP_FUNCTION) {
+                    // The pseudo-frame of a deep stack's uncaptured middle: say how many.
+                    writeln!(
+                        out,
+                        "     [... {} frames counted, not kept ...]",
+                        row.stats.gap_frames
+                    )?;
+                    continue;
+                }
                 writeln!(out, "     {line}")?;
             }
         }
@@ -214,6 +223,10 @@ fn summary_line(report: &Report, row: &Row<'_>, kept: u64) -> String {
             .collect();
         s.push_str(&format!(" ({})", reasons.join(", ")));
     }
+    let labels = report.profile.label_set(row.key.labels);
+    if !labels.is_empty() {
+        s.push_str(&format!("  labels {{{}}}", crate::labels::format_set(labels)));
+    }
     let (n, goids) = stack::goid_sample(row, GOIDS_SHOWN);
     if n > 0 {
         let list: Vec<String> = goids.iter().map(u64::to_string).collect();
@@ -223,7 +236,7 @@ fn summary_line(report: &Report, row: &Row<'_>, kept: u64) -> String {
     }
     s.push_str(&format!(
         "  depth {}",
-        report.profile.trie.depth(row.key.leaf)
+        row.stats.depth.1
     ));
     if stats.truncated {
         s.push_str(" truncated");

@@ -69,6 +69,12 @@ pub struct Symbols {
 impl Symbols {
     /// The frames of `addr`; an address that was never symbolized gets one unknown frame.
     pub fn frames(&self, addr: u64) -> std::borrow::Cow<'_, [Frame]> {
+        if addr == crate::aggregate::GAP_MARKER {
+            return std::borrow::Cow::Owned(vec![Frame::gap()]);
+        }
+        if addr == crate::aggregate::SWITCH_MARKER {
+            return std::borrow::Cow::Owned(vec![Frame::switch_point()]);
+        }
         match self.by_addr.get(&addr) {
             Some(frames) if !frames.is_empty() => std::borrow::Cow::Borrowed(frames),
             _ => std::borrow::Cow::Owned(vec![Frame::unknown(None, addr)]),
@@ -77,6 +83,37 @@ impl Symbols {
 }
 
 impl Frame {
+    /// Function name of the pseudo-frame standing for the uncaptured middle of a deep stack.
+    pub const GAP_FUNCTION: &'static str = "[... frames counted, not kept ...]";
+
+    /// The pseudo-frame for the middle of a deep stack (see `aggregate::GAP_MARKER`).
+    pub fn gap() -> Self {
+        Self {
+            function: Self::GAP_FUNCTION.to_owned(),
+            file: None,
+            line: None,
+            inlined: false,
+            module: None,
+            kind: FrameKind::Unknown,
+        }
+    }
+
+    /// Function name of the pseudo-frame marking a system-stack switch (see
+    /// `aggregate::SWITCH_MARKER`): frames above it ran on `g0`, frames below on the goroutine.
+    pub const SWITCH_FUNCTION: &'static str = "--- switched to goroutine stack ---";
+
+    /// The pseudo-frame for a system-stack switch point.
+    pub fn switch_point() -> Self {
+        Self {
+            function: Self::SWITCH_FUNCTION.to_owned(),
+            file: None,
+            line: None,
+            inlined: false,
+            module: None,
+            kind: FrameKind::Unknown,
+        }
+    }
+
     /// A frame for an address no backend could name: `module+0xoffset`, or the bare address.
     pub fn unknown(module: Option<(Arc<str>, u64)>, addr: u64) -> Self {
         let function = match &module {
