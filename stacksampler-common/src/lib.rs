@@ -191,3 +191,181 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::GoLayout {}
 }
+
+// ---------------------------------------------------------------------------------------------
+// Runtime events (issue 6): entry uprobes on the Go runtime. Appended; nothing above changes.
+// ---------------------------------------------------------------------------------------------
+
+/// Frames kept at the innermost end of an event's stack ([`EventRecord::frames`]
+/// `[..EVENT_HEAD_FRAMES]`).
+pub const EVENT_HEAD_FRAMES: usize = 8192;
+/// Frames kept at the outermost end of an event's stack: a ring indexed by
+/// `(depth - EVENT_HEAD_FRAMES) % EVENT_TAIL_FRAMES`, so a walk deeper than the buffer still
+/// returns its head, its tail and its exact depth. A power of two.
+pub const EVENT_TAIL_FRAMES: usize = 8192;
+/// Capacity of an event's frame buffer.
+pub const EVENT_MAX_FRAMES: usize = EVENT_HEAD_FRAMES + EVENT_TAIL_FRAMES;
+/// Bytes of a fatal error message carried by an event (longer messages are cut).
+pub const EVENT_MESSAGE_BYTES: usize = 128;
+/// Index of the single entry of the [`EventConfig`] array map.
+pub const EVENT_CONFIG_KEY: u32 = 0;
+
+/// Names of the runtime-event maps and programs in the eBPF object.
+pub mod event_names {
+    /// Array map (one entry) holding the [`crate::EventConfig`].
+    pub const CONFIG_MAP: &str = "EVENT_CONFIG";
+    /// Ring buffer carrying [`crate::EventHeader`] records (+ frames) to user space.
+    pub const EVENTS_MAP: &str = "EVENTS";
+    /// Per-CPU array of [`crate::EventCounters`].
+    pub const COUNTERS_MAP: &str = "EVENT_COUNTERS";
+    /// Array map with one [`crate::EventRecord`] scratch slot per CPU.
+    pub const SCRATCH_MAP: &str = "EVENT_SCRATCH";
+    /// Uprobe on `runtime.copystack(gp *g, newsize uintptr)`.
+    pub const COPYSTACK_PROGRAM: &str = "go_copystack";
+    /// Uprobe at the instruction after `CALL runtime.newproc1` in `runtime.newproc.func1`
+    /// (not a return probe: a plain uprobe at an offset, AX holds the new `g`).
+    pub const NEWPROC_RETURN_PROGRAM: &str = "go_newproc_created";
+    /// Uprobe on `runtime.newproc1` entry: fallback when the call site above is not found
+    /// (creation site known, new goroutine id unknown).
+    pub const NEWPROC1_PROGRAM: &str = "go_newproc1";
+    /// Uprobe on `runtime.goexit1` (runs on the exiting goroutine).
+    pub const GOEXIT_PROGRAM: &str = "go_goexit1";
+    /// Uprobe on `runtime.throw(s string)` and `runtime.fatal(s string)`.
+    pub const THROW_PROGRAM: &str = "go_throw";
+    /// Uprobe on `runtime.fatalthrow` (no message).
+    pub const FATALTHROW_PROGRAM: &str = "go_fatalthrow";
+}
+
+/// Bits of [`EventConfig::flags`].
+pub struct EventConfigFlags;
+impl EventConfigFlags {
+    /// The Go layout in [`EventConfig::go`] is valid (events are dropped otherwise).
+    pub const GO_LAYOUT_KNOWN: u32 = 1 << 0;
+}
+
+/// Configuration of the runtime-event programs, written by user space before attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventConfig {
+    /// Only this process (tgid) emits events (the uprobes are also attached for this pid only).
+    pub target_tgid: u32,
+    /// [`EventConfigFlags`] bits.
+    pub flags: u32,
+    /// Frames walked at a stack growth (deeper stacks keep head, tail and the exact depth).
+    pub growth_walk_limit: u32,
+    /// Frames walked at a goroutine creation (the creating goroutine's stack).
+    pub create_walk_limit: u32,
+    /// Frames walked at a fatal error.
+    pub fatal_walk_limit: u32,
+    pub _pad: u32,
+    /// Go runtime member offsets.
+    pub go: GoLayout,
+}
+
+/// Kinds of [`EventHeader::kind`].
+pub struct EventKind;
+impl EventKind {
+    /// `runtime.copystack` to a bigger stack: `arg0` new size, `arg1` old size.
+    pub const STACK_GROWTH: u32 = 1;
+    /// `runtime.copystack` to a smaller stack (GC shrinking): `arg0` new size, `arg1` old size.
+    pub const STACK_SHRINK: u32 = 2;
+    /// A goroutine was created: `goid` is the new goroutine (0 when unknown), `arg0` its `g`
+    /// address, `arg1` the `go` statement's pc when known, `parent_goid` the creator.
+    pub const GOROUTINE_CREATE: u32 = 3;
+    /// A goroutine ended (`runtime.goexit1`).
+    pub const GOROUTINE_EXIT: u32 = 4;
+    /// `runtime.throw`/`runtime.fatal`: `message` holds the text; `arg0` its full length.
+    pub const FATAL: u32 = 5;
+    /// `runtime.fatalthrow` (no message).
+    pub const FATAL_THROW: u32 = 6;
+}
+
+/// Bits of [`EventHeader::flags`].
+pub struct EventFlags;
+impl EventFlags {
+    /// The event fired on a system stack (`g0`): `goid` is `m.curg`'s and the stack is the user
+    /// goroutine's, walked from its saved `sched`.
+    pub const SYSTEM_STACK: u32 = 1 << 0;
+    /// The walk stopped at its limit while the chain went on: `depth` is a lower bound.
+    pub const TRUNCATED: u32 = 1 << 1;
+    /// Reading the goroutine failed: `goid` is 0.
+    pub const NO_GOROUTINE: u32 = 1 << 2;
+}
+
+/// Fixed-size part of one runtime event, followed in the ring buffer by `n_frames` addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// `bpf_ktime_get_ns()` at the event.
+    pub time_ns: u64,
+    /// Goroutine the event is about (the growing, created, exiting or failing one).
+    pub goid: u64,
+    /// Its `runtime.g` address.
+    pub g_addr: u64,
+    /// Kind-specific values (see [`EventKind`]).
+    pub arg0: u64,
+    pub arg1: u64,
+    /// Goroutine running when the event fired (the creator for [`EventKind::GOROUTINE_CREATE`]).
+    pub parent_goid: u64,
+    /// Process id (tgid) and thread id.
+    pub tgid: u32,
+    pub tid: u32,
+    /// [`EventKind`] value.
+    pub kind: u32,
+    /// [`EventFlags`] bits.
+    pub flags: u32,
+    /// Frames walked (the stack's depth when not truncated); may exceed `n_frames`.
+    pub depth: u32,
+    /// Frames that follow the header: `min(depth, EVENT_MAX_FRAMES)`. When `depth` exceeds
+    /// the capacity, the last `EVENT_TAIL_FRAMES` entries are a ring (see [`EVENT_TAIL_FRAMES`]).
+    pub n_frames: u32,
+    /// Bytes of `message` in use.
+    pub message_len: u32,
+    /// CPU the event fired on.
+    pub cpu: u32,
+    /// Message of a fatal error (not NUL-terminated).
+    pub message: [u8; EVENT_MESSAGE_BYTES],
+}
+
+/// Size of [`EventHeader`] in bytes.
+pub const EVENT_HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
+
+/// One event as built in the per-CPU scratch slot.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EventRecord {
+    pub header: EventHeader,
+    /// Return addresses, innermost first (`frames[0]` is the innermost pc of the goroutine).
+    pub frames: [u64; EVENT_MAX_FRAMES],
+}
+
+/// Counters kept per CPU by the event programs; user space sums them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventCounters {
+    /// Probe hits in the target, per program.
+    pub copystack_hits: u64,
+    pub create_hits: u64,
+    pub exit_hits: u64,
+    pub fatal_hits: u64,
+    /// Events written to the ring buffer.
+    pub delivered: u64,
+    /// Events dropped because the ring buffer was full.
+    pub lost_ringbuf: u64,
+    /// Events whose goroutine could not be read.
+    pub read_errors: u64,
+    /// Probe hits in other processes sharing the file (filtered out).
+    pub foreign_hits: u64,
+}
+
+const _: () = assert!(EVENT_HEADER_SIZE == 6 * 8 + 8 * 4 + EVENT_MESSAGE_BYTES);
+const _: () = assert!(EVENT_HEADER_SIZE % 8 == 0);
+const _: () = assert!(core::mem::size_of::<EventConfig>() == 6 * 4 + core::mem::size_of::<GoLayout>());
+const _: () = assert!(EVENT_TAIL_FRAMES.is_power_of_two());
+
+#[cfg(feature = "user")]
+mod event_pod {
+    // SAFETY: repr(C), padding free (asserted above), valid for any bit pattern.
+    unsafe impl aya::Pod for super::EventConfig {}
+    unsafe impl aya::Pod for super::EventCounters {}
+}

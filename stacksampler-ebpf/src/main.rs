@@ -10,6 +10,7 @@
 mod goroutine;
 mod maps;
 mod unwind;
+mod runtime_events;
 
 use aya_ebpf::{
     bindings::pt_regs,

@@ -60,6 +60,17 @@ pub struct Config {
     /// Print kernel-side diagnostics (aya-log) and progress details on stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+
+    /// Watch the Go runtime through uprobes instead of sampling CPU: stack growth per goroutine,
+    /// goroutine creation and exit (live count, leak sources), fatal errors. Runs until the
+    /// target exits, --duration, or Ctrl-C; a live status line goes to stderr.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// With --watch: alert (stderr line + json event) the moment a goroutine's stack reaches
+    /// SIZE (1MB, 512KiB, 65536; KB/MB/GB are 1024-based), once per goroutine.
+    #[arg(long, value_name = "SIZE", value_parser = crate::events::parse_size, requires = "watch")]
+    pub stack_alert: Option<u64>,
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {

@@ -29,6 +29,11 @@ fn real_main(config: &Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if config.watch {
+        return runtime
+            .block_on(stacksampler::events::watch::watch(config))
+            .with_context(|| format!("watching pid {}", config.pid));
+    }
     let finished = runtime
         .block_on(run::run(config))
         .with_context(|| format!("sampling pid {}", config.pid))?;

@@ -1,0 +1,88 @@
+//! Runtime events (issue 6): entry uprobes on the Go runtime of a running program.
+//!
+//! - [`sites`]: where the probes go (file offsets from `.symtab`, or `.gopclntab` when stripped).
+//! - [`probes`]: [`EventProbes::attach`] on an [`aya::Ebpf`] loaded from stacksampler's object,
+//!   then `next_batch`/`drain` of decoded [`RuntimeEvent`]s, counters and per-probe kernel cost.
+//! - [`decode`]: ring buffer records -> [`RuntimeEvent`].
+//! - [`tracker`]: growth sequences per goroutine, live goroutines and their creation stacks,
+//!   fatal errors, `--stack-alert` crossings.
+//! - [`report`]: the report (fatal error first), text and json.
+//! - [`watch`]: the `--watch` mode (no CPU sampling, live status line).
+//!
+//! Adding events to a sampling run: load the object once, call [`EventProbes::attach`] with the
+//! same `Ebpf`, poll [`EventProbes::next_batch`] next to the sample stream, feed a [`Tracker`].
+//! See `docs/runtime-events.md`.
+
+pub mod decode;
+pub mod probes;
+pub mod report;
+pub mod sites;
+pub mod tracker;
+pub mod watch;
+
+pub use decode::{RuntimeEvent, RuntimeEventKind};
+pub use probes::{EventOptions, EventProbes, EventsError};
+pub use tracker::Tracker;
+
+use crate::{goruntime::GoRuntimeError, symbolize::SymbolizeError, target::TargetError};
+
+/// Errors that end a watch before it has a report.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("inspecting the target's executable: {0}")]
+    Inspect(#[from] GoRuntimeError),
+    /// Events need goroutine ids: no layout, no watch.
+    #[error("the Go runtime layout of {0} is unknown: runtime events need it")]
+    NoLayout(String),
+    #[error(transparent)]
+    Events(#[from] EventsError),
+    #[error("preparing symbolization: {0}")]
+    Symbolize(#[from] SymbolizeError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Parses a size: `1048576`, `512K`, `512KB`, `512KiB`, `1M`, `1MB`, `1MiB`, `1G`...
+///
+/// `KB`/`MB`/`GB` are binary (1024-based), as Go's runtime sizes stacks.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 1MB, 512KiB, 65536)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    let bytes = value * mult as f64;
+    if !(bytes >= 1.0 && bytes.is_finite() && bytes < u64::MAX as f64) {
+        return Err(format!("size must be positive, got {s:?}"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MB"), Ok(1 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1.5M"), Ok(3 << 19));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("MB").is_err());
+    }
+}
