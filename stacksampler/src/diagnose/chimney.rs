@@ -151,14 +151,25 @@ impl Analyzer {
         for (i, cycle) in cycles.into_iter().enumerate() {
             let mut repeat = cycle.repeat;
             let gap_frames = row.stats.gap_frames as usize;
+            let mut entry_at = cycle.end();
             match (head_run, tail_run) {
                 // Counted with the run on the root side of the gap.
                 (Some(h), Some(_)) if h == i => continue,
                 (Some(_), Some(t)) if t == i => {
                     repeat += (gap_frames + head_frames) / cycle.len;
                 }
-                // Only one side repeats enough to be seen: the gap continues it.
-                (Some(h), None) if h == i => repeat += gap_frames / cycle.len,
+                // Only the head side repeats enough to be seen: the gap continues it, and the
+                // tail's frames from the cycle's body lead to the real entry.
+                (Some(h), None) if h == i => {
+                    let g = gap_at.unwrap_or(entry_at);
+                    let body = &stack.funcs[cycle.start..cycle.start + cycle.len];
+                    let mut j = g + 1;
+                    while j < stack.funcs.len() && body.contains(&stack.funcs[j]) {
+                        j += 1;
+                    }
+                    repeat += (gap_frames + (j - g - 1)) / cycle.len;
+                    entry_at = j;
+                }
                 (None, Some(t)) if t == i => repeat += gap_frames / cycle.len,
                 _ => {}
             }
@@ -166,7 +177,7 @@ impl Analyzer {
             let outer = end - cycle.len..end;
             let key = ChimneyKey {
                 body: stack.funcs[outer.clone()].to_vec(),
-                entry: stack.funcs.get(end).copied(),
+                entry: stack.funcs.get(entry_at).copied(),
             };
             let id = match self.index.get(&key) {
                 Some(id) => *id,
@@ -176,7 +187,7 @@ impl Analyzer {
                         .filter_map(|i| stack.frame(symbols, i))
                         .collect();
                     self.chimneys
-                        .push(Chimney::new(cycle_frames, stack.frame(symbols, end)));
+                        .push(Chimney::new(cycle_frames, stack.frame(symbols, entry_at)));
                     self.index.insert(key, self.chimneys.len() - 1);
                     self.chimneys.len() - 1
                 }

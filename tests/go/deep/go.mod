@@ -1,0 +1,3 @@
+module stacksampler.test/deep
+
+go 1.19
