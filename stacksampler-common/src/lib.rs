@@ -77,7 +77,29 @@ pub struct GoLayout {
     pub gobuf_bp: u32,
     /// Offset of the `g` pointer from the thread pointer (`fs_base` on amd64), as a signed value.
     pub tls_g_offset: i32,
+    /// `runtime.g.syscallsp` (sp when the goroutine entered a system call).
+    pub g_syscallsp: u32,
+    /// `runtime.g.syscallpc`.
+    pub g_syscallpc: u32,
+    /// `runtime.m.procid` (the thread's kernel tid): a `g` whose `m.procid` is not the sampled
+    /// thread is not trusted (a non-Go thread's TLS, or a thread still being set up).
+    pub m_procid: u32,
+    /// How `g.labels` is represented ([`LabelFormat`]); [`LabelFormat::NONE`] skips labels.
+    pub label_format: u32,
     pub _pad: u32,
+}
+
+/// Values of [`GoLayout::label_format`]: the representation of the pprof label set `g.labels`
+/// points at. The kernel program reads the same two words for both (the pointer, and the first
+/// word it points at); user space decodes the set.
+pub struct LabelFormat;
+impl LabelFormat {
+    /// Labels are not read.
+    pub const NONE: u32 = 0;
+    /// Go 1.19-1.23: `*labelMap` is a word holding a `map[string]string` (`*hmap`).
+    pub const MAP: u32 = 1;
+    /// Go 1.24+: `*labelMap` points at a slice header of `{key, value string}` pairs.
+    pub const SLICE: u32 = 2;
 }
 
 /// Configuration written by user space before attaching.
@@ -146,6 +168,17 @@ pub struct SampleHeader {
     pub n_frames: u32,
     /// Index of the first frame on the goroutine's own stack after a system-stack switch.
     pub switch_index: u32,
+    /// Value of `g.labels` at the sample (0: no labels, or labels not read).
+    pub labels_ptr: u64,
+    /// The word `g.labels` pointed at, at the sample (slice data or `*hmap`): user space decodes
+    /// the set later and checks this word is unchanged, so a freed and reused set is detected.
+    pub labels_word: u64,
+    /// With [`SampleFlags::SWITCHED_TO_CURG`]: the word at `curg.sched.sp`. When the goroutine
+    /// stopped at a function's entry (`runtime.morestack`: the frame pointer is still the
+    /// caller's) this is the return address into the caller, which the frame-pointer walk from
+    /// `sched.bp` skips; user space inserts it when the system-stack part ends in
+    /// `runtime.morestack`.
+    pub sched_ret: u64,
 }
 
 /// One sample as built in the per-CPU scratch slot; only the header and the first `n_frames`
@@ -179,9 +212,9 @@ pub struct Counters {
     pub goroutine_read_errors: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<GoLayout>() == 16 * 4);
-const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16 + 16 * 4);
-const _: () = assert!(SAMPLE_HEADER_SIZE == 7 * 8 + 8 * 4);
+const _: () = assert!(core::mem::size_of::<GoLayout>() == 20 * 4);
+const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16 + 20 * 4);
+const _: () = assert!(SAMPLE_HEADER_SIZE == 10 * 8 + 8 * 4);
 const _: () = assert!(SAMPLE_HEADER_SIZE % 8 == 0);
 
 #[cfg(feature = "user")]

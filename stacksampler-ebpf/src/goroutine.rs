@@ -3,9 +3,10 @@
 //! Offsets come from user space ([`GoLayout`]); nothing here knows a Go release.
 
 use aya_ebpf::helpers::{
-    bpf_probe_read_kernel, bpf_probe_read_user, generated::bpf_get_current_task_btf,
+    bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+    generated::bpf_get_current_task_btf,
 };
-use stacksampler_common::{GoLayout, SamplerConfig};
+use stacksampler_common::{GoLayout, LabelFormat, SamplerConfig};
 
 /// Saved scheduling registers of a goroutine (`g.sched`).
 pub struct Sched {
@@ -26,11 +27,23 @@ pub struct Goroutine {
     pub on_system_stack: bool,
     /// `m.curg.sched` when the thread was on `g0` with a user goroutine attached.
     pub curg_sched: Option<Sched>,
+    /// `g.labels` and the word it points at (both 0 without labels or when not read).
+    pub labels_ptr: u64,
+    pub labels_word: u64,
 }
 
 #[inline(always)]
 unsafe fn user<T>(addr: u64) -> Option<T> {
     unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+/// The user-memory word at `addr`, 0 when unreadable.
+#[inline(always)]
+pub unsafe fn user_word(addr: u64) -> u64 {
+    if addr == 0 {
+        return 0;
+    }
+    unsafe { user::<u64>(addr) }.unwrap_or(0)
 }
 
 #[inline(always)]
@@ -65,6 +78,9 @@ unsafe fn current_g(_cfg: &SamplerConfig) -> Option<u64> {
 }
 
 /// Reads the goroutine running on the current thread, resolving system stacks to `m.curg`.
+///
+/// A `g` whose `m.procid` is not this thread's id is rejected: a thread not created by the Go
+/// runtime (a C thread of a cgo program) has no `g` in its TLS, only unrelated bytes.
 #[inline(always)]
 pub unsafe fn read(cfg: &SamplerConfig) -> Option<Goroutine> {
     let go: &GoLayout = &cfg.go;
@@ -73,6 +89,13 @@ pub unsafe fn read(cfg: &SamplerConfig) -> Option<Goroutine> {
         return None;
     }
     let m: u64 = unsafe { field(g, go.g_m) }?;
+    if m != 0 {
+        let procid: u64 = unsafe { field(m, go.m_procid) }?;
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if procid != tid as u64 {
+            return None;
+        }
+    }
     let mut target = g;
     let mut on_system_stack = false;
     let mut curg_sched = None;
@@ -99,7 +122,20 @@ pub unsafe fn read(cfg: &SamplerConfig) -> Option<Goroutine> {
             }
         }
     }
+    let (labels_ptr, labels_word) = if go.label_format != LabelFormat::NONE {
+        let ptr: u64 = unsafe { field(target, go.g_labels) }.unwrap_or(0);
+        let word: u64 = if ptr != 0 {
+            unsafe { user(ptr) }.unwrap_or(0)
+        } else {
+            0
+        };
+        (ptr, word)
+    } else {
+        (0, 0)
+    };
     Some(Goroutine {
+        labels_ptr,
+        labels_word,
         g_addr: target,
         goid: unsafe { field(target, go.g_goid) }?,
         status: unsafe { field::<u32>(target, go.g_atomicstatus) }?,

@@ -117,6 +117,9 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
     h.last_fp = 0;
     h.switch_index = 0;
     h.n_frames = 0;
+    h.labels_ptr = 0;
+    h.labels_word = 0;
+    h.sched_ret = 0;
 
     let Some((regs, kernel_mode)) = (unsafe { user_regs(ctx) }) else {
         h.flags |= SampleFlags::NO_USER_REGS;
@@ -162,6 +165,8 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
         h.waitreason = g.waitreason;
         h.stack_lo = g.stack_lo;
         h.stack_hi = g.stack_hi;
+        h.labels_ptr = g.labels_ptr;
+        h.labels_word = g.labels_word;
         if g.on_system_stack {
             h.flags |= SampleFlags::SYSTEM_STACK;
             // Continue on the user goroutine's stack from where it switched away (curg.sched):
@@ -174,6 +179,7 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
                 h.flags |= SampleFlags::SWITCHED_TO_CURG;
                 h.switch_index = n_frames;
                 h.sp = sched.sp;
+                h.sched_ret = unsafe { goroutine::user_word(sched.sp) };
                 let idx = n_frames as usize;
                 if idx < MAX_STACK_FRAMES {
                     sample.frames[idx] = sched.pc;

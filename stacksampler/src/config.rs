@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use stacksampler_common::{DEFAULT_MAX_FRAMES, MAX_STACK_FRAMES};
 
-use crate::{goruntime::state::StateSet, report::OutputFormat};
+use crate::{filter::LabelFilter, goruntime::state::StateSet, report::OutputFormat};
 
 /// Live stack sampler for running Go programs (eBPF).
 ///
@@ -30,6 +30,14 @@ pub struct Config {
     /// Keep only goroutines in these states: `Grunning|Gsyscall` or `running,syscall`.
     #[arg(long)]
     pub state: Option<StateSet>,
+
+    /// Keep only the goroutine with this id.
+    #[arg(long)]
+    pub goid: Option<u64>,
+
+    /// Keep only goroutines with this pprof label (`pprof.Do`); repeatable, all must match.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<LabelFilter>,
 
     /// Keep only samples whose user stack has at least N frames.
     #[arg(long, default_value_t = 0)]
@@ -147,6 +155,22 @@ mod tests {
         assert_eq!(c.format, OutputFormat::Dot);
         let c = Config::from_args(["stacksampler", "--pid", "1"]).unwrap();
         assert!(c.output.is_empty() && !c.state_frames && !c.collapse_recursion);
+    }
+
+    #[test]
+    fn parses_goroutine_filters() {
+        let c = Config::from_args([
+            "stacksampler", "--pid", "1", "--goid", "17", "--label", "req=42", "--label",
+            "user=a=b", "--state", "waiting,Gsyscall",
+        ])
+        .unwrap();
+        assert_eq!(c.goid, Some(17));
+        assert_eq!(c.label.len(), 2);
+        assert_eq!((c.label[1].key.as_str(), c.label[1].value.as_str()), ("user", "a=b"));
+        let c = Config::from_args(["stacksampler", "--pid", "1"]).unwrap();
+        assert!(c.goid.is_none() && c.label.is_empty());
+        assert!(Config::from_args(["stacksampler", "--pid", "1", "--label", "x"]).is_err());
+        assert!(Config::from_args(["stacksampler", "--pid", "1", "--goid", "-1"]).is_err());
     }
 
     #[test]

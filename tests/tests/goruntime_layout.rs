@@ -117,7 +117,10 @@ fn version_and_layout_for_every_toolchain_and_variant() {
         assert_eq!(normal.g_pointer, Some(GPointer::Tls(AMD64_TLS_G_OFFSET)));
         assert_eq!(
             normal.layout,
-            Some(table_layout.to_go_layout(GPointer::Tls(AMD64_TLS_G_OFFSET)))
+            Some(table_layout.to_go_layout(
+                GPointer::Tls(AMD64_TLS_G_OFFSET),
+                goruntime::labels::repr(&version)
+            ))
         );
         assert_eq!(normal.layout.unwrap().tls_g_offset, -8);
         assert!(normal.warnings.is_empty(), "{:?}", normal.warnings);

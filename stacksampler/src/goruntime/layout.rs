@@ -2,7 +2,9 @@
 //! the kernel program's [`GoLayout`].
 
 use serde::Serialize;
-use stacksampler_common::GoLayout;
+use stacksampler_common::{GoLayout, LabelFormat};
+
+use super::labels::LabelRepr;
 
 /// Offset of the current `g` pointer from the thread pointer (`fs_base`) on linux/amd64, for
 /// static, PIE and cgo builds alike (the linker relaxes `runtime.tlsg` to -8).
@@ -35,8 +37,7 @@ pub enum GPointer {
 
 /// Member offsets (bytes) of `runtime.g`, `runtime.m` and `runtime.gobuf` for one Go binary.
 ///
-/// Richer than [`GoLayout`] (which carries what the kernel program reads today): it also keeps
-/// the members later features need (`g.syscallsp`, `g.syscallpc`, `m.procid`).
+/// Converted to the kernel program's [`GoLayout`] by [`RuntimeLayout::to_go_layout`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct RuntimeLayout {
     /// `g.stack.lo`.
@@ -76,11 +77,20 @@ pub struct RuntimeLayout {
 }
 
 impl RuntimeLayout {
-    /// The kernel program's view of this layout, with the `g` pointer found as `g_pointer` says.
+    /// The kernel program's view of this layout, with the `g` pointer found as `g_pointer` says
+    /// and goroutine labels read as `labels` says (`None`: labels are not read).
     ///
     /// [`GPointer::Register`] leaves `tls_g_offset` at 0: the kernel program reads X28 there.
-    pub fn to_go_layout(&self, g_pointer: GPointer) -> GoLayout {
+    pub fn to_go_layout(&self, g_pointer: GPointer, labels: Option<LabelRepr>) -> GoLayout {
         GoLayout {
+            g_syscallsp: self.g_syscallsp,
+            g_syscallpc: self.g_syscallpc,
+            m_procid: self.m_procid,
+            label_format: match labels {
+                None => LabelFormat::NONE,
+                Some(LabelRepr::Map) => LabelFormat::MAP,
+                Some(LabelRepr::Slice) => LabelFormat::SLICE,
+            },
             g_stack_lo: self.g_stack_lo,
             g_stack_hi: self.g_stack_hi,
             g_m: self.g_m,

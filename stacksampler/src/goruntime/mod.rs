@@ -231,7 +231,8 @@ pub fn inspect_bytes(path: &Path, data: &[u8]) -> Result<GoBinary, GoRuntimeErro
     if let Some(runtime_layout) = binary.runtime_layout {
         let g_pointer = g_pointer(&file, &binary);
         binary.g_pointer = Some(g_pointer);
-        binary.layout = Some(runtime_layout.to_go_layout(g_pointer));
+        let labels = binary.version.as_ref().and_then(labels::repr);
+        binary.layout = Some(runtime_layout.to_go_layout(g_pointer, labels));
     }
     Ok(binary)
 }

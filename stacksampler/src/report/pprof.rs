@@ -326,6 +326,8 @@ pub fn build(report: &Report) -> proto::Profile {
             .trie
             .frames(row.key.leaf)
             .iter()
+            // Pseudo-frames (switch point, gap) have no location: pprof has no such concept.
+            .filter(|a| !crate::aggregate::is_marker(**a))
             .map(|a| location_ids.get(a).copied().unwrap_or(0))
             .collect();
         let count = stats.count as i64;
@@ -356,6 +358,15 @@ pub fn build(report: &Report) -> proto::Profile {
             label.push(proto::Label {
                 key: wait_key,
                 str: strings.get(&name),
+                num: 0,
+                num_unit: 0,
+            });
+        }
+        // The goroutines' own pprof labels (`pprof.Do`), as `go tool pprof -tagfocus` uses them.
+        for (k, v) in report.profile.label_set(row.key.labels) {
+            label.push(proto::Label {
+                key: key(&mut strings, k),
+                str: strings.get(v),
                 num: 0,
                 num_unit: 0,
             });

@@ -1,0 +1,3 @@
+module stackgrow
+
+go 1.19
