@@ -256,3 +256,63 @@ fn non_go_target_is_sampled_with_unknown_goroutines() {
         assert_eq!(s["state"], "unknown");
     }
 }
+
+/// eBPF program ids a process holds open (from `/proc/PID/fdinfo`).
+fn bpf_program_ids(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+#[test]
+fn ctrl_c_detaches_everything_and_reports() {
+    let _serial = exclusive();
+    let tc = primary_go_toolchains().pop().expect("a toolchain");
+    let (demo, _) = start_demo(&tc, &["-workers", "hot"]);
+    let pid = demo.pid().to_string();
+    let sampler = Command::new(stacksampler_tests::stacksampler_bin())
+        .args(["--pid", &pid, "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start stacksampler");
+    let sampler_pid = sampler.id();
+    // Wait until the program is attached (its fds hold program ids), then interrupt it.
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        ids = bpf_program_ids(sampler_pid);
+        if !ids.is_empty() {
+            break;
+        }
+    }
+    assert!(!ids.is_empty(), "stacksampler never loaded a program");
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: signalling our own child by pid.
+    assert_eq!(unsafe { libc::kill(sampler_pid as libc::pid_t, libc::SIGINT) }, 0);
+    let out = sampler.wait_with_output().expect("wait for stacksampler");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["ended_by"], "interrupted");
+    assert!(report["samples"]["kept"].as_u64().unwrap_or(0) > 50);
+    // Nothing it loaded is left in the kernel.
+    let loaded: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| p.id())
+        .collect();
+    for id in ids {
+        assert!(!loaded.contains(&id), "program {id} still loaded after exit");
+    }
+}
