@@ -96,8 +96,12 @@ pub struct JsonStack {
     pub goroutines: usize,
     /// The first of them, ascending, at most `max_goids`.
     pub goids: Vec<u64>,
-    /// User frames walked (return addresses), before inline expansion.
+    /// User frames on the stack (return addresses, before inline expansion), exact even when
+    /// the middle of a deep stack was not kept (see `gap_frames`); the largest seen in the row.
     pub depth: u64,
+    /// Frames of a deep stack counted but not kept: they stand where `frames` holds the
+    /// pseudo-frame `[... frames counted, not kept ...]`. 0 for a stack kept whole.
+    pub gap_frames: u64,
     /// Some sample of the row hit the frame limit.
     pub truncated: bool,
     /// Goroutine stack bytes in use, smallest and largest seen.
@@ -229,6 +233,7 @@ impl JsonRenderer {
             goroutines: stats.goids.len(),
             goids: stats.goids.iter().take(self.max_goids).copied().collect(),
             depth: row.stats.depth.1,
+            gap_frames: stats.gap_frames,
             truncated: stats.truncated,
             stack_bytes: stats.stack_bytes.map(|(min, max)| JsonRange { min, max }),
             frames,
