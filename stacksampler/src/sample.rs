@@ -2,6 +2,8 @@
 
 use stacksampler_common::{SAMPLE_HEADER_SIZE, SampleFlags, SampleHeader};
 
+use bytes::Buf as _;
+
 use crate::{
     goruntime::state::GoroutineState,
     unwind::{Continuation, CutWalk},
@@ -177,12 +179,11 @@ impl Sample {
         if claimed > present {
             return Err(DecodeError::FrameCount { claimed, present });
         }
-        let frames = body
-            .chunks_exact(8)
-            .take(claimed)
-            .enumerate()
-            .map(|(i, b)| {
-                let addr = u64::from_ne_bytes(b.try_into().unwrap_or_default());
+        // `bytes::Buf` reads the frame words in the machine's byte order, bounds-checked above.
+        let mut words = body;
+        let frames = (0..claimed)
+            .map(|i| {
+                let addr = words.get_u64_ne();
                 // Every frame but the interrupted one holds a return address: the call is the
                 // instruction before it. Symbolizing `ret - 1` names the caller's line, as Go's
                 // own tracebacks do.
