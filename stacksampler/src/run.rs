@@ -76,8 +76,17 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     let mut warnings = Vec::new();
 
     let go = goruntime::inspect(&process.exe_link);
+    // Where the target's stack limit lives (`runtime.maxstacksize`, set by debug.SetMaxStack).
+    let mut maxstacksize_addr = None;
     let (go_version, go_layout) = match go {
         Ok(binary) => {
+            maxstacksize_addr = binary.symbols.maxstacksize.and_then(|addr| {
+                if binary.is_pie {
+                    target::process::pie_base(config.pid, &process.exe).map(|base| base + addr)
+                } else {
+                    Some(addr)
+                }
+            });
             warnings.extend(binary.warnings.iter().cloned());
             if !binary.is_go {
                 warnings.push(format!(
@@ -118,6 +127,8 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     }
 
     let task_fsbase_offset = target::task_fsbase_offset()?;
+    let read_limit = || maxstacksize_addr.and_then(|a| target::process::read_u64(config.pid, a));
+    let mut max_stack_bytes = read_limit();
     // Open the target's files now: it may exit before the report is symbolized.
     let mut symbolizer = ProcessSymbolizer::new(config.pid)?;
 
@@ -190,6 +201,10 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     stream.drain(&mut sink);
     progress.finish();
 
+    // The program may have changed its limit while sampled (debug.SetMaxStack).
+    if let Some(limit) = read_limit() {
+        max_stack_bytes = Some(limit);
+    }
     let decode_errors = stream.decode_errors;
     let continuation = deep.as_ref().map(|d| d.stats).unwrap_or_default();
     let counters = loaded.counters()?;
@@ -239,7 +254,9 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
 
     let addresses = profile.trie.unique_addresses();
     let symbols = symbolizer.symbolize(&addresses);
-    let diagnosis = diagnose::diagnose(&profile, &symbols, &diagnose::DiagnoseOptions::default());
+    let mut diagnose_options = diagnose::DiagnoseOptions::default();
+    diagnose_options.max_stack_bytes = max_stack_bytes;
+    let diagnosis = diagnose::diagnose(&profile, &symbols, &diagnose_options);
 
     let report = Report {
         run: RunInfo {

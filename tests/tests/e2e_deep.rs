@@ -156,6 +156,9 @@ fn overflowing_target_is_reported_before_it_dies() {
     assert_eq!(cycle_functions(f), ["main.overflow"]);
     assert_eq!(f["data"]["entry"]["function"], "main.main.func1");
     assert_eq!(f["data"]["entry"]["line"], source_line("overflow(0)"));
+    // The limit is the target's own (debug.SetMaxStack), read from runtime.maxstacksize.
+    assert_eq!(f["data"]["limit_bytes"], 64u64 << 20);
+    assert_eq!(f["data"]["limit_from_target"], true);
     // Deep samples were caught: far past the kernel's 8192-frame walk.
     let depth = f["data"]["depth"].as_u64().unwrap_or(0);
     assert!(depth > 20_000, "deepest sample {depth} frames");

@@ -161,3 +161,29 @@ mod tests {
         assert!(matches!(Process::open(2), Err(TargetError::KernelThread(2))));
     }
 }
+
+/// Reads a little machine word of the target's memory (`/proc/PID/mem`).
+pub fn read_u64(pid: u32, addr: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt as _;
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut buf = [0u8; 8];
+    mem.read_exact_at(&mut buf, addr).ok()?;
+    Some(u64::from_ne_bytes(buf))
+}
+
+/// Load address of a position-independent executable: the start of its first mapping (file
+/// offset 0) in `/proc/PID/maps`. Link-time addresses of a PIE are relative to it.
+pub fn pie_base(pid: u32, exe: &Path) -> Option<u64> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let exe = exe.to_str()?;
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let range = fields.next()?;
+        let _perms = fields.next()?;
+        let offset = fields.next()?;
+        let path = fields.nth(2)?;
+        (path == exe && u64::from_str_radix(offset, 16).ok()? == 0)
+            .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())
+            .flatten()
+    })
+}
