@@ -23,7 +23,7 @@ pub const PYPI_GO_VERSIONS: &[&str] = &["1.21.13", "1.23.9", "1.25.5", "1.27.3"]
 /// Debian's golang-go provides Go 1.19 here.
 pub const DEBIAN_GO: &str = "/usr/lib/go-1.19/bin/go";
 /// Debian packages: Go 1.19, graphviz for the DOT tests.
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("golang-go", DEBIAN_GO), ("graphviz", "/usr/bin/dot")];
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[("golang-go", DEBIAN_GO), ("graphviz", "/usr/bin/dot"), ("chromium", "/usr/bin/chromium")];
 
 pub fn run() -> anyhow::Result<()> {
     let tools = tools_dir();

@@ -4,7 +4,8 @@
 //! named `[a -> b] x N` (so a 20,000-frame recursion is a handful of frames high), and any stack
 //! still deeper than [`MAX_DEPTH`] frames keeps its outermost and innermost frames around one
 //! `[... N frames elided ...]` frame. Frames are coloured by kind: Go code red, Go runtime aqua,
-//! native code yellow, kernel orange, unknown grey, folded cycles purple, state frames blue.
+//! native code yellow, kernel orange, unknown grey, folded cycles purple, state frames blue, the
+//! root frame (`all`) a lighter grey.
 
 use std::{collections::BTreeMap, io::Write};
 
@@ -19,6 +20,14 @@ use super::{
 
 /// Deepest stack drawn frame by frame (after cycle folding).
 pub const MAX_DEPTH: usize = 1_000;
+
+/// Colour of inferno's root frame `all`: a neutral grey, so it is not taken for native code
+/// (inferno's own choice for it is a yellow of the native family).
+pub const ROOT_COLOR: Color = Color {
+    r: 200,
+    g: 200,
+    b: 200,
+};
 
 /// Writes an SVG flame graph.
 #[derive(Clone, Debug, Default)]
@@ -145,26 +154,41 @@ impl Renderer for FlamegraphRenderer {
             "stacksampler: pid {} {binary_name}, {kept} samples in {:.1} s at {} Hz",
             run.pid, run.duration_secs, run.frequency_hz
         );
-        let (lines, mut palette) = self.lines(report);
+        let (lines, palette) = self.lines(report);
         if lines.is_empty() {
             return Ok(write_empty(out, &title)?);
         }
-        let text: Vec<String> = lines.iter().map(|(l, c)| format!("{l} {c}")).collect();
-        let mut options = Options::default();
-        options.title = title;
-        options.subtitle = Some(format!(
+        let subtitle = format!(
             "{}{}; red Go, aqua Go runtime, yellow native, orange kernel, purple folded recursion",
             run.binary.display(),
             run.go_version
                 .as_deref()
                 .map_or(String::new(), |v| format!(" ({v})"))
-        ));
-        options.count_name = "samples".to_owned();
-        options.deterministic = true;
-        options.palette_map = Some(&mut palette);
-        flamegraph::from_lines(&mut options, text.iter().map(String::as_str), out)?;
-        Ok(())
+        );
+        draw(&lines, palette, title, subtitle, out)
     }
+}
+
+/// Draws folded `lines` (with their counts) with inferno, frames coloured by `palette` and the
+/// root frame `all` by [`ROOT_COLOR`].
+fn draw(
+    lines: &BTreeMap<String, u64>,
+    mut palette: PaletteMap,
+    title: String,
+    subtitle: String,
+    out: &mut dyn Write,
+) -> Result<(), RenderError> {
+    // inferno draws the root from an empty-named frame (titled "all").
+    palette.insert("", ROOT_COLOR);
+    let text: Vec<String> = lines.iter().map(|(l, c)| format!("{l} {c}")).collect();
+    let mut options = Options::default();
+    options.title = title;
+    options.subtitle = Some(subtitle);
+    options.count_name = "samples".to_owned();
+    options.deterministic = true;
+    options.palette_map = Some(&mut palette);
+    flamegraph::from_lines(&mut options, text.iter().map(String::as_str), out)?;
+    Ok(())
 }
 
 /// A valid SVG saying there is nothing to draw.
@@ -191,6 +215,34 @@ mod tests {
         assert_eq!(
             cap_depth(names, 5),
             ["f0", "f1", "[... 6 frames elided ...]", "f8", "f9"]
+        );
+    }
+
+    /// The `fill` of the rectangle drawn for frame `name` in `svg`.
+    fn fill_of(svg: &str, name: &str) -> String {
+        let at = svg
+            .find(&format!("<title>{name} ("))
+            .unwrap_or_else(|| panic!("no frame {name}"));
+        let rest = &svg[at..];
+        let start = rest.find("fill=\"").expect("fill") + 6;
+        rest[start..start + rest[start..].find('"').unwrap()].to_owned()
+    }
+
+    #[test]
+    fn root_frame_is_grey_not_native_yellow() {
+        let lines = BTreeMap::from([("main.main;main.hot".to_owned(), 3u64)]);
+        let mut palette = PaletteMap::default();
+        for name in ["main.main", "main.hot"] {
+            palette.insert(name, Family::Kind(FrameKind::Go).color(name));
+        }
+        let mut svg = Vec::new();
+        draw(&lines, palette, "t".into(), "s".into(), &mut svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        assert_eq!(fill_of(&svg, "all"), "rgb(200,200,200)");
+        let c = Family::Kind(FrameKind::Go).color("main.hot");
+        assert_eq!(
+            fill_of(&svg, "main.hot"),
+            format!("rgb({},{},{})", c.r, c.g, c.b)
         );
     }
 

@@ -1,0 +1,3 @@
+module stacksampler.test/pprofagree
+
+go 1.19
