@@ -1,0 +1,3 @@
+module stacksampler/bench
+
+go 1.19

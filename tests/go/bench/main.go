@@ -1,0 +1,162 @@
+// bench: the target program of `cargo xtask bench` (docs/benchmarks.md).
+//
+// A fixed unit of CPU work (SHA-256 over a 4 KiB buffer, chained so it cannot be skipped) done in
+// a loop by worker goroutines, each counting its own units. Workloads:
+//
+//   - shallow: -workers goroutines hash at the top of a short stack (about 10 frames);
+//   - deep:    each worker first recurses -depth frames (main.recurse), then hashes at the bottom,
+//     so every sample of a worker sees a stack about -depth frames deep;
+//   - many:    -goroutines goroutines, each recursing to its own depth (16 to 1,000 frames through
+//     two functions chosen by the goroutine's index bits, so stacks differ; every 100th one 5,000
+//     deep), then taking turns: a few units of work, runtime.Gosched(), again.
+//
+// It prints "ready" once every worker is at work, then answers each "count" line on standard input
+// with "<units done> <nanoseconds since start>" (its own clock: the harness takes throughput from
+// these). It exits when standard input closes, or after -seconds at the latest.
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// counter is one worker's unit count on its own cache line.
+type counter struct {
+	n atomic.Uint64
+	_ [56]byte
+}
+
+var (
+	counters []counter
+	sink     atomic.Uint64
+	started  sync.WaitGroup
+)
+
+// unit is the fixed piece of work: one SHA-256 of a 4 KiB buffer whose head is the previous sum.
+//
+//go:noinline
+func unit(buf *[4096]byte) {
+	sum := sha256.Sum256(buf[:])
+	copy(buf[:32], sum[:])
+}
+
+// work hashes forever, counting units; pause > 0 yields after every pause units.
+//
+//go:noinline
+func work(c *counter, seed int, pause int) {
+	var buf [4096]byte
+	buf[0] = byte(seed)
+	buf[1] = byte(seed >> 8)
+	started.Done()
+	n := uint64(0)
+	for {
+		unit(&buf)
+		n++
+		c.n.Store(n)
+		if pause > 0 && n%uint64(pause) == 0 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// recurse descends n frames, then works at the bottom.
+//
+//go:noinline
+func recurse(n int, c *counter, seed int, pause int) int {
+	if n <= 0 {
+		work(c, seed, pause)
+		return 0
+	}
+	return recurse(n-1, c, seed, pause) + 1
+}
+
+// recurseA and recurseB descend together, each level picking the next function from a bit of
+// path, so goroutines with different paths have different stacks.
+//
+//go:noinline
+func recurseA(n int, path uint32, c *counter, seed int) int {
+	if n <= 0 {
+		work(c, seed, 20)
+		return 0
+	}
+	if path>>(n%32)&1 == 0 {
+		return recurseA(n-1, path, c, seed) + 1
+	}
+	return recurseB(n-1, path, c, seed) + 1
+}
+
+//go:noinline
+func recurseB(n int, path uint32, c *counter, seed int) int {
+	if n <= 0 {
+		work(c, seed, 20)
+		return 0
+	}
+	if path>>(n%32)&1 == 0 {
+		return recurseA(n-1, path, c, seed) + 2
+	}
+	return recurseB(n-1, path, c, seed) + 2
+}
+
+func main() {
+	workload := flag.String("workload", "shallow", "shallow, deep or many")
+	workers := flag.Int("workers", runtime.GOMAXPROCS(0), "worker goroutines (shallow, deep)")
+	depth := flag.Int("depth", 5000, "recursion depth of each worker (deep)")
+	goroutines := flag.Int("goroutines", 10000, "goroutines (many)")
+	seconds := flag.Int("seconds", 1800, "exit after this many seconds at the latest")
+	flag.Parse()
+	start := time.Now()
+
+	switch *workload {
+	case "shallow", "deep":
+		counters = make([]counter, *workers)
+		started.Add(*workers)
+		for i := 0; i < *workers; i++ {
+			i := i
+			if *workload == "shallow" {
+				go work(&counters[i], i, 0)
+			} else {
+				go func() { sink.Add(uint64(recurse(*depth, &counters[i], i, 0))) }()
+			}
+		}
+	case "many":
+		counters = make([]counter, *goroutines)
+		started.Add(*goroutines)
+		for i := 0; i < *goroutines; i++ {
+			i := i
+			path := uint32(i) * 2654435761
+			d := 16 + int(path%985)
+			if i%100 == 99 {
+				d = 5000
+			}
+			go func() { sink.Add(uint64(recurseA(d, path, &counters[i], i))) }()
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "unknown workload %q\n", *workload)
+		os.Exit(2)
+	}
+	started.Wait()
+	fmt.Println("ready")
+
+	go func() {
+		time.Sleep(time.Duration(*seconds) * time.Second)
+		os.Exit(0)
+	}()
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if in.Text() != "count" {
+			continue
+		}
+		var total uint64
+		for i := range counters {
+			total += counters[i].n.Load()
+		}
+		fmt.Printf("%d %d\n", total, time.Since(start).Nanoseconds())
+	}
+}

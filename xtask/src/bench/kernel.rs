@@ -1,0 +1,156 @@
+//! Kernel cost per sample from bpf_stats (`stacksampler --verbose` enables them and prints the
+//! program's run count and run time), against stacks of about 10, 1,000 and 10,000 frames.
+
+use std::{
+    fs::File,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+use super::{
+    Ctx, MAX_FRAMES,
+    proc::{Proc, Target},
+};
+
+/// Frames below `main.recurse` in a deep worker's sampled stack (runtime.goexit, the closure,
+/// main.work, main.unit and the SHA-256 code), measured: the `depth` column shows the real depth.
+const BASE_FRAMES: usize = 6;
+/// `--max-frames` upper bound of stacksampler.
+const MAX_FRAMES_LIMIT: u32 = 16384;
+
+#[derive(Serialize)]
+pub struct DepthCost {
+    pub requested_depth: usize,
+    /// Depth of the most sampled stack (frames walked).
+    pub measured_depth: u64,
+    pub max_frames: u32,
+    pub frequency_hz: u64,
+    pub duration_s: f64,
+    /// Perf events that hit the target's threads.
+    pub target_hits: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    /// Program runs on every CPU and every process (the program filters by tgid itself).
+    pub runs: u64,
+    pub run_time_ns: u64,
+    pub ns_per_run: f64,
+    /// Total run time / samples delivered: what one sample of the target costs, including the
+    /// runs on other processes that only filtered.
+    pub ns_per_sample: f64,
+}
+
+#[derive(Serialize)]
+pub struct KernelCost {
+    pub depths: Vec<DepthCost>,
+    /// Slope of ns per sample between the two deepest stacks.
+    pub ns_per_frame: f64,
+}
+
+/// The number printed just before `suffix` in `line`.
+fn number_before(line: &str, suffix: &str) -> anyhow::Result<f64> {
+    let head = &line[..line
+        .find(suffix)
+        .with_context(|| format!("no {suffix:?} in {line:?}"))?];
+    head.split_whitespace()
+        .last()
+        .and_then(|w| w.parse().ok())
+        .with_context(|| format!("no number before {suffix:?} in {line:?}"))
+}
+
+fn measure(ctx: &Ctx, depth: usize) -> anyhow::Result<DepthCost> {
+    let recursion = depth.saturating_sub(BASE_FRAMES);
+    let args: Vec<String> = ["-workload", "deep", "-depth", &recursion.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-workers".to_owned(), ctx.nproc.to_string()])
+        .collect();
+    let _target = Target::start(&ctx.tools.target, &args)?;
+    let pid = _target.pid();
+    let max_frames = if depth > MAX_FRAMES as usize {
+        MAX_FRAMES_LIMIT
+    } else {
+        MAX_FRAMES
+    };
+    let duration = ctx.kernel_seconds;
+    let json = ctx.tmp.join("kernel.json");
+    let stderr_path = ctx.tmp.join("kernel.stderr");
+    let mut proc = Proc::spawn(
+        "stacksampler",
+        Command::new(&ctx.tools.stacksampler)
+            .args([
+                "--pid",
+                &pid.to_string(),
+                "--duration",
+                &duration.to_string(),
+            ])
+            .args([
+                "--max-frames",
+                &max_frames.to_string(),
+                "--verbose",
+                "--output",
+            ])
+            .arg(&json)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr_path)?),
+    )?;
+    let exit = proc.wait_timeout(Duration::from_secs(120 + duration as u64))?;
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    if !exit.success() {
+        bail!("stacksampler failed ({}): {stderr}", exit.describe());
+    }
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("ns per delivered sample"))
+        .with_context(|| format!("no kernel cost line in stacksampler's output: {stderr}"))?;
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+    let measured_depth = report["stacks"]
+        .as_array()
+        .and_then(|stacks| {
+            stacks
+                .iter()
+                .max_by_key(|s| s["count"].as_u64().unwrap_or(0))
+        })
+        .and_then(|s| s["depth"].as_u64())
+        .unwrap_or(0);
+    let runs = number_before(line, " runs,")? as u64;
+    let ns_per_run = number_before(line, " ns per run")?;
+    let delivered = number_before(line, " delivered,")? as u64;
+    let run_time_ns = (ns_per_run * runs as f64).round() as u64;
+    Ok(DepthCost {
+        requested_depth: depth,
+        measured_depth,
+        max_frames,
+        frequency_hz: 99,
+        duration_s: duration,
+        target_hits: number_before(line, " perf events on the target")? as u64,
+        delivered,
+        lost: number_before(line, " lost,")? as u64,
+        runs,
+        run_time_ns,
+        ns_per_run,
+        ns_per_sample: run_time_ns as f64 / delivered.max(1) as f64,
+    })
+}
+
+pub fn run(ctx: &Ctx) -> anyhow::Result<KernelCost> {
+    let mut depths = vec![];
+    for depth in [10, 1_000, 10_000] {
+        let d = measure(ctx, depth)?;
+        eprintln!(
+            "bench: kernel cost at depth {} (measured {}): {:.0} ns per sample, {:.0} ns per run",
+            depth, d.measured_depth, d.ns_per_sample, d.ns_per_run
+        );
+        depths.push(d);
+    }
+    let (a, b) = (&depths[1], &depths[2]);
+    let ns_per_frame = (b.ns_per_sample - a.ns_per_sample)
+        / (b.measured_depth as f64 - a.measured_depth as f64).max(1.0);
+    Ok(KernelCost {
+        depths,
+        ns_per_frame,
+    })
+}

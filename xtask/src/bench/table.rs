@@ -1,0 +1,205 @@
+//! The results as markdown, printed and pasted into docs/benchmarks.md.
+
+use std::fmt::Write as _;
+
+use super::Results;
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn load(l: &[f64; 3]) -> String {
+    format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
+}
+
+pub fn render(r: &Results) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    let _ = writeln!(
+        s,
+        "Machine: {} CPUs ({}), {} MiB, kernel {}, {}; commit {}{}; {}; {}; {}; {}.",
+        m.nproc,
+        m.cpu_model,
+        m.memory_mib,
+        m.kernel,
+        m.os,
+        m.git_commit.get(..10).unwrap_or(&m.git_commit),
+        if m.git_dirty { " (dirty tree)" } else { "" },
+        m.go_version,
+        m.perf_version,
+        m.bpftrace_version,
+        m.date_utc
+    );
+    let loads: Vec<String> = r
+        .load_average
+        .iter()
+        .map(|(name, l)| format!("{name} {}", load(l)))
+        .collect();
+    let _ = writeln!(s, "Load average (1/5/15 min): {}.", loads.join("; "));
+    let _ = writeln!(
+        s,
+        "Whole run: {:.0} s{}.",
+        r.elapsed_s,
+        if r.settings.quick {
+            " (--quick: a check of the benchmark, not results)"
+        } else {
+            ""
+        }
+    );
+
+    if let Some(overhead) = &r.overhead {
+        let _ = writeln!(
+            s,
+            "\n### Target overhead\n\nThroughput of the Go program under the profiler / unprofiled (windows either side), median of {} interleaved rounds of {:.0} s windows; frame limit {} for both tools.\n",
+            r.settings.rounds, r.settings.window_s, r.settings.max_frames
+        );
+        let _ = writeln!(
+            s,
+            "| workload | profiler | Hz | throughput ratio (median) | min..max | loss | per target CPU-s ratio | profiler cores in window | est. loss, idle machine | profiler CPU/run | samples/window | lost | attach |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for w in overhead {
+            let label = match w.depth {
+                Some(d) => format!("{} ({} frames, {} workers)", w.workload, d, w.workers),
+                None => format!("{} ({} workers)", w.workload, w.workers),
+            };
+            for c in &w.configs {
+                let _ = writeln!(
+                    s,
+                    "| {label} | {} | {} | {:.4} | {:.4}..{:.4} | {:.2}% | {:.4} | {:.3} | {:.2}% | {:.2} s | {:.0} | {} | {:.2} s |",
+                    c.tool.name(),
+                    c.frequency_hz,
+                    c.median_ratio,
+                    c.min_ratio,
+                    c.max_ratio,
+                    c.loss_pct,
+                    c.median_cpu_ratio,
+                    c.profiler_cores_median,
+                    c.estimated_loss_pct,
+                    c.profiler_cpu_s_median,
+                    c.samples_median,
+                    c.lost_total,
+                    c.attach_s_median
+                );
+            }
+        }
+        for w in overhead {
+            let _ = writeln!(
+                s,
+                "\nUnprofiled spread ({}): {:.2}% (standard deviation / mean of {} windows).",
+                w.workload,
+                w.base_cv_pct,
+                w.base_units_per_s.len()
+            );
+        }
+    }
+
+    if let Some(k) = &r.kernel_cost {
+        let _ = writeln!(
+            s,
+            "\n### Kernel cost per sample (bpf_stats, 99 Hz)\n\n| stack depth | frames walked (measured) | --max-frames | samples delivered | runs (all CPUs, all processes) | ns per run | ns per delivered sample |\n|---|---|---|---|---|---|---|"
+        );
+        for d in &k.depths {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {:.0} | {:.0} |",
+                d.requested_depth,
+                d.measured_depth,
+                d.max_frames,
+                d.delivered,
+                d.runs,
+                d.ns_per_run,
+                d.ns_per_sample
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nCost per frame (slope between the two deepest): {:.1} ns.",
+            k.ns_per_frame
+        );
+    }
+
+    if let Some(rows) = &r.time_to_report {
+        let _ = writeln!(
+            s,
+            "\n### Time to report (1 s profile, launch to report written)\n\n| tool | target | wall (median of {}) | peak RSS | CPU |\n|---|---|---|---|---|",
+            r.settings.ttr_runs
+        );
+        for t in rows {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2} s | {} | {:.2} s |",
+                t.tool,
+                t.target,
+                t.median_wall_s,
+                mib(t.max_rss_kib),
+                t.median_cpu_s
+            );
+        }
+    }
+
+    if let Some(m) = &r.memory {
+        let _ = writeln!(
+            s,
+            "\n### Sampler memory\n\n| goroutines | run | samples | lost | distinct stacks | goroutines seen | deepest | peak RSS | CPU | target RSS |\n|---|---|---|---|---|---|---|---|---|---|"
+        );
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} s at {} Hz | {} | {} | {} | {} | {} | {} | {:.2} s | {} |",
+            m.goroutines,
+            m.duration_s,
+            m.frequency_hz,
+            m.samples,
+            m.lost,
+            m.distinct_stacks,
+            m.goroutines_seen,
+            m.max_depth,
+            mib(m.max_rss_kib),
+            m.cpu_s,
+            mib(m.target_rss_kib)
+        );
+    }
+
+    if let Some(rows) = &r.symbolization {
+        let _ = writeln!(
+            s,
+            "\n### Symbolization ({} random text addresses)\n\n| binary | functions | open + index | cold | warm | memo | go tool addr2line | speedup (cold incl. open) | agreement |\n|---|---|---|---|---|---|---|---|---|",
+            r.settings.symbolize_addresses
+        );
+        for v in rows {
+            let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            let binary = v["binary"].as_str().unwrap_or("?");
+            let short = binary.rsplit("/go/").next().unwrap_or(binary);
+            let memo = f("addresses") / (f("memo_ms") / 1000.0);
+            let _ = writeln!(
+                s,
+                "| {short} ({:.1} MB) | {} | {:.0} ms | {:.0}k/s | {:.0}k/s | {:.1}M/s | {:.0}k/s | {:.1}x | {:.3}% |",
+                f("binary_bytes") / 1e6,
+                v["functions"],
+                f("open_index_ms"),
+                f("cold_addrs_per_sec") / 1e3,
+                f("warm_addrs_per_sec") / 1e3,
+                memo / 1e6,
+                f("addr2line_addrs_per_sec") / 1e3,
+                f("speedup_cold_incl_open"),
+                f("agreement") * 100.0
+            );
+        }
+    }
+
+    if !r.goals.is_empty() {
+        let _ = writeln!(s, "\n### Goals\n");
+        for g in &r.goals {
+            let verdict = |met: bool| if met { "met" } else { "not met" };
+            let _ = writeln!(
+                s,
+                "- {}: **{}** as measured, **{}** by the estimate ({})",
+                g.goal,
+                verdict(g.met),
+                verdict(g.met_by_estimate),
+                g.detail
+            );
+        }
+    }
+    s
+}
