@@ -196,27 +196,37 @@ fn check(exe: &Path, label: &str, command: Option<Command>, variant: Variant) {
 }
 
 /// User-space PCs of every thread of `pid` blocked in a system call (`/proc/PID/task/*/syscall`
-/// ends with the stack pointer and the PC).
+/// ends with the stack pointer and the PC). Waits (up to 10 s, the machine may be busy) until a
+/// thread sleeps in `nanosleep`/`clock_nanosleep`: the cgo goroutine needs a moment to get there.
 fn blocked_thread_pcs(pid: u32) -> Vec<u64> {
-    let mut pcs = Vec::new();
-    // The cgo goroutine needs a moment to enter usleep.
-    std::thread::sleep(Duration::from_millis(200));
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return pcs;
-    };
-    for task in tasks.flatten() {
-        let Ok(text) = std::fs::read_to_string(task.path().join("syscall")) else {
-            continue;
+    const SYS_NANOSLEEP: u64 = 35;
+    const SYS_CLOCK_NANOSLEEP: u64 = 230;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut pcs = Vec::new();
+        let mut sleeping = false;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return pcs;
         };
-        if let Some(pc) = text
-            .split_whitespace()
-            .last()
-            .and_then(|pc| u64::from_str_radix(pc.trim_start_matches("0x"), 16).ok())
-        {
-            pcs.push(pc.saturating_sub(1));
+        for task in tasks.flatten() {
+            let Ok(text) = std::fs::read_to_string(task.path().join("syscall")) else {
+                continue;
+            };
+            let nr = text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok());
+            sleeping |= matches!(nr, Some(SYS_NANOSLEEP | SYS_CLOCK_NANOSLEEP));
+            if let Some(pc) = text
+                .split_whitespace()
+                .last()
+                .and_then(|pc| u64::from_str_radix(pc.trim_start_matches("0x"), 16).ok())
+            {
+                pcs.push(pc.saturating_sub(1));
+            }
         }
+        if sleeping || std::time::Instant::now() > deadline {
+            return pcs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    pcs
 }
 
 fn check_native(label: &str, oracle: &Oracle, symbols: &Symbols, blocked: &[u64]) {
