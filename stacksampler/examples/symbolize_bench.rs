@@ -4,7 +4,9 @@
 //!
 //! Samples N addresses (default 100,000, fixed seed) from the Go text of BINARY (default: the
 //! newest Go toolchain's `go` command), then measures:
-//! - `open_index_ms`: reading the file, parsing ELF and locating `.gopclntab`;
+//! - `open_index_ms`: opening (mapping) the file, parsing ELF and locating `.gopclntab`
+//!   (`phases_ms` splits it);
+//! - `lookup_only_ms`: the lookups without building `Frame`s, on a second fresh copy;
 //! - cold throughput: the first pass over the addresses on the freshly indexed file;
 //! - warm throughput: a second pass on the same file (pc-value tables already decoded);
 //! - memo: the same addresses again through a per-address memo (what `ProcessSymbolizer` does
@@ -93,17 +95,51 @@ fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let module = ModuleSymbolizer::open(&binary)?;
     let open_index = t0.elapsed();
-    let go_table = module
-        .go_table()
-        .ok_or_else(|| anyhow::anyhow!("{}: no Go pclntab: {:?}", binary.display(), module.go_error()))?;
+    // The same start-up in phases: map the file and parse the ELF headers, locate the Go tables.
+    let t_parse = Instant::now();
+    let image =
+        stacksampler::symbolize::elf::ElfImage::map_file(&mut std::fs::File::open(&binary)?)??;
+    let parse_time = t_parse.elapsed();
+    let t_locate = Instant::now();
+    let located = stacksampler::symbolize::gopclntab::GoPclnTab::locate(&image).is_ok();
+    let locate_time = t_locate.elapsed();
+    drop(image);
+    let go_table = module.go_table().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no Go pclntab: {:?}",
+            binary.display(),
+            module.go_error()
+        )
+    })?;
     let (lo, hi) = go_table
         .pc_range()
         .ok_or_else(|| anyhow::anyhow!("empty pclntab"))?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let addrs: Vec<u64> = (0..n).map(|_| lo + rng.next() % (hi - lo)).collect();
 
+    // The lookups alone (no `Frame` built) on a second, fresh copy: decoding vs allocating.
+    let bare = ModuleSymbolizer::open(&binary)?;
+    let bare_table = bare
+        .go_table()
+        .ok_or_else(|| anyhow::anyhow!("no Go pclntab"))?;
+    let mut visited = 0usize;
+    let t_bare = Instant::now();
+    for a in &addrs {
+        bare_table.visit_frames(*a, |_| visited += 1);
+    }
+    let bare_cold = t_bare.elapsed();
+    let t_bare = Instant::now();
+    for a in &addrs {
+        bare_table.visit_frames(*a, |_| visited += 1);
+    }
+    let bare_warm = t_bare.elapsed();
+    drop(bare);
+
     let t1 = Instant::now();
-    let cold: Vec<Vec<Frame>> = addrs.iter().map(|a| module.frames(*a, &module_name)).collect();
+    let cold: Vec<Vec<Frame>> = addrs
+        .iter()
+        .map(|a| module.frames(*a, &module_name))
+        .collect();
     let cold_time = t1.elapsed();
     let t2 = Instant::now();
     let mut warm_frames = 0usize;
@@ -114,7 +150,8 @@ fn main() -> anyhow::Result<()> {
     // Repeated addresses through a per-address memo, as `ProcessSymbolizer` serves them.
     let mut memo: std::collections::HashMap<u64, Vec<Frame>> = std::collections::HashMap::new();
     for a in &addrs {
-        memo.entry(*a).or_insert_with(|| module.frames(*a, &module_name));
+        memo.entry(*a)
+            .or_insert_with(|| module.frames(*a, &module_name));
     }
     let t_memo = Instant::now();
     let mut memo_frames = 0usize;
@@ -137,7 +174,10 @@ fn main() -> anyhow::Result<()> {
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(input.as_bytes());
     });
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("stdout"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
     let mut theirs = Vec::with_capacity(n);
     for _ in 0..n {
@@ -148,7 +188,11 @@ fn main() -> anyhow::Result<()> {
         theirs.push(Answer {
             function: name_for_print(&function),
             // addr2line prints ":0" where the table has no position; ours says "?".
-            file: if file.is_empty() { "?".to_owned() } else { file.to_owned() },
+            file: if file.is_empty() {
+                "?".to_owned()
+            } else {
+                file.to_owned()
+            },
             line: line.parse().unwrap_or(0),
         });
     }
@@ -171,6 +215,7 @@ fn main() -> anyhow::Result<()> {
             mismatches.push(format!("{addr:#x}: ours {got:?} addr2line {expected:?}"));
         }
     }
+    let decoded = go_table.decoded_stats();
     let per_sec = |d: std::time::Duration| n as f64 / d.as_secs_f64();
     let report = serde_json::json!({
         "binary": binary.display().to_string(),
@@ -179,6 +224,21 @@ fn main() -> anyhow::Result<()> {
         "functions": go_table.function_count(),
         "inline_info": go_table.has_inline_info(),
         "open_index_ms": open_index.as_secs_f64() * 1e3,
+        "phases_ms": {
+            "map_and_elf_parse": parse_time.as_secs_f64() * 1e3,
+            "pclntab_locate": locate_time.as_secs_f64() * 1e3,
+            "located": located,
+        },
+        "lookup_only_ms": {
+            "cold": bare_cold.as_secs_f64() * 1e3,
+            "warm": bare_warm.as_secs_f64() * 1e3,
+            "frames": visited / 2,
+        },
+        "decoded": {
+            "functions": decoded.0,
+            "runs": decoded.1,
+            "bytes": decoded.2,
+        },
         "cold_ms": cold_time.as_secs_f64() * 1e3,
         "warm_ms": warm_time.as_secs_f64() * 1e3,
         "cold_addrs_per_sec": per_sec(cold_time),

@@ -1,10 +1,19 @@
 //! ELF images: where each virtual address lives in the file, relocated pointers, and the
 //! `.symtab` / `.dynsym` symbol tables used for native code (libc, cgo, the vdso).
 //!
-//! The image owns the file's bytes (read once when the process was inspected), so symbolization
-//! keeps working after the target exits or the file is replaced on disk.
+//! The image owns the file's bytes, so symbolization keeps working after the target exits or the
+//! file is replaced on disk: either a copy in memory ([`ElfImage::parse`]) or a private read-only
+//! mapping of the file ([`ElfImage::map_file`], what opening a file does). A mapping costs no
+//! read at open time and only the pages lookups touch (a Go lookup touches `.gopclntab`, about a
+//! third of the binary); it pins the inode, so deleting or renaming over the file (how builds,
+//! package managers and container layers replace files) does not affect it. What it does not
+//! survive is the file being truncated in place while mapped (`SIGBUS` on the next access to a
+//! page past the new end): the kernel refuses writes to a running executable (`ETXTBSY`), and a
+//! library overwritten in place crashes its own users as well.
 
-use std::{collections::HashMap, sync::Arc, sync::OnceLock};
+use std::{collections::HashMap, fs::File, os::fd::AsRawFd, sync::Arc, sync::OnceLock};
+
+use bytes::Bytes;
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, RelocationFlags, SectionKind};
 
@@ -109,7 +118,7 @@ impl SymbolTable {
 
 /// A parsed ELF file held in memory.
 pub struct ElfImage {
-    data: Arc<[u8]>,
+    data: Bytes,
     segments: Vec<LoadSegment>,
     sections: Vec<SectionInfo>,
     build_id: Option<Vec<u8>>,
@@ -133,8 +142,27 @@ impl std::fmt::Debug for ElfImage {
 }
 
 impl ElfImage {
-    /// Parses the headers of an ELF file.
+    /// Parses the headers of an ELF file held in memory.
     pub fn parse(data: Arc<[u8]>) -> Result<Self, FormatError> {
+        Self::parse_bytes(Bytes::from_owner(data))
+    }
+
+    /// Maps `file` (private, read-only) and parses its headers; an empty or unmappable file
+    /// (a pipe, `/proc` files) is read into memory instead.
+    pub fn map_file(file: &mut File) -> std::io::Result<Result<Self, FormatError>> {
+        let data = match Mmap::of(file) {
+            Some(map) => Bytes::from_owner(map),
+            None => {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(file, &mut data)?;
+                Bytes::from(data)
+            }
+        };
+        Ok(Self::parse_bytes(data))
+    }
+
+    /// Parses the headers of an ELF file.
+    pub fn parse_bytes(data: Bytes) -> Result<Self, FormatError> {
         let file = object::File::parse(&*data)?;
         if file.format() != object::BinaryFormat::Elf {
             return Err(FormatError::NotElf);
@@ -190,7 +218,7 @@ impl ElfImage {
     }
 
     /// The whole file.
-    pub fn data(&self) -> &Arc<[u8]> {
+    pub fn data(&self) -> &Bytes {
         &self.data
     }
 
@@ -372,6 +400,65 @@ impl ElfImage {
         SymbolTable {
             symbols,
             text_ranges,
+        }
+    }
+}
+
+/// A private read-only mapping of a whole file.
+struct Mmap {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value alone; reading it from any thread is
+// fine (it is only unmapped on drop).
+unsafe impl Send for Mmap {}
+unsafe impl Sync for Mmap {}
+
+impl Mmap {
+    /// Maps `file` in full; `None` when it is empty or cannot be mapped.
+    fn of(file: &File) -> Option<Self> {
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        if len == 0 {
+            return None;
+        }
+        // `MAP_POPULATE` maps the (page-cached) pages now, in one call, instead of one page fault
+        // per page on first lookups: measured 1-6 ms at open for 17 MB, and a steadier first pass.
+        // SAFETY: a fresh mapping of `len` bytes of a file we hold open; the kernel picks the
+        // address. The result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Self {
+            ptr: std::ptr::NonNull::new(ptr.cast())?,
+            len,
+        })
+    }
+}
+
+impl AsRef<[u8]> for Mmap {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes until `drop` (see the module documentation for
+        // the one case, truncation in place, where reading them faults).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `of`, once; no borrow outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
     }
 }

@@ -25,7 +25,7 @@
 //! pointer to the header) gives `text` (the base of every entry offset) and `gofunc` (the base of
 //! funcdata, so the inline trees).
 
-use std::sync::{Arc, Mutex};
+use std::sync::OnceLock;
 
 use super::elf::{ElfImage, read_uint};
 
@@ -128,7 +128,7 @@ pub struct GoFrame {
 
 /// A parsed `.gopclntab` (offsets into the file's bytes, checked on every read).
 pub struct GoPclnTab {
-    data: Arc<[u8]>,
+    data: bytes::Bytes,
     little_endian: bool,
     version: PclnVersion,
     ptr_size: usize,
@@ -143,93 +143,151 @@ pub struct GoPclnTab {
     pclntab: usize,
     /// File offset of `moduledata.gofunc` (base of funcdata), when found.
     gofunc: Option<usize>,
-    /// Decoded tables, one slot per function, filled by lookups.
-    decoded: Vec<Mutex<Option<FuncTables>>>,
+    /// Entry offsets (from `text_start`) of the `nfunc + 1` function table entries, copied out
+    /// of the file for the binary search.
+    entries: Box<[u32]>,
+    /// Decoded tables, one slot per function, filled on a function's first lookup (so memory
+    /// grows with the functions actually seen, not with the binary).
+    decoded: Box<[OnceLock<Option<Box<FuncInfo>>>]>,
     /// Function index of the first function starting in each `BUCKET_SIZE` bytes of text.
     buckets: Vec<u32>,
 }
 
 /// One run of a pc-value table: `value` holds up to `end` (offset from the function entry).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PcValueRun {
     end: u32,
     value: i32,
 }
 
-/// A pc-value table decoded incrementally: runs are decoded only as far as lookups have needed,
-/// so a first lookup costs no more than a linear scan and later ones are binary searches.
-#[derive(Debug, Default)]
-struct PcValueTable {
-    runs: Vec<PcValueRun>,
-    /// File offset of the next undecoded pair; `None` once the table ended (or is absent).
-    next: Option<usize>,
-    value: i32,
-    pc_off: u64,
-}
+/// "No value here" in a decoded run (the table ended, or is absent). Every use of a value treats
+/// `i32::MIN` exactly like an absent one (no file index, no line, no inline index), so the
+/// sentinel loses nothing.
+const NO_VALUE: i32 = i32::MIN;
+/// "No slot" in a run's local file / inline index.
+const NO_SLOT: u32 = u32::MAX;
 
-impl PcValueTable {
-    /// A table at `table` (offset into `pctab`; 0 means absent).
-    fn new(tab: &GoPclnTab, table: u32) -> Self {
-        Self {
-            runs: Vec::new(),
-            next: (table != 0)
-                .then(|| tab.pctab.checked_add(table as usize))
-                .flatten(),
-            value: -1,
-            pc_off: 0,
-        }
-    }
-
-    /// The value at `pc` of a function entered at `entry`.
-    fn value_at(&mut self, tab: &GoPclnTab, entry: u64, pc: u64) -> Option<i32> {
-        let off = u32::try_from(pc.checked_sub(entry)?).ok()?;
-        while self.runs.last().is_none_or(|r| r.end <= off) {
-            if !self.decode_one(tab) {
-                break;
-            }
-        }
-        let i = self.runs.partition_point(|r| r.end <= off);
-        self.runs.get(i).map(|r| r.value)
-    }
-
-    /// Decodes one (value delta, pc delta) pair; false at the end of the table.
-    fn decode_one(&mut self, tab: &GoPclnTab) -> bool {
-        let Some(p) = self.next.take() else {
-            return false;
-        };
-        if self.runs.len() >= MAX_PCVALUE_RUNS {
-            return false;
-        }
+/// Decodes the pc-value table at `table` (offset into `pctab`; 0 means absent) of a function of
+/// `func_len` bytes: runs of positive length, up to the one covering the last byte of the function
+/// (lookups never go past it). Zero-length runs are dropped: no offset ever selects them.
+fn decode_pcvalue(tab: &GoPclnTab, table: u32, func_len: u32) -> Vec<PcValueRun> {
+    let mut runs = Vec::new();
+    let Some(mut p) = (table != 0)
+        .then(|| tab.pctab.checked_add(table as usize))
+        .flatten()
+    else {
+        return runs;
+    };
+    let mut value: i32 = -1;
+    let mut pc_off: u64 = 0;
+    // Pairs that do not advance are rare; bound them so garbage cannot spin.
+    let max_pairs = (func_len as usize)
+        .saturating_add(1024)
+        .min(MAX_PCVALUE_RUNS);
+    for first in (0..max_pairs).map(|i| i == 0) {
         let Some((uvdelta, n1)) = tab.uvarint(p) else {
-            return false;
+            break;
         };
-        if uvdelta == 0 && !self.runs.is_empty() {
-            return false;
+        if uvdelta == 0 && !first {
+            break;
         }
         let Some((pcdelta, n2)) = tab.uvarint(p + n1) else {
-            return false;
+            break;
         };
         let delta = ((uvdelta >> 1) as i32) ^ -((uvdelta & 1) as i32);
-        self.value = self.value.wrapping_add(delta);
-        self.pc_off = self.pc_off.saturating_add(u64::from(pcdelta) * tab.quantum);
-        let Ok(end) = u32::try_from(self.pc_off) else {
-            return false;
+        value = value.wrapping_add(delta);
+        let prev = pc_off;
+        pc_off = pc_off.saturating_add(u64::from(pcdelta) * tab.quantum);
+        let Ok(end) = u32::try_from(pc_off) else {
+            break;
         };
-        self.runs.push(PcValueRun {
-            end,
-            value: self.value,
-        });
-        self.next = Some(p + n1 + n2);
-        true
+        if pc_off > prev {
+            runs.push(PcValueRun { end, value });
+        }
+        if end >= func_len {
+            break;
+        }
+        p += n1 + n2;
+    }
+    runs
+}
+
+/// One run of a function's merged tables: file, line and inline index (up to the matching entry
+/// of [`FuncInfo::ends`], kept apart so the binary search reads a dense `u32` array).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    line: i32,
+    /// Index into [`FuncInfo::files`], or `NO_SLOT`.
+    file: u32,
+    /// Index into [`FuncInfo::inlined`], or `NO_SLOT`.
+    inl: u32,
+}
+
+/// A string of the table: validated UTF-8 read in place from the file's bytes (names and paths
+/// stay in the dense `funcnametab` / `filetab`, which keeps lookups cache-friendly), or owned when
+/// it differs from the stored bytes (generic names printed as `[...]`, unnamed functions).
+#[derive(Debug)]
+enum Text {
+    InFile { at: usize, len: u32 },
+    Owned(Box<str>),
+}
+
+/// An inline tree node, resolved.
+#[derive(Debug)]
+struct InlNode {
+    name: Text,
+    /// Offset from the function entry of the call site in the caller (`None`: negative).
+    parent_off: Option<u32>,
+}
+
+/// One function's tables, decoded in full on its first lookup and kept: `pcfile`, `pcln` and
+/// `pcdata[InlTreeIndex]` merged into one sorted run list (one binary search per frame), with the
+/// file names and inline tree nodes it refers to resolved and interned.
+#[derive(Debug)]
+struct FuncInfo {
+    /// Entry address (from the `_func` record, as the runtime uses it).
+    entry: u64,
+    name: Text,
+    /// End offset (from the entry) of each run, increasing.
+    ends: Box<[u32]>,
+    runs: Box<[Run]>,
+    files: Box<[Option<Text>]>,
+    /// `None`: an inline index whose node cannot be read (the walk stops there).
+    inlined: Box<[Option<InlNode>]>,
+}
+
+impl FuncInfo {
+    fn run_at(&self, off: Option<u32>) -> Option<&Run> {
+        let off = off?;
+        let i = self.ends.partition_point(|e| *e <= off);
+        self.runs.get(i)
+    }
+
+    fn file<'a>(&'a self, tab: &'a GoPclnTab, run: Option<&Run>) -> Option<&'a str> {
+        let slot = run?.file;
+        tab.text(self.files.get(slot as usize)?.as_ref()?)
     }
 }
 
-/// The tables of one function, decoded as far as needed.
-#[derive(Debug, Default)]
-struct FuncTables {
-    file: PcValueTable,
-    line: PcValueTable,
-    inline_index: PcValueTable,
+/// A frame borrowed from the table's caches (see [`GoPclnTab::visit_frames`]).
+#[derive(Clone, Copy, Debug)]
+pub struct GoFrameRef<'a> {
+    pub function: &'a str,
+    pub file: Option<&'a str>,
+    pub line: Option<u32>,
+    pub inlined: bool,
+}
+
+/// Distinct values of a table, sorted (for mapping raw values to local slots).
+fn distinct(runs: &[PcValueRun]) -> Vec<i32> {
+    let mut v: Vec<i32> = runs.iter().map(|r| r.value).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn slot_of(values: &[i32], value: i32) -> u32 {
+    values.binary_search(&value).map_or(NO_SLOT, |i| i as u32)
 }
 
 impl std::fmt::Debug for GoPclnTab {
@@ -267,7 +325,9 @@ impl GoPclnTab {
                 .ok()
                 .and_then(|o| header.offset.checked_add(o))
                 .filter(|o| *o < image.data().len())
-                .ok_or(PclnError::BadHeader("sub-table offset past the end of the file"))
+                .ok_or(PclnError::BadHeader(
+                    "sub-table offset past the end of the file",
+                ))
         };
         let nfunc = usize::try_from(header.words[HDR_NFUNC])
             .map_err(|_| PclnError::BadHeader("function count"))?;
@@ -285,20 +345,30 @@ impl GoPclnTab {
             pctab: table_at(HDR_PCTAB_OFFSET)?,
             pclntab: table_at(HDR_PCLN_OFFSET)?,
             gofunc: None,
-            decoded: Vec::new(),
+            entries: Box::default(),
+            decoded: Box::default(),
             buckets: Vec::new(),
         };
         let functab_len = nfunc
             .checked_add(1)
             .and_then(|n| n.checked_mul(FUNCTAB_ENTRY_SIZE))
             .ok_or(PclnError::BadHeader("function count"))?;
-        if tab.pclntab.checked_add(functab_len).is_none_or(|end| end > tab.data.len()) {
-            return Err(PclnError::BadHeader("function table past the end of the file"));
+        if tab
+            .pclntab
+            .checked_add(functab_len)
+            .is_none_or(|end| end > tab.data.len())
+        {
+            return Err(PclnError::BadHeader(
+                "function table past the end of the file",
+            ));
         }
         let _ = pcln_offset;
         // Text start: moduledata.text (validated against minpc), else the header field (1.18-1.26,
         // when not left to a relocation), else the `.text` section.
-        let first_entry = u64::from(tab.functab_entry(0).ok_or(PclnError::BadHeader("functab"))?);
+        let first_entry = u64::from(
+            tab.functab_entry(0)
+                .ok_or(PclnError::BadHeader("functab"))?,
+        );
         let md_text = moduledata.and_then(|md| {
             let text = image.read_pointer(md + MD_TEXT * ps)?;
             let minpc = image.read_pointer(md + MD_MINPC * ps)?;
@@ -310,7 +380,11 @@ impl GoPclnTab {
             .or_else(|| image.section(".text").map(|s| s.addr))
             .ok_or(PclnError::NoTextStart)?;
         tab.text_start = text_start;
-        tab.decoded = (0..nfunc).map(|_| Mutex::new(None)).collect();
+        tab.entries = (0..=nfunc)
+            .map(|i| tab.functab_entry(i))
+            .collect::<Option<_>>()
+            .ok_or(PclnError::BadHeader("functab"))?;
+        tab.decoded = (0..nfunc).map(|_| OnceLock::new()).collect();
         tab.buckets = tab.build_buckets();
         tab.gofunc = moduledata
             .and_then(|md| find_gofunc(image, md, header.version))
@@ -344,48 +418,205 @@ impl GoPclnTab {
         ))
     }
 
+    /// What the lookups decoded so far: (functions, merged runs, bytes held by their tables).
+    pub fn decoded_stats(&self) -> (usize, usize, usize) {
+        let infos = self.decoded.iter().filter_map(|d| d.get()?.as_deref());
+        infos.fold((0, 0, 0), |(n, runs, bytes), info| {
+            let b = size_of::<FuncInfo>()
+                + info.runs.len() * (size_of::<Run>() + size_of::<u32>())
+                + info.files.len() * size_of::<Option<Text>>()
+                + info.inlined.len() * size_of::<Option<InlNode>>();
+            (n + 1, runs + info.runs.len(), bytes + b)
+        })
+    }
+
     /// The frames of `pc`, innermost (most inlined) first; `None` outside every Go function.
     pub fn find_frames(&self, pc: u64) -> Option<Vec<GoFrame>> {
-        let (index, func) = self.find_func(pc)?;
-        let mut guard = self.decoded.get(index)?.lock().unwrap_or_else(|e| e.into_inner());
-        let tables = guard.get_or_insert_with(|| FuncTables {
-            file: PcValueTable::new(self, func.pcfile),
-            line: PcValueTable::new(self, func.pcln),
-            inline_index: PcValueTable::new(
-                self,
-                func.pcdata(self, PCDATA_INL_TREE_INDEX).unwrap_or(0),
-            ),
-        });
         let mut frames = Vec::new();
-        let mut pc = pc;
-        if let Some(tree) = self.inline_tree(&func) {
-            let mut inl = tables.inline_index.value_at(self, func.entry, pc);
-            while let Some(ix) = inl.filter(|ix| *ix >= 0) {
-                if frames.len() >= MAX_INLINE_DEPTH {
-                    break;
-                }
-                let Some(call) = self.inlined_call(tree, ix as usize) else {
-                    break;
-                };
-                frames.push(GoFrame {
-                    function: self.function_name(call.name_off).unwrap_or_else(|| "?".into()),
-                    file: self.file_name(&func, tables.file.value_at(self, func.entry, pc)),
-                    line: line_number(tables.line.value_at(self, func.entry, pc)),
-                    inlined: true,
-                });
-                pc = func.entry.wrapping_add(call.parent_pc as i64 as u64);
-                inl = tables.inline_index.value_at(self, func.entry, pc);
+        self.visit_frames(pc, |f| {
+            frames.push(GoFrame {
+                function: f.function.to_owned(),
+                file: f.file.map(str::to_owned),
+                line: f.line,
+                inlined: f.inlined,
+            })
+        })
+        .then_some(frames)
+    }
+
+    /// Calls `visit` with each frame of `pc`, innermost first, borrowing names from the table's
+    /// caches (no allocation once the function was decoded); false outside every Go function.
+    pub fn visit_frames(&self, pc: u64, mut visit: impl FnMut(GoFrameRef<'_>)) -> bool {
+        let Some((index, _)) = self.find_index(pc) else {
+            return false;
+        };
+        let Some(info) = self.func_info(index) else {
+            return false;
+        };
+        // Offset of the PC whose position is reported (the call site, after each inlined frame).
+        let mut off = pc
+            .checked_sub(info.entry)
+            .and_then(|o| u32::try_from(o).ok());
+        let mut run = info.run_at(off);
+        let mut depth = 0;
+        while let Some(slot) = run.map(|r| r.inl).filter(|s| *s != NO_SLOT) {
+            if depth >= MAX_INLINE_DEPTH {
+                break;
             }
+            let Some(Some(node)) = info.inlined.get(slot as usize) else {
+                break;
+            };
+            visit(GoFrameRef {
+                function: self.text(&node.name).unwrap_or("?"),
+                file: info.file(self, run),
+                line: run.and_then(|r| u32::try_from(r.line).ok()),
+                inlined: true,
+            });
+            depth += 1;
+            off = node.parent_off;
+            run = info.run_at(off);
         }
-        frames.push(GoFrame {
-            function: self
-                .function_name(func.name_off)
-                .unwrap_or_else(|| format!("go.func@{:#x}", func.entry)),
-            file: self.file_name(&func, tables.file.value_at(self, func.entry, pc)),
-            line: line_number(tables.line.value_at(self, func.entry, pc)),
+        visit(GoFrameRef {
+            function: self.text(&info.name).unwrap_or("?"),
+            file: info.file(self, run),
+            line: run.and_then(|r| u32::try_from(r.line).ok()),
             inlined: false,
         });
-        Some(frames)
+        true
+    }
+
+    /// The decoded tables of function `index`, decoding them on first use.
+    fn func_info(&self, index: usize) -> Option<&FuncInfo> {
+        self.decoded
+            .get(index)?
+            .get_or_init(|| self.decode_func(index).map(Box::new))
+            .as_deref()
+    }
+
+    fn decode_func(&self, index: usize) -> Option<FuncInfo> {
+        let func = self.func_record(index)?;
+        let next = *self.entries.get(index + 1)?;
+        let func_len = next.saturating_sub(*self.entries.get(index)?);
+        let file_runs = decode_pcvalue(self, func.pcfile, func_len);
+        let line_runs = decode_pcvalue(self, func.pcln, func_len);
+        let tree = self.inline_tree(&func);
+        let inl_runs = match tree {
+            Some(_) => decode_pcvalue(
+                self,
+                func.pcdata(self, PCDATA_INL_TREE_INDEX).unwrap_or(0),
+                func_len,
+            ),
+            None => Vec::new(),
+        };
+        // Local slots: the distinct file indexes and inline indexes the function uses.
+        let file_values = distinct(&file_runs);
+        let files = file_values
+            .iter()
+            .map(|v| self.file_text(&func, *v))
+            .collect();
+        let mut inl_values = distinct(&inl_runs);
+        inl_values.retain(|v| *v >= 0);
+        let inlined = inl_values
+            .iter()
+            .map(|ix| {
+                let call = self.inlined_call(tree?, *ix as usize)?;
+                Some(InlNode {
+                    name: self
+                        .name_text(call.name_off)
+                        .unwrap_or_else(|| Text::Owned("?".into())),
+                    parent_off: u32::try_from(call.parent_pc).ok(),
+                })
+            })
+            .collect();
+        // Merge the three run lists on the union of their boundaries.
+        let cap = line_runs.len().max(file_runs.len());
+        let mut ends: Vec<u32> = Vec::with_capacity(cap);
+        let mut runs: Vec<Run> = Vec::with_capacity(cap);
+        let (mut i, mut j, mut k) = (0, 0, 0);
+        loop {
+            let end = [file_runs.get(i), line_runs.get(j), inl_runs.get(k)]
+                .into_iter()
+                .flatten()
+                .map(|r| r.end)
+                .min();
+            let Some(end) = end else {
+                break;
+            };
+            let file = file_runs.get(i).map_or(NO_VALUE, |r| r.value);
+            let line = line_runs.get(j).map_or(NO_VALUE, |r| r.value);
+            let inl = inl_runs.get(k).map_or(NO_VALUE, |r| r.value);
+            let run = Run {
+                line,
+                file: if file == NO_VALUE {
+                    NO_SLOT
+                } else {
+                    slot_of(&file_values, file)
+                },
+                inl: if inl == NO_VALUE {
+                    NO_SLOT
+                } else {
+                    slot_of(&inl_values, inl)
+                },
+            };
+            match (ends.last_mut(), runs.last()) {
+                (Some(last_end), Some(last)) if *last == run => *last_end = end,
+                _ => {
+                    ends.push(end);
+                    runs.push(run);
+                }
+            }
+            i += usize::from(file_runs.get(i).is_some_and(|r| r.end == end));
+            j += usize::from(line_runs.get(j).is_some_and(|r| r.end == end));
+            k += usize::from(inl_runs.get(k).is_some_and(|r| r.end == end));
+        }
+        let name = self
+            .name_text(func.name_off)
+            .unwrap_or_else(|| Text::Owned(format!("go.func@{:#x}", func.entry).into()));
+        Some(FuncInfo {
+            entry: func.entry,
+            name,
+            ends: ends.into_boxed_slice(),
+            runs: runs.into_boxed_slice(),
+            files,
+            inlined,
+        })
+    }
+
+    /// The printed name at `name_off`.
+    fn name_text(&self, name_off: u32) -> Option<Text> {
+        let at = self.funcnametab.checked_add(name_off as usize)?;
+        let raw = self.cstr(at)?;
+        let printed = name_for_print(raw);
+        Some(if printed == raw {
+            Text::InFile {
+                at,
+                len: u32::try_from(raw.len()).ok()?,
+            }
+        } else {
+            Text::Owned(printed.into())
+        })
+    }
+
+    /// The file of file index `value` in `func`'s compilation unit.
+    fn file_text(&self, func: &FuncRecord, value: i32) -> Option<Text> {
+        let at = self
+            .filetab
+            .checked_add(self.file_offset(func, value)? as usize)?;
+        Some(Text::InFile {
+            at,
+            len: u32::try_from(self.cstr(at)?.len()).ok()?,
+        })
+    }
+
+    /// The string `text` stands for (`InFile` ranges were validated when decoded).
+    fn text<'a>(&'a self, text: &'a Text) -> Option<&'a str> {
+        match text {
+            Text::InFile { at, len } => {
+                let bytes = self.data.get(*at..at.checked_add(*len as usize)?)?;
+                std::str::from_utf8(bytes).ok()
+            }
+            Text::Owned(s) => Some(s),
+        }
     }
 
     /// For each `BUCKET_SIZE` bytes of text, the index of the function covering its start.
@@ -397,8 +628,7 @@ impl GoPclnTab {
         let mut func = 0usize;
         for b in 0..=end / BUCKET_SIZE {
             let start = b * BUCKET_SIZE;
-            while func + 1 < self.nfunc
-                && self.functab_entry(func + 1).is_some_and(|e| e <= start)
+            while func + 1 < self.nfunc && self.functab_entry(func + 1).is_some_and(|e| e <= start)
             {
                 func += 1;
             }
@@ -414,32 +644,41 @@ impl GoPclnTab {
     }
 
     fn functab_entry(&self, index: usize) -> Option<u32> {
-        self.u32_at(self.pclntab.checked_add(index.checked_mul(FUNCTAB_ENTRY_SIZE)?)?)
+        self.u32_at(
+            self.pclntab
+                .checked_add(index.checked_mul(FUNCTAB_ENTRY_SIZE)?)?,
+        )
     }
 
     fn find_func(&self, pc: u64) -> Option<(usize, FuncRecord)> {
+        let (index, _) = self.find_index(pc)?;
+        Some((index, self.func_record(index)?))
+    }
+
+    /// The index of the function containing `pc` and its entry address (from the function table).
+    fn find_index(&self, pc: u64) -> Option<(usize, u64)> {
         let rel = u32::try_from(pc.checked_sub(self.text_start)?).ok()?;
-        let end = self.functab_entry(self.nfunc)?;
+        let end = *self.entries.get(self.nfunc)?;
         if rel >= end || self.nfunc == 0 {
             return None;
         }
         // Largest index whose entry offset is <= rel, searched between two bucket starts.
         let bucket = (rel / BUCKET_SIZE) as usize;
-        let lo_hint = self.buckets.get(bucket).map_or(0, |b| *b as usize);
-        let hi_hint = self
+        let lo = self.buckets.get(bucket).map_or(0, |b| *b as usize);
+        let hi = self
             .buckets
             .get(bucket + 1)
             .map_or(self.nfunc, |b| (*b as usize + 1).min(self.nfunc));
-        let (mut lo, mut hi) = (lo_hint, hi_hint);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.functab_entry(mid)? <= rel {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let index = lo.checked_sub(1)?;
+        let window = self.entries.get(lo..hi.max(lo))?;
+        let index = (lo + window.partition_point(|e| *e <= rel)).checked_sub(1)?;
+        Some((
+            index,
+            self.text_start + u64::from(*self.entries.get(index)?),
+        ))
+    }
+
+    /// The `_func` record of function `index`.
+    fn func_record(&self, index: usize) -> Option<FuncRecord> {
         let funcoff = self.u32_at(self.pclntab + index * FUNCTAB_ENTRY_SIZE + 4)?;
         let at = self.pclntab.checked_add(funcoff as usize)?;
         let entry_off = self.u32_at(at)?;
@@ -447,7 +686,7 @@ impl GoPclnTab {
             PclnVersion::Go118 => FUNC_SIZE_GO118,
             PclnVersion::Go120 => FUNC_SIZE_GO120,
         };
-        Some((index, FuncRecord {
+        Some(FuncRecord {
             at,
             entry: self.text_start + u64::from(entry_off),
             name_off: self.u32_at(at + FUNC_NAME_OFF)?,
@@ -457,7 +696,7 @@ impl GoPclnTab {
             cu_offset: self.u32_at(at + FUNC_CU_OFFSET)?,
             nfuncdata: *self.data.get(at + fixed - 1)?,
             fixed_size: fixed,
-        }))
+        })
     }
 
     fn inline_tree(&self, func: &FuncRecord) -> Option<usize> {
@@ -470,7 +709,9 @@ impl GoPclnTab {
             + (func.npcdata as usize).checked_mul(4)?
             + FUNCDATA_INL_TREE as usize * 4;
         let off = self.u32_at(slot)?;
-        (off != FUNCDATA_NONE).then(|| gofunc.checked_add(off as usize)).flatten()
+        (off != FUNCDATA_NONE)
+            .then(|| gofunc.checked_add(off as usize))
+            .flatten()
     }
 
     fn inlined_call(&self, tree: usize, index: usize) -> Option<InlinedCall> {
@@ -490,16 +731,14 @@ impl GoPclnTab {
         Some(name_for_print(raw))
     }
 
-    fn file_name(&self, func: &FuncRecord, index: Option<i32>) -> Option<String> {
-        let index = u32::try_from(index?).ok()?;
+    /// The `filetab` offset of file index `index` in `func`'s compilation unit.
+    fn file_offset(&self, func: &FuncRecord, index: i32) -> Option<u32> {
+        let index = u32::try_from(index).ok()?;
         let slot = self
             .cutab
             .checked_add((func.cu_offset.checked_add(index)? as usize).checked_mul(4)?)?;
         let file_off = self.u32_at(slot)?;
-        if file_off == u32::MAX {
-            return None;
-        }
-        Some(self.cstr(self.filetab.checked_add(file_off as usize)?)?.to_owned())
+        (file_off != u32::MAX).then_some(file_off)
     }
 
     fn uvarint(&self, at: usize) -> Option<(u32, usize)> {
@@ -531,11 +770,6 @@ impl GoPclnTab {
     pub fn pointer_size(&self) -> usize {
         self.ptr_size
     }
-}
-
-/// A line number from a pc-value answer.
-fn line_number(value: Option<i32>) -> Option<u32> {
-    value.and_then(|l| u32::try_from(l).ok())
 }
 
 /// The `_func` fields a lookup needs.
@@ -618,7 +852,11 @@ fn parse_header(image: &ElfImage, offset: usize, vaddr: u64) -> Option<Header> {
     let nfunc = words[HDR_NFUNC];
     let functab_end = (offset as u64)
         .checked_add(words[HDR_PCLN_OFFSET])?
-        .checked_add(nfunc.checked_add(1)?.checked_mul(FUNCTAB_ENTRY_SIZE as u64)?)?;
+        .checked_add(
+            nfunc
+                .checked_add(1)?
+                .checked_mul(FUNCTAB_ENTRY_SIZE as u64)?,
+        )?;
     if nfunc == 0 || functab_end > data.len() as u64 {
         return None;
     }
@@ -731,7 +969,10 @@ fn find_moduledata(image: &ElfImage, header: &Header) -> Option<u64> {
     // Non-PIE: the pointer is stored as is, in a writable data section.
     let le = image.is_little_endian();
     for sec in image.sections() {
-        if !matches!(sec.name.as_str(), ".noptrdata" | ".data" | ".data.rel.ro" | ".go.module") {
+        if !matches!(
+            sec.name.as_str(),
+            ".noptrdata" | ".data" | ".data.rel.ro" | ".go.module"
+        ) {
             continue;
         }
         let Some(bytes) = image.section_data(sec) else {
@@ -773,6 +1014,12 @@ fn find_gofunc(image: &ElfImage, md: u64, version: PclnVersion) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// The value at offset `off` of decoded runs, `NO_VALUE` past their end.
+    fn run_value(runs: &[PcValueRun], off: u32) -> i32 {
+        let i = runs.partition_point(|r| r.end <= off);
+        runs.get(i).map_or(NO_VALUE, |r| r.value)
+    }
+
     #[test]
     fn generic_names_print_like_the_runtime() {
         assert_eq!(name_for_print("main.Map[go.shape.int]"), "main.Map[...]");
@@ -782,7 +1029,7 @@ mod tests {
 
     fn table_over(pctab: &[u8]) -> GoPclnTab {
         GoPclnTab {
-            data: Arc::from(pctab),
+            data: bytes::Bytes::copy_from_slice(pctab),
             little_endian: true,
             version: PclnVersion::Go120,
             ptr_size: 8,
@@ -795,7 +1042,8 @@ mod tests {
             pctab: 0,
             pclntab: 0,
             gofunc: None,
-            decoded: Vec::new(),
+            entries: Box::default(),
+            decoded: Box::default(),
             buckets: Vec::new(),
         }
     }
@@ -805,21 +1053,42 @@ mod tests {
         // Offset 0 means "no table": start the table at 1. Value -1+11 = 10 for 4 bytes, then
         // +2 = 12 for 6 more bytes (zig-zag deltas 22 and 4), then the end marker.
         let tab = table_over(&[0xff, 22, 4, 4, 6, 0]);
-        let mut t = PcValueTable::new(&tab, 1);
-        assert_eq!(t.value_at(&tab, 100, 100), Some(10));
-        assert_eq!(t.value_at(&tab, 100, 103), Some(10));
-        assert_eq!(t.value_at(&tab, 100, 104), Some(12));
-        assert_eq!(t.value_at(&tab, 100, 109), Some(12));
-        assert_eq!(t.value_at(&tab, 100, 110), None);
-        assert_eq!(t.value_at(&tab, 100, 99), None);
-        // Truncated and garbage tables answer None or some value, never panic.
+        let runs = decode_pcvalue(&tab, 1, 10);
+        assert_eq!(
+            runs,
+            [
+                PcValueRun { end: 4, value: 10 },
+                PcValueRun { end: 10, value: 12 }
+            ]
+        );
+        assert_eq!(run_value(&runs, 0), 10);
+        assert_eq!(run_value(&runs, 3), 10);
+        assert_eq!(run_value(&runs, 4), 12);
+        assert_eq!(run_value(&runs, 9), 12);
+        assert_eq!(run_value(&runs, 10), NO_VALUE);
+        // Decoding stops at the run covering the function's last byte.
+        assert_eq!(decode_pcvalue(&tab, 1, 3).len(), 1);
+        // Absent table.
+        assert!(decode_pcvalue(&tab, 0, 10).is_empty());
+        // Zero-length runs are dropped (no offset selects them): +1 for 0 bytes, then +1 for 2.
+        let tab = table_over(&[0xff, 22, 4, 2, 0, 2, 2, 0]);
+        assert_eq!(
+            decode_pcvalue(&tab, 1, 6),
+            [
+                PcValueRun { end: 4, value: 10 },
+                PcValueRun { end: 6, value: 12 }
+            ]
+        );
+        // Truncated and garbage tables give some runs or none, never panic, and stay bounded.
         for cut in 0..6 {
             let tab = table_over(&[0xff, 22, 4, 4, 6, 0][..cut]);
-            let mut t = PcValueTable::new(&tab, 1);
-            let _ = t.value_at(&tab, 0, 8);
+            let _ = decode_pcvalue(&tab, 1, 8);
         }
         let tab = table_over(&[0xff; 64]);
-        let mut t = PcValueTable::new(&tab, 1);
-        assert_eq!(t.value_at(&tab, 0, 1 << 40), None);
+        assert!(decode_pcvalue(&tab, 1, u32::MAX).len() <= 64);
+        let mut zeros = vec![0xffu8];
+        zeros.extend(std::iter::repeat_n([2u8, 0], 10_000).flatten());
+        let tab = table_over(&zeros);
+        assert!(decode_pcvalue(&tab, 1, 16).is_empty());
     }
 }

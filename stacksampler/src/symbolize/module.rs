@@ -40,7 +40,10 @@ impl std::fmt::Debug for ModuleSymbolizer {
 impl ModuleSymbolizer {
     /// Indexes a file read in full: parses its ELF headers and locates its Go tables.
     pub fn from_bytes(data: Arc<[u8]>) -> Result<Self, FormatError> {
-        let image = ElfImage::parse(data)?;
+        Self::from_image(ElfImage::parse(data)?)
+    }
+
+    fn from_image(image: ElfImage) -> Result<Self, FormatError> {
         let go = GoPclnTab::locate(&image);
         Ok(Self {
             image,
@@ -51,16 +54,31 @@ impl ModuleSymbolizer {
         })
     }
 
-    /// Opens and indexes the file at `path`.
-    pub fn open(path: &std::path::Path) -> Result<Self, super::SymbolizeError> {
-        let data = std::fs::read(path).map_err(|source| super::SymbolizeError::Io {
+    /// Indexes an open file, mapped rather than read (see [`ElfImage::map_file`]); `path` names it
+    /// in errors.
+    pub fn from_file(
+        file: &mut std::fs::File,
+        path: &std::path::Path,
+    ) -> Result<Self, super::SymbolizeError> {
+        let image = ElfImage::map_file(file).map_err(|source| super::SymbolizeError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_bytes(data.into()).map_err(|source| super::SymbolizeError::Format {
+        image
+            .and_then(Self::from_image)
+            .map_err(|source| super::SymbolizeError::Format {
+                path: path.display().to_string(),
+                source,
+            })
+    }
+
+    /// Opens and indexes the file at `path`.
+    pub fn open(path: &std::path::Path) -> Result<Self, super::SymbolizeError> {
+        let mut file = std::fs::File::open(path).map_err(|source| super::SymbolizeError::Io {
             path: path.display().to_string(),
             source,
-        })
+        })?;
+        Self::from_file(&mut file, path)
     }
 
     /// Sets where separate debug info may be (see [`super::dwarf::debug_file_candidates`]).
@@ -91,22 +109,21 @@ impl ModuleSymbolizer {
     }
 
     fn named_frames(&self, vaddr: u64, module: &Arc<str>) -> Option<Vec<Frame>> {
-        if let Ok(go) = &self.go
-            && let Some(frames) = go.find_frames(vaddr)
-        {
-            return Some(
-                frames
-                    .into_iter()
-                    .map(|f| Frame {
-                        kind: go_kind(&f.function),
-                        function: f.function,
-                        file: f.file,
-                        line: f.line,
-                        inlined: f.inlined,
-                        module: Some(module.clone()),
-                    })
-                    .collect(),
-            );
+        if let Ok(go) = &self.go {
+            let mut frames = Vec::with_capacity(2);
+            let found = go.visit_frames(vaddr, |f| {
+                frames.push(Frame {
+                    kind: go_kind(f.function),
+                    function: f.function.to_owned(),
+                    file: f.file.map(str::to_owned),
+                    line: f.line,
+                    inlined: f.inlined,
+                    module: Some(module.clone()),
+                })
+            });
+            if found {
+                return Some(frames);
+            }
         }
         let symbol = self.symbol_name(vaddr);
         if let Some(dwarf) = self.dwarf()

@@ -12,7 +12,6 @@
 
 use std::{
     collections::HashMap,
-    io::Read,
     os::unix::fs::FileExt,
     path::Path,
     sync::{Arc, OnceLock},
@@ -169,18 +168,13 @@ impl ProcessSymbolizer {
                 source,
             })?;
         cache::get_or_insert(key, || {
-            let mut data = Vec::new();
-            file.read_to_end(&mut data)
-                .map_err(|source| SymbolizeError::Io {
-                    path: opened.display().to_string(),
-                    source,
-                })?;
             let mut module =
-                ModuleSymbolizer::from_bytes(data.into()).map_err(|source| {
-                    SymbolizeError::Format {
+                ModuleSymbolizer::from_file(&mut file, &opened).map_err(|e| match e {
+                    SymbolizeError::Format { source, .. } => SymbolizeError::Format {
                         path: path.to_owned(),
                         source,
-                    }
+                    },
+                    other => other,
                 })?;
             let candidates = debug_file_candidates(module.image(), path, Some(root));
             module.set_debug_candidates(candidates);
