@@ -122,15 +122,15 @@ pub fn render(r: &Results) -> String {
     if let Some(rows) = &r.time_to_report {
         let _ = writeln!(
             s,
-            "\n### Time to report (1 s profile, launch to report written)\n\n| tool | target | wall (median of {}) | peak RSS | CPU |\n|---|---|---|---|---|",
-            r.settings.ttr_runs
+            "\n### Time to report (1 s profile, launch to report written)\n\n| tool | target | runs | wall (median) | peak RSS | CPU (median) |\n|---|---|---|---|---|---|"
         );
         for t in rows {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.2} s | {} | {:.2} s |",
+                "| {} | {} | {} | {:.2} s | {} | {:.2} s |",
                 t.tool,
                 t.target,
+                t.runs,
                 t.median_wall_s,
                 mib(t.max_rss_kib),
                 t.median_cpu_s
