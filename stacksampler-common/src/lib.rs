@@ -179,6 +179,12 @@ pub struct SampleHeader {
     /// `sched.bp` skips; user space inserts it when the system-stack part ends in
     /// `runtime.morestack`.
     pub sched_ret: u64,
+    /// Where the interrupted function's return address is while it has no frame record (a
+    /// frameless leaf, or a function at its entry before its prologue ran): the word at the user
+    /// stack pointer on amd64, the link register (X30) on arm64. The frame-pointer walk skips
+    /// the caller in that case; user space inserts this address when `.gopclntab` says the
+    /// function's stack frame is empty at the interrupted pc.
+    pub leaf_ret: u64,
 }
 
 /// One sample as built in the per-CPU scratch slot; only the header and the first `n_frames`
@@ -214,7 +220,7 @@ pub struct Counters {
 
 const _: () = assert!(core::mem::size_of::<GoLayout>() == 20 * 4);
 const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16 + 20 * 4);
-const _: () = assert!(SAMPLE_HEADER_SIZE == 10 * 8 + 8 * 4);
+const _: () = assert!(SAMPLE_HEADER_SIZE == 11 * 8 + 8 * 4);
 const _: () = assert!(SAMPLE_HEADER_SIZE % 8 == 0);
 
 #[cfg(feature = "user")]

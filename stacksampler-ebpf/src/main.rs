@@ -37,6 +37,9 @@ struct UserRegs {
     ip: u64,
     sp: u64,
     fp: u64,
+    /// The return address if the interrupted function has no frame record yet (see
+    /// `SampleHeader::leaf_ret`).
+    leaf_ret: u64,
 }
 
 #[perf_event]
@@ -69,6 +72,8 @@ unsafe fn user_regs(ctx: &PerfEventContext) -> Option<(UserRegs, bool)> {
             ip: saved.rip,
             sp: saved.rsp,
             fp: saved.rbp,
+            // SAFETY: a user-memory read through bpf_probe_read_user.
+            leaf_ret: unsafe { goroutine::user_word(saved.rsp) },
         },
         kernel_mode,
     ))
@@ -89,6 +94,7 @@ unsafe fn user_regs(ctx: &PerfEventContext) -> Option<(UserRegs, bool)> {
             ip: saved.pc,
             sp: saved.sp,
             fp: saved.regs[29],
+            leaf_ret: saved.regs[30],
         },
         kernel_mode,
     ))
@@ -120,6 +126,7 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
     h.labels_ptr = 0;
     h.labels_word = 0;
     h.sched_ret = 0;
+    h.leaf_ret = 0;
 
     let Some((regs, kernel_mode)) = (unsafe { user_regs(ctx) }) else {
         h.flags |= SampleFlags::NO_USER_REGS;
@@ -131,6 +138,7 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
         bump(|c| c.kernel_mode += 1);
     }
     h.sp = regs.sp;
+    h.leaf_ret = regs.leaf_ret;
 
     let mut limit = cfg.max_frames;
     if limit as usize > MAX_STACK_FRAMES || limit == 0 {

@@ -334,6 +334,7 @@ mod tests {
             gap: None,
             labels: Default::default(),
             sched_ret: None,
+            leaf_ret: None,
         }
     }
 

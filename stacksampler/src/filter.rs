@@ -96,6 +96,7 @@ mod tests {
             gap: None,
             labels: Default::default(),
             sched_ret: None,
+            leaf_ret: None,
         }
     }
 

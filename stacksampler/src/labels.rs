@@ -189,6 +189,7 @@ mod tests {
                 set: None,
             },
             sched_ret: None,
+            leaf_ret: None,
         }
     }
 

@@ -148,6 +148,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     // Stacks deeper than the kernel walk are finished from the target's memory.
     let mut deep = go_layout.and_then(|layout| DeepStackReader::open(config.pid, layout).ok());
     let mut morestack = MorestackFrames::default();
+    let mut frameless = FramelessPcs::default();
     let mut sink = |mut sample: crate::sample::Sample| {
         profile.counts.total += 1;
         if let Some(resolver) = label_resolver.as_mut() {
@@ -157,6 +158,11 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
             && morestack.contains(origin, &mut symbolizer)
         {
             sample.complete_morestack_switch();
+        }
+        if let Some(&pc) = sample.frames.first()
+            && frameless.at(pc, &symbolizer)
+        {
+            sample.complete_frameless_leaf();
         }
         if let (Some(reader), Some(cut)) = (deep.as_mut(), sample.cut)
             && let Some(rest) = reader.continue_walk(cut)
@@ -304,6 +310,22 @@ impl MorestackFrames {
                 .iter()
                 .any(|f| f.function == Self::FUNCTION || f.function == "runtime.morestack.abi0")
         })
+    }
+}
+
+/// Interrupted pcs at which the Go function has no frame record yet (stack frame of 0 bytes:
+/// at its entry, or a frameless leaf), looked up once per pc in `.gopclntab`.
+#[derive(Default)]
+struct FramelessPcs {
+    known: std::collections::HashMap<u64, bool>,
+}
+
+impl FramelessPcs {
+    fn at(&mut self, pc: u64, symbolizer: &ProcessSymbolizer) -> bool {
+        *self
+            .known
+            .entry(pc)
+            .or_insert_with(|| symbolizer.go_frame_size_at(pc) == Some(0))
     }
 }
 

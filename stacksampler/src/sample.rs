@@ -54,6 +54,10 @@ pub struct Sample {
     /// With `switch_index`: the word at `curg.sched.sp`, the caller's return address when the
     /// goroutine stopped at a function entry (see [`Sample::complete_morestack_switch`]).
     pub sched_ret: Option<u64>,
+    /// The return address of the interrupted function if it has no frame record at `frames[0]`
+    /// (word at the stack pointer on amd64, the link register on arm64); see
+    /// [`Sample::complete_frameless_leaf`].
+    pub leaf_ret: Option<u64>,
 }
 
 /// A goroutine label set: (key, value) pairs sorted by key, shared between samples.
@@ -136,6 +140,28 @@ impl Sample {
             if gap.at > at {
                 gap.at += 1;
             }
+        }
+    }
+
+    /// Inserts the caller that the frame-pointer walk skipped because the interrupted function
+    /// had no frame record at `frames[0]` (a frameless leaf, or a function interrupted at its
+    /// entry): the walk's first record is then the caller's, whose return address leads to the
+    /// caller's caller. Call only when the function's stack frame is empty at `frames[0]`
+    /// (`.gopclntab`'s pc-to-sp-delta table says 0).
+    pub fn complete_frameless_leaf(&mut self) {
+        let Some(ret) = self.leaf_ret.take() else {
+            return;
+        };
+        let call_site = ret.saturating_sub(1);
+        if ret == 0 || self.frames.is_empty() || self.frames.get(1) == Some(&call_site) {
+            return;
+        }
+        self.frames.insert(1, call_site);
+        if let Some(at) = self.switch_index.as_mut() {
+            *at += 1;
+        }
+        if let Some(gap) = self.gap.as_mut() {
+            gap.at += 1;
         }
     }
 
@@ -233,6 +259,7 @@ impl Sample {
                 set: None,
             },
             sched_ret: (flags & SampleFlags::SWITCHED_TO_CURG != 0).then_some(header.sched_ret),
+            leaf_ret: (header.leaf_ret != 0).then_some(header.leaf_ret),
         }
     }
 }
@@ -304,5 +331,33 @@ mod tests {
         let s = Sample::decode(&record(&header, &[])).unwrap();
         assert_eq!(s.goroutine, None);
         assert_eq!(s.state(), GoroutineState::Unknown);
+    }
+}
+
+#[cfg(test)]
+mod leaf_tests {
+    use super::*;
+
+    fn sample(frames: Vec<u64>, leaf_ret: Option<u64>) -> Sample {
+        let header = SampleHeader::default();
+        let mut s = Sample::from_parts(&header, frames);
+        s.leaf_ret = leaf_ret;
+        s
+    }
+
+    #[test]
+    fn frameless_leaf_gets_its_caller_back() {
+        let mut s = sample(vec![0x100, 0x300, 0x400], Some(0x201));
+        s.gap = Some(Gap { at: 2, frames: 10 });
+        s.complete_frameless_leaf();
+        assert_eq!(s.frames, [0x100, 0x200, 0x300, 0x400]);
+        assert_eq!(s.gap, Some(Gap { at: 3, frames: 10 }));
+        // Once only, and never a duplicate of the walk's own caller.
+        s.leaf_ret = Some(0x201);
+        s.complete_frameless_leaf();
+        assert_eq!(s.frames.len(), 4);
+        let mut s = sample(vec![0x100, 0x200], Some(0x201));
+        s.complete_frameless_leaf();
+        assert_eq!(s.frames, [0x100, 0x200]);
     }
 }

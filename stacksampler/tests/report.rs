@@ -65,6 +65,7 @@ mod fixtures {
             gap: None,
             labels: Default::default(),
             sched_ret: None,
+            leaf_ret: None,
         }
     }
 
@@ -316,6 +317,7 @@ fn long_cycle_report() -> Report {
         gap: None,
         labels: Default::default(),
         sched_ret: None,
+        leaf_ret: None,
     });
     report
 }

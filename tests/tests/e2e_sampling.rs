@@ -330,3 +330,20 @@ fn ctrl_c_detaches_everything_and_reports() {
         assert!(!loaded.contains(&id), "program {id} still loaded after exit");
     }
 }
+
+#[test]
+fn caller_of_a_frameless_leaf_is_kept() {
+    let _serial = exclusive();
+    for tc in primary_go_toolchains() {
+        let exe = build_go("leaf", &tc, Variant::Normal);
+        let mut p = GoProcess::spawn(&exe, &["-seconds", "60"]);
+        p.wait_for_line("ready");
+        let report = sample_json(p.pid(), &[]);
+        let top = &stacks(&report)[0];
+        let f = functions(top);
+        // main.leaf pushes no frame: its caller is only reachable through the return address
+        // at the stack pointer, which the kernel records and user space inserts.
+        assert_eq!(f[..2], ["main.leaf", "main.callsLeaf"], "{}: {f:?}", tc.label());
+        assert_eq!(f.last().map(String::as_str), Some("runtime.goexit"), "{}", tc.label());
+    }
+}

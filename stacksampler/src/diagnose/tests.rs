@@ -70,6 +70,7 @@ fn sample(frames: Vec<u64>, goid: u64, state: GoroutineState, time_ns: u64, byte
         gap: None,
         labels: Default::default(),
         sched_ret: None,
+        leaf_ret: None,
     }
 }
 

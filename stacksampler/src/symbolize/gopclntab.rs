@@ -52,6 +52,8 @@ const FUNCTAB_ENTRY_SIZE: usize = 8;
 
 /// Byte offsets of `_func` fields (Go 1.18+).
 const FUNC_NAME_OFF: usize = 4;
+/// `_func.pcsp`: the pc-to-stack-pointer-delta table.
+const FUNC_PCSP: usize = 16;
 const FUNC_PCFILE: usize = 20;
 const FUNC_PCLN: usize = 24;
 const FUNC_NPCDATA: usize = 28;
@@ -635,6 +637,24 @@ impl GoPclnTab {
             buckets.push(func as u32);
         }
         buckets
+    }
+
+    /// Bytes the function containing `pc` has pushed on the stack at `pc` (its `pcsp` table):
+    /// 0 at its entry and everywhere in a frameless function, where the return address is still
+    /// at the stack pointer (amd64) or in the link register (arm64). `None` outside Go code.
+    pub fn frame_size_at(&self, pc: u64) -> Option<u32> {
+        let (index, entry) = self.find_index(pc)?;
+        let func = self.func_record(index)?;
+        let pcsp = self.u32_at(func.at + FUNC_PCSP)?;
+        let next = self
+            .entries
+            .get(index + 1)
+            .map(|e| self.text_start + u64::from(*e))?;
+        let func_len = u32::try_from(next.checked_sub(entry)?).ok()?;
+        let off = u32::try_from(pc - entry).ok()?;
+        let runs = decode_pcvalue(self, pcsp, func_len);
+        let run = runs.iter().find(|r| off < r.end)?;
+        u32::try_from(run.value).ok()
     }
 
     /// The name of the (outermost, real) function containing `pc`.

@@ -193,6 +193,20 @@ impl ProcessSymbolizer {
         ModuleSymbolizer::from_bytes(buf.into()).ok().map(Arc::new)
     }
 
+    /// Stack bytes the Go function at `addr` has pushed at that instruction (see
+    /// [`GoPclnTab::frame_size_at`](super::gopclntab::GoPclnTab::frame_size_at)); `None` for
+    /// addresses outside Go code.
+    pub fn go_frame_size_at(&self, addr: u64) -> Option<u32> {
+        let idx = self.mappings.partition_point(|m| m.start <= addr);
+        let map = idx
+            .checked_sub(1)
+            .and_then(|i| self.mappings.get(i))
+            .filter(|m| addr < m.end)?;
+        let module = map.module.as_ref()?;
+        let vaddr = module.image().offset_to_vaddr(addr - map.start + map.offset)?;
+        module.go_table()?.frame_size_at(vaddr)
+    }
+
     fn symbolize_one(&self, addr: u64) -> Vec<Frame> {
         if addr >= KERNEL_SPACE_START {
             return vec![kernel_frame(addr)];
