@@ -221,7 +221,7 @@ pub struct Counters {
 const _: () = assert!(core::mem::size_of::<GoLayout>() == 20 * 4);
 const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16 + 20 * 4);
 const _: () = assert!(SAMPLE_HEADER_SIZE == 11 * 8 + 8 * 4);
-const _: () = assert!(SAMPLE_HEADER_SIZE % 8 == 0);
+const _: () = assert!(SAMPLE_HEADER_SIZE.is_multiple_of(8));
 
 #[cfg(feature = "user")]
 mod pod {
@@ -398,8 +398,9 @@ pub struct EventCounters {
 }
 
 const _: () = assert!(EVENT_HEADER_SIZE == 6 * 8 + 8 * 4 + EVENT_MESSAGE_BYTES);
-const _: () = assert!(EVENT_HEADER_SIZE % 8 == 0);
-const _: () = assert!(core::mem::size_of::<EventConfig>() == 6 * 4 + core::mem::size_of::<GoLayout>());
+const _: () = assert!(EVENT_HEADER_SIZE.is_multiple_of(8));
+const _: () =
+    assert!(core::mem::size_of::<EventConfig>() == 6 * 4 + core::mem::size_of::<GoLayout>());
 const _: () = assert!(EVENT_TAIL_FRAMES.is_power_of_two());
 
 #[cfg(feature = "user")]

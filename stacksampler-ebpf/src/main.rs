@@ -9,8 +9,8 @@
 
 mod goroutine;
 mod maps;
-mod unwind;
 mod runtime_events;
+mod unwind;
 
 use aya_ebpf::{
     bindings::pt_regs,

@@ -207,9 +207,7 @@ impl Profile {
             stats.depth = (depth, depth);
         }
         stats.depth = (stats.depth.0.min(depth), stats.depth.1.max(depth));
-        stats.gap_frames = stats
-            .gap_frames
-            .max(sample.gap.map_or(0, |g| g.frames));
+        stats.gap_frames = stats.gap_frames.max(sample.gap.map_or(0, |g| g.frames));
         stats.count += 1;
         stats.first_ns = stats.first_ns.min(sample.time_ns);
         stats.last_ns = stats.last_ns.max(sample.time_ns);
@@ -264,7 +262,11 @@ impl Profile {
             b.stats
                 .count
                 .cmp(&a.stats.count)
-                .then_with(|| self.trie.depth(b.key.leaf).cmp(&self.trie.depth(a.key.leaf)))
+                .then_with(|| {
+                    self.trie
+                        .depth(b.key.leaf)
+                        .cmp(&self.trie.depth(a.key.leaf))
+                })
                 .then_with(|| a.key.cmp(&b.key))
         });
         rows
@@ -385,7 +387,10 @@ mod tests {
         let rows = p.ranked();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].stats.count, 2);
-        assert_eq!(p.label_set(rows[0].key.labels), [("req".into(), "42".into())]);
+        assert_eq!(
+            p.label_set(rows[0].key.labels),
+            [("req".into(), "42".into())]
+        );
         let switched_row = rows.iter().find(|r| p.trie.depth(r.key.leaf) == 6).unwrap();
         assert_eq!(
             p.trie.frames(switched_row.key.leaf),

@@ -93,9 +93,13 @@ fn parse_duration(s: &str) -> Result<f64, String> {
 }
 
 fn parse_max_frames(s: &str) -> Result<u32, String> {
-    let n: u32 = s.parse().map_err(|_| format!("{s:?} is not a frame count"))?;
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a frame count"))?;
     if n == 0 || n as usize > MAX_STACK_FRAMES {
-        return Err(format!("--max-frames must be 1..={MAX_STACK_FRAMES}, got {n}"));
+        return Err(format!(
+            "--max-frames must be 1..={MAX_STACK_FRAMES}, got {n}"
+        ));
     }
     Ok(n)
 }
@@ -146,8 +150,17 @@ mod tests {
     #[test]
     fn output_is_repeatable_with_render_flags() {
         let c = Config::from_args([
-            "stacksampler", "--pid", "1", "-o", "a.svg", "--output", "b.pb.gz",
-            "--state-frames", "--collapse-recursion", "--format", "dot",
+            "stacksampler",
+            "--pid",
+            "1",
+            "-o",
+            "a.svg",
+            "--output",
+            "b.pb.gz",
+            "--state-frames",
+            "--collapse-recursion",
+            "--format",
+            "dot",
         ])
         .unwrap();
         assert_eq!(c.output, [PathBuf::from("a.svg"), PathBuf::from("b.pb.gz")]);
@@ -160,13 +173,25 @@ mod tests {
     #[test]
     fn parses_goroutine_filters() {
         let c = Config::from_args([
-            "stacksampler", "--pid", "1", "--goid", "17", "--label", "req=42", "--label",
-            "user=a=b", "--state", "waiting,Gsyscall",
+            "stacksampler",
+            "--pid",
+            "1",
+            "--goid",
+            "17",
+            "--label",
+            "req=42",
+            "--label",
+            "user=a=b",
+            "--state",
+            "waiting,Gsyscall",
         ])
         .unwrap();
         assert_eq!(c.goid, Some(17));
         assert_eq!(c.label.len(), 2);
-        assert_eq!((c.label[1].key.as_str(), c.label[1].value.as_str()), ("user", "a=b"));
+        assert_eq!(
+            (c.label[1].key.as_str(), c.label[1].value.as_str()),
+            ("user", "a=b")
+        );
         let c = Config::from_args(["stacksampler", "--pid", "1"]).unwrap();
         assert!(c.goid.is_none() && c.label.is_empty());
         assert!(Config::from_args(["stacksampler", "--pid", "1", "--label", "x"]).is_err());

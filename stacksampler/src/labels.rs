@@ -229,7 +229,10 @@ mod tests {
         r.resolve(&mut none);
         assert_eq!(r.stats.referenced, 3);
         // Unreadable memory is a failure, not a panic.
-        let mut bad = sample_with(Some(LabelRef { ptr: 0x9000, word: 1 }));
+        let mut bad = sample_with(Some(LabelRef {
+            ptr: 0x9000,
+            word: 1,
+        }));
         r.resolve(&mut bad);
         assert_eq!((r.stats.failed, bad.labels.set.clone()), (1, None));
     }

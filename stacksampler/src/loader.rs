@@ -16,7 +16,7 @@ use aya::{
 };
 use stacksampler_common::{
     CONFIG_KEY, ConfigFlags, Counters, GoLayout, SamplerConfig,
-    names::{CONFIG_MAP, COUNTERS_MAP, SAMPLES_MAP, SAMPLE_PROGRAM, SCRATCH_MAP},
+    names::{CONFIG_MAP, COUNTERS_MAP, SAMPLE_PROGRAM, SAMPLES_MAP, SCRATCH_MAP},
 };
 
 /// The eBPF object built by `build.rs` (aya-build) and embedded in this binary.

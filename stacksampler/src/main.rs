@@ -8,11 +8,9 @@ use stacksampler::{config::Config, report, run};
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if config.verbose {
-        "info"
-    } else {
-        "warn"
-    }))
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(if config.verbose { "info" } else { "warn" }),
+    )
     .format_timestamp(None)
     .init();
     match real_main(&config) {
@@ -58,7 +56,11 @@ fn real_main(config: &Config) -> anyhow::Result<()> {
     out.flush().context("writing the report")?;
     for w in written {
         if let Some(path) = w.path {
-            eprintln!("stacksampler: wrote {} ({})", path.display(), w.format.name());
+            eprintln!(
+                "stacksampler: wrote {} ({})",
+                path.display(),
+                w.format.name()
+            );
         }
     }
     Ok(())

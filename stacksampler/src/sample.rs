@@ -105,8 +105,7 @@ pub struct Gap {
 impl Sample {
     /// The goroutine state, `Unknown` when the goroutine could not be read.
     pub fn state(&self) -> GoroutineState {
-        self.goroutine
-            .map_or(GoroutineState::Unknown, |g| g.state)
+        self.goroutine.map_or(GoroutineState::Unknown, |g| g.state)
     }
 
     /// Number of user frames on the stack: those kept plus the gap.
@@ -136,10 +135,10 @@ impl Sample {
         }
         // After frames[at] (the saved pc), as a call site like every caller frame.
         self.frames.insert(at + 1, ret.saturating_sub(1));
-        if let Some(gap) = self.gap.as_mut() {
-            if gap.at > at {
-                gap.at += 1;
-            }
+        if let Some(gap) = self.gap.as_mut()
+            && gap.at > at
+        {
+            gap.at += 1;
         }
     }
 

@@ -151,7 +151,7 @@ impl DeepStackReader {
                 self.stats.frames_reused += cp.frames_to_root;
                 break (walked + cp.frames_to_root, Some(old_tail.clone()));
             }
-            if walked % CHECKPOINT_EVERY == 0 {
+            if walked.is_multiple_of(CHECKPOINT_EVERY) {
                 new_checkpoints.push((fp, record, walked));
             }
             let [next_fp, ret] = record;
@@ -209,8 +209,8 @@ impl DeepStackReader {
 
     /// The 16-byte record at `fp`, reading a new chunk when `fp` is outside the current one.
     fn record_at(&mut self, fp: u64, stack_hi: u64) -> Option<[u64; 2]> {
-        let in_chunk = fp >= self.chunk_base
-            && fp + RECORD_BYTES <= self.chunk_base + self.chunk.len() as u64;
+        let in_chunk =
+            fp >= self.chunk_base && fp + RECORD_BYTES <= self.chunk_base + self.chunk.len() as u64;
         if !in_chunk {
             let len = CHUNK_BYTES.min(stack_hi - fp);
             self.chunk.resize(len as usize, 0);
@@ -375,7 +375,10 @@ mod tests {
         let second = r.continue_walk(stack.cut_at(1003, 6)).unwrap();
         assert_eq!(second.frames(), first.frames() - 3);
         assert_eq!(second.tail, first.tail);
-        assert!(r.stats.frames_walked - walked <= CHECKPOINT_EVERY, "walked again");
+        assert!(
+            r.stats.frames_walked - walked <= CHECKPOINT_EVERY,
+            "walked again"
+        );
         let third = r.continue_walk(stack.cut_at(10, 6)).unwrap();
         assert_eq!(third.frames(), 50_000 - 10);
         assert_eq!(third.tail, first.tail);
@@ -387,7 +390,10 @@ mod tests {
         let mut r = reader();
         let c = r.continue_walk(stack.cut_at(30, 2)).unwrap();
         assert_eq!(c.elided, 0);
-        assert_eq!(c.tail, (31..=40).map(|i| 0x1000 + i - 1).collect::<Vec<u64>>());
+        assert_eq!(
+            c.tail,
+            (31..=40).map(|i| 0x1000 + i - 1).collect::<Vec<u64>>()
+        );
     }
 
     #[test]

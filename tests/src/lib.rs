@@ -224,7 +224,10 @@ impl GoProcess {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = self.stdout.read_line(&mut line).expect("read target stdout");
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .expect("read target stdout");
             assert!(n > 0, "target exited before printing {prefix:?}");
             if let Some(rest) = line.trim_end().strip_prefix(prefix) {
                 return rest.trim().to_owned();

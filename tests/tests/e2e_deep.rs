@@ -71,7 +71,11 @@ fn mutual_recursion_20000_deep_is_measured_exactly() {
         // taken while the scheduler preempts it are on the system stack and end elsewhere.)
         let deep: Vec<Value> = stacks(&report)
             .into_iter()
-            .filter(|s| s["goids"].as_array().is_some_and(|g| g.contains(&Value::from(goid))))
+            .filter(|s| {
+                s["goids"]
+                    .as_array()
+                    .is_some_and(|g| g.contains(&Value::from(goid)))
+            })
             .filter(|s| functions(s).first().map(String::as_str) == Some("main.spin"))
             .collect();
         assert!(!deep.is_empty(), "{label}: no sample of goroutine {goid}");
@@ -80,10 +84,20 @@ fn mutual_recursion_20000_deep_is_measured_exactly() {
             assert_eq!(s["truncated"], false, "{label}");
             let f = functions(s);
             assert_eq!(f[0], "main.spin", "{label}");
-            assert_eq!(f.last().map(String::as_str), Some("runtime.goexit"), "{label}");
+            assert_eq!(
+                f.last().map(String::as_str),
+                Some("runtime.goexit"),
+                "{label}"
+            );
             // Head + tail kept, the middle counted: the frame list is short, depth is exact.
             let kept = f.len() as u64 - 1 + s["gap_frames"].as_u64().unwrap_or(0);
-            assert_eq!(kept, 20003, "{label}: kept {} + gap {}", f.len(), s["gap_frames"]);
+            assert_eq!(
+                kept,
+                20003,
+                "{label}: kept {} + gap {}",
+                f.len(),
+                s["gap_frames"]
+            );
         }
         let findings = recursion_findings(&report);
         assert_eq!(findings.len(), 1, "{label}: {findings:?}");
@@ -96,7 +110,10 @@ fn mutual_recursion_20000_deep_is_measured_exactly() {
         assert_eq!(data["entry"]["line"], entry_line, "{label}");
         assert_eq!(data["depth"], 20003, "{label}");
         let repeat = data["repeat"].as_u64().unwrap_or(0);
-        assert!((9_998..=10_000).contains(&repeat), "{label}: repeat {repeat}");
+        assert!(
+            (9_998..=10_000).contains(&repeat),
+            "{label}: repeat {repeat}"
+        );
         assert_eq!(data["goids"], Value::from(vec![goid]), "{label}");
         let bytes = data["stack_bytes"].as_u64().unwrap_or(0);
         assert!(bytes > 20_000 * 16, "{label}: stack bytes {bytes}");
@@ -113,8 +130,17 @@ fn stringer_recursion_through_sprintf_is_a_six_frame_cycle() {
     assert_eq!(findings.len(), 1, "{findings:?}");
     let cycle = cycle_functions(&findings[0]);
     assert_eq!(cycle.len(), 6, "cycle {cycle:?}");
-    for needle in ["main.T.String", "fmt.Sprintf", "fmt.(*pp).doPrintf", "fmt.(*pp).printArg", "fmt.(*pp).handleMethods"] {
-        assert!(cycle.iter().any(|f| f == needle), "{needle} not in {cycle:?}");
+    for needle in [
+        "main.T.String",
+        "fmt.Sprintf",
+        "fmt.(*pp).doPrintf",
+        "fmt.(*pp).printArg",
+        "fmt.(*pp).handleMethods",
+    ] {
+        assert!(
+            cycle.iter().any(|f| f == needle),
+            "{needle} not in {cycle:?}"
+        );
     }
     let repeat = findings[0]["data"]["repeat"].as_u64().unwrap_or(0);
     assert!((2_990..=3_001).contains(&repeat), "repeat {repeat}");
@@ -127,8 +153,15 @@ fn overflowing_target_is_reported_before_it_dies() {
     let tc = primary_go_toolchains().pop().expect("toolchain");
     let exe = build_go("deep", &tc, Variant::Normal);
     let mut cmd = Command::new(&exe);
-    cmd.args(["-mode", "overflow", "-maxstack", &(64u64 << 20).to_string(), "-seconds", "60"])
-        .stderr(std::process::Stdio::piped());
+    cmd.args([
+        "-mode",
+        "overflow",
+        "-maxstack",
+        &(64u64 << 20).to_string(),
+        "-seconds",
+        "60",
+    ])
+    .stderr(std::process::Stdio::piped());
     let mut target = GoProcess::spawn_command(&mut cmd);
     target.wait_for_line("ready");
     let pid = target.pid().to_string();
@@ -151,7 +184,11 @@ fn overflowing_target_is_reported_before_it_dies() {
     assert!(stderr.contains("exited"), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
     let findings = recursion_findings(&report);
-    assert!(!findings.is_empty(), "no recursion finding: {}", report["diagnosis"]);
+    assert!(
+        !findings.is_empty(),
+        "no recursion finding: {}",
+        report["diagnosis"]
+    );
     let f = &findings[0];
     assert_eq!(cycle_functions(f), ["main.overflow"]);
     assert_eq!(f["data"]["entry"]["function"], "main.main.func1");
@@ -171,6 +208,10 @@ fn shallow_program_has_no_recursion_finding() {
     let (target, _) = start(&tc, &["-mode", "shallow"]);
     let report = sample(target.pid(), "2");
     assert!(report["samples"]["kept"].as_u64().unwrap_or(0) > 50);
-    assert!(recursion_findings(&report).is_empty(), "{}", report["diagnosis"]);
+    assert!(
+        recursion_findings(&report).is_empty(),
+        "{}",
+        report["diagnosis"]
+    );
     assert_eq!(functions(&stacks(&report)[0])[0], "main.spin");
 }

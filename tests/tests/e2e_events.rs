@@ -14,8 +14,8 @@ use std::{
 
 use serde_json::Value;
 use stacksampler_tests::{
-    GoProcess, GoToolchain, Variant, build_go, exclusive, primary_go_toolchains,
-    stacksampler_bin, workspace_root,
+    GoProcess, GoToolchain, Variant, build_go, exclusive, primary_go_toolchains, stacksampler_bin,
+    workspace_root,
 };
 
 /// How long a target may take to finish its work.
@@ -36,7 +36,14 @@ impl Watcher {
     /// Starts the watcher on `pid` and waits until its probes are attached.
     fn start(pid: u32, extra: &[&str]) -> Self {
         let pid = pid.to_string();
-        let mut args = vec!["--watch", "--pid", pid.as_str(), "--format", "json", "--verbose"];
+        let mut args = vec![
+            "--watch",
+            "--pid",
+            pid.as_str(),
+            "--format",
+            "json",
+            "--verbose",
+        ];
         args.extend_from_slice(extra);
         let mut child = Command::new(stacksampler_bin())
             .args(&args)
@@ -110,8 +117,9 @@ impl Watcher {
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("watch stdout line is not json ({e}): {l}\n{stderr}"))
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("watch stdout line is not json ({e}): {l}\n{stderr}")
+                })
             })
             .collect();
         (status, lines, stderr)
@@ -157,7 +165,9 @@ fn run_to_end(mut p: GoProcess, mut lines: Vec<String>) -> TargetRun {
     while let Some(line) = p.read_line() {
         lines.push(line);
     }
-    let status = p.wait_timeout(TARGET_TIMEOUT).expect("target did not end by itself");
+    let status = p
+        .wait_timeout(TARGET_TIMEOUT)
+        .expect("target did not end by itself");
     TargetRun {
         stdout: lines,
         code: status.code(),
@@ -181,9 +191,18 @@ fn watched_run(tc: &GoToolchain, variant: Variant, args: &[&str], watch_args: &[
     let watcher = Watcher::start(p.pid(), watch_args);
     let target = run_to_end(p, before);
     let (status, mut lines, stderr) = watcher.finish();
-    assert!(status.success(), "{}: watcher failed:\n{stderr}", tc.label());
+    assert!(
+        status.success(),
+        "{}: watcher failed:\n{stderr}",
+        tc.label()
+    );
     let report = lines.pop().expect("no report line");
-    assert_eq!(report["event"], "report", "{}: last line is the report", tc.label());
+    assert_eq!(
+        report["event"],
+        "report",
+        "{}: last line is the report",
+        tc.label()
+    );
     let target_stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     Watched {
         target,
@@ -223,7 +242,12 @@ fn stack_growth_shows_every_doubling_and_alerts_once() {
             let history = w.report["stack_growth"]
                 .as_array()
                 .and_then(|h| h.iter().find(|g| g["goid"].as_u64() == Some(goid)))
-                .unwrap_or_else(|| panic!("{label}: no growth history for goroutine {goid}: {}", w.report));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{label}: no growth history for goroutine {goid}: {}",
+                        w.report
+                    )
+                });
             let mut sizes = vec![history["initial_bytes"].as_u64().unwrap_or(0)];
             sizes.extend(
                 history["steps"]
@@ -237,35 +261,65 @@ fn stack_growth_shows_every_doubling_and_alerts_once() {
             for pair in sizes.windows(2) {
                 assert_eq!(pair[1], pair[0] * 2, "{label}: sizes {sizes:?}");
             }
-            assert!(*sizes.last().unwrap_or(&0) >= 2 << 20, "{label}: sizes {sizes:?}");
+            assert!(
+                *sizes.last().unwrap_or(&0) >= 2 << 20,
+                "{label}: sizes {sizes:?}"
+            );
             let times: Vec<f64> = history["steps"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|s| s["t_s"].as_f64())
                 .collect();
-            assert!(times.windows(2).all(|t| t[0] <= t[1]), "{label}: times {times:?}");
+            assert!(
+                times.windows(2).all(|t| t[0] <= t[1]),
+                "{label}: times {times:?}"
+            );
             // The recursion is on the stack when it grows.
-            let deepest = history["steps"].as_array().and_then(|s| s.last()).cloned().unwrap_or_default();
+            let deepest = history["steps"]
+                .as_array()
+                .and_then(|s| s.last())
+                .cloned()
+                .unwrap_or_default();
             assert_eq!(deepest["top"][0], "main.recurse", "{label}: {deepest}");
-            assert!(deepest["depth"].as_u64().unwrap_or(0) > 5000, "{label}: {deepest}");
+            assert!(
+                deepest["depth"].as_u64().unwrap_or(0) > 5000,
+                "{label}: {deepest}"
+            );
 
             // --stack-alert 1MB: exactly once, for this goroutine, at 1 MiB, with its folded stack.
-            let alerts: Vec<&Value> = w.events.iter().filter(|e| e["event"] == "stack_alert").collect();
+            let alerts: Vec<&Value> = w
+                .events
+                .iter()
+                .filter(|e| e["event"] == "stack_alert")
+                .collect();
             assert_eq!(alerts.len(), 1, "{label}: alerts {alerts:?}");
             assert_eq!(alerts[0]["goid"].as_u64(), Some(goid), "{label}");
             assert_eq!(alerts[0]["stack_bytes"].as_u64(), Some(1 << 20), "{label}");
             let folded = alerts[0]["folded"].as_str().unwrap_or_default();
             assert!(
-                folded.starts_with("runtime.goexit;main.grow.func") && folded.ends_with(";main.recurse"),
+                folded.starts_with("runtime.goexit;main.grow.func")
+                    && folded.ends_with(";main.recurse"),
                 "{label}: folded {}",
                 &folded[..folded.len().min(200)]
             );
-            assert_eq!(w.stderr.matches("ALERT goroutine").count(), 1, "{label}: {}", w.stderr);
-            assert!(w.stderr.contains(&format!("ALERT goroutine {goid} ")), "{label}");
+            assert_eq!(
+                w.stderr.matches("ALERT goroutine").count(),
+                1,
+                "{label}: {}",
+                w.stderr
+            );
+            assert!(
+                w.stderr.contains(&format!("ALERT goroutine {goid} ")),
+                "{label}"
+            );
             assert_eq!(w.report["events"]["lost"], 0, "{label}");
             // Cost per hit printed with --verbose.
-            assert!(w.stderr.contains("probe go_copystack:"), "{label}: {}", w.stderr);
+            assert!(
+                w.stderr.contains("probe go_copystack:"),
+                "{label}: {}",
+                w.stderr
+            );
         }
     }
 }
@@ -283,7 +337,12 @@ fn goroutine_leak_grows_at_its_rate_and_names_its_site() {
     for tc in primary_go_toolchains() {
         let label = tc.label();
         let started = Instant::now();
-        let w = watched_run(&tc, Variant::Normal, &["-mode", "leak", "-rate", "50", "-seconds", "4"], &[]);
+        let w = watched_run(
+            &tc,
+            Variant::Normal,
+            &["-mode", "leak", "-rate", "50", "-seconds", "4"],
+            &[],
+        );
         let elapsed = started.elapsed().as_secs_f64();
         let leaked = line_value(&w.target.stdout, "leaked ");
         assert_eq!(leaked, 200, "{label}");
@@ -291,26 +350,52 @@ fn goroutine_leak_grows_at_its_rate_and_names_its_site() {
         assert_eq!(g["creation_goids_known"], true, "{label}");
         // 200 leaked + 200 short-lived (+ the runtime's own).
         let created = g["created"].as_u64().unwrap_or(0);
-        assert!((400..420).contains(&created), "{label}: created {created}: {g}");
+        assert!(
+            (400..420).contains(&created),
+            "{label}: created {created}: {g}"
+        );
         let net = g["net_change"].as_i64().unwrap_or(0);
         assert!((195..=205).contains(&net), "{label}: net change {net}: {g}");
         // ~50/s: the live count rises over the 4 s of leaking.
         let rate = net as f64 / 4.0;
-        assert!((40.0..=60.0).contains(&rate), "{label}: {rate}/s over {elapsed:.1}s");
+        assert!(
+            (40.0..=60.0).contains(&rate),
+            "{label}: {rate}/s over {elapsed:.1}s"
+        );
         let timeline: Vec<i64> = w.report["timeline"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|p| p["net_change"].as_i64())
             .collect();
-        assert!(timeline.windows(2).all(|p| p[1] + 5 >= p[0]), "{label}: timeline {timeline:?}");
-        let mid: Vec<i64> = timeline.iter().copied().filter(|n| (20..180).contains(n)).collect();
-        assert!(mid.len() >= 2, "{label}: the count rises gradually: {timeline:?}");
+        assert!(
+            timeline.windows(2).all(|p| p[1] + 5 >= p[0]),
+            "{label}: timeline {timeline:?}"
+        );
+        let mid: Vec<i64> = timeline
+            .iter()
+            .copied()
+            .filter(|n| (20..180).contains(n))
+            .collect();
+        assert!(
+            mid.len() >= 2,
+            "{label}: the count rises gradually: {timeline:?}"
+        );
 
         let top = &w.report["leak_sites"][0];
-        assert_eq!(top["function"], "main.leak", "{label}: {}", w.report["leak_sites"]);
+        assert_eq!(
+            top["function"], "main.leak",
+            "{label}: {}",
+            w.report["leak_sites"]
+        );
         assert_eq!(top["line"].as_u64(), Some(leak_line), "{label}: {top}");
-        assert!(top["file"].as_str().unwrap_or("").ends_with("events/main.go"), "{label}: {top}");
+        assert!(
+            top["file"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("events/main.go"),
+            "{label}: {top}"
+        );
         let count = top["count"].as_u64().unwrap_or(0);
         assert!((195..=200).contains(&count), "{label}: {top}");
         assert_eq!(w.report["events"]["lost"], 0, "{label}");
@@ -322,33 +407,62 @@ fn fatal_stack_overflow_is_reported_first_with_its_deep_stack() {
     let _serial = exclusive();
     for tc in primary_go_toolchains() {
         let label = tc.label();
-        let w = watched_run(&tc, Variant::Normal, &["-mode", "overflow", "-maxstack", "4194304"], &[]);
+        let w = watched_run(
+            &tc,
+            Variant::Normal,
+            &["-mode", "overflow", "-maxstack", "4194304"],
+            &[],
+        );
         assert_eq!(w.target.code, Some(2), "{label}: Go's fatal exit code");
-        assert!(w.target_stderr.contains("fatal error: stack overflow"), "{label}");
+        assert!(
+            w.target_stderr.contains("fatal error: stack overflow"),
+            "{label}"
+        );
         let fatal = &w.report["fatal"];
         assert_eq!(fatal["message"], "stack overflow", "{label}: {fatal}");
-        let head: Vec<&str> = fatal["head"].as_array().into_iter().flatten().filter_map(|f| f["function"].as_str()).collect();
-        let tail: Vec<&str> = fatal["tail"].as_array().into_iter().flatten().filter_map(|f| f["function"].as_str()).collect();
+        let head: Vec<&str> = fatal["head"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["function"].as_str())
+            .collect();
+        let tail: Vec<&str> = fatal["tail"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["function"].as_str())
+            .collect();
         assert_eq!(head.len(), 50, "{label}");
         assert_eq!(tail.len(), 50, "{label}");
-        assert!(head.iter().all(|f| *f == "main.overflow"), "{label}: head {head:?}");
-        assert_eq!(tail[tail.len() - 3..], ["main.main", "runtime.main", "runtime.goexit"], "{label}");
+        assert!(
+            head.iter().all(|f| *f == "main.overflow"),
+            "{label}: head {head:?}"
+        );
+        assert_eq!(
+            tail[tail.len() - 3..],
+            ["main.main", "runtime.main", "runtime.goexit"],
+            "{label}"
+        );
         let depth = fatal["depth"].as_u64().unwrap_or(0);
         let omitted = fatal["omitted"].as_u64().unwrap_or(0);
         assert_eq!(depth, 100 + omitted, "{label}: {fatal}");
         // Go 1.21+ prints the exact count of the frames it elided: ours must agree.
-        if let Some(elided) = w
-            .target_stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("...")?.strip_suffix(" frames elided...")?.parse::<u64>().ok())
-        {
+        if let Some(elided) = w.target_stderr.lines().find_map(|l| {
+            l.strip_prefix("...")?
+                .strip_suffix(" frames elided...")?
+                .parse::<u64>()
+                .ok()
+        }) {
             assert_eq!(omitted, elided, "{label}: frames elided");
         } else {
             // Go 1.19: about 4 MiB / 96-byte frames.
             assert!((40_000..48_000).contains(&depth), "{label}: depth {depth}");
         }
         // The text report puts it at the top.
-        assert!(w.report["events"]["by_kind"]["fatal"].as_u64().unwrap_or(0) >= 1, "{label}");
+        assert!(
+            w.report["events"]["by_kind"]["fatal"].as_u64().unwrap_or(0) >= 1,
+            "{label}"
+        );
     }
 }
 
@@ -358,7 +472,11 @@ fn fatal_error_is_first_in_the_text_report() {
     let tc = primary_go_toolchains().pop().expect("a toolchain");
     let exe = build_go("events", &tc, Variant::Normal);
     let err_path = workspace_root().join("target/events-text-stderr.txt");
-    let (p, before) = start_target(&exe, &["-mode", "overflow", "-maxstack", "1048576"], &err_path);
+    let (p, before) = start_target(
+        &exe,
+        &["-mode", "overflow", "-maxstack", "1048576"],
+        &err_path,
+    );
     let pid = p.pid().to_string();
     let mut child = Command::new(stacksampler_bin())
         .args(["--watch", "--pid", pid.as_str()])
@@ -381,7 +499,11 @@ fn fatal_error_is_first_in_the_text_report() {
         "text report: {}",
         &text[..text.len().min(500)]
     );
-    assert!(text.contains("frames elided"), "{}", &text[..text.len().min(3000)]);
+    assert!(
+        text.contains("frames elided"),
+        "{}",
+        &text[..text.len().min(3000)]
+    );
 }
 
 #[test]
@@ -398,12 +520,31 @@ fn target_output_and_exit_code_are_the_same_with_probes() {
             // Goroutine ids depend on scheduling (which P's id cache serves the `go`), with or
             // without probes: compare everything else.
             let comparable = |r: &TargetRun| TargetRun {
-                stdout: r.stdout.iter().filter(|l| !l.starts_with("goid ")).cloned().collect(),
+                stdout: r
+                    .stdout
+                    .iter()
+                    .filter(|l| !l.starts_with("goid "))
+                    .cloned()
+                    .collect(),
                 code: r.code,
             };
-            assert_eq!(comparable(&w.target), comparable(&plain), "{} {args:?}", tc.label());
-            let first_line = |s: &str| s.lines().find(|l| l.starts_with("fatal error")).map(str::to_owned);
-            assert_eq!(first_line(&w.target_stderr), first_line(&plain_err), "{} {args:?}", tc.label());
+            assert_eq!(
+                comparable(&w.target),
+                comparable(&plain),
+                "{} {args:?}",
+                tc.label()
+            );
+            let first_line = |s: &str| {
+                s.lines()
+                    .find(|l| l.starts_with("fatal error"))
+                    .map(str::to_owned)
+            };
+            assert_eq!(
+                first_line(&w.target_stderr),
+                first_line(&plain_err),
+                "{} {args:?}",
+                tc.label()
+            );
         }
     }
 }

@@ -267,7 +267,9 @@ fn check_growth(tc: &GoToolchain, variant: Variant) {
         let goroutine = &names[at + 1..];
         // Growth enters runtime.newstack through runtime.morestack (a copystack from a GC
         // worker shrinking a stack runs for, and is reported as, that worker goroutine).
-        if !system.iter().any(|f| f == "runtime.newstack" || f == "runtime.copystack")
+        if !system
+            .iter()
+            .any(|f| f == "runtime.newstack" || f == "runtime.copystack")
             || !system.iter().any(|f| f.starts_with("runtime.morestack"))
         {
             continue;
@@ -308,7 +310,10 @@ fn check_growth(tc: &GoToolchain, variant: Variant) {
     );
     assert!(complete >= 1, "{what}: no complete growth stack");
     // The program grows past 1000 frames of 4 KiB: some growth copies a deep stack.
-    assert!(deepest >= 100, "{what}: deepest complete recursion at a growth {deepest}");
+    assert!(
+        deepest >= 100,
+        "{what}: deepest complete recursion at a growth {deepest}"
+    );
     let text = std::fs::read_to_string(&text_path).expect("text report");
     assert!(
         text.lines().any(|l| l.trim() == SWITCH_FRAME),
@@ -344,16 +349,11 @@ fn patched_to_go_1_99(exe: &std::path::Path) -> PathBuf {
 #[test]
 fn unsupported_version_reports_unknown() {
     let _serial = exclusive();
-    let tc = primary_go_toolchains()
-        .pop()
-        .expect("a primary toolchain");
+    let tc = primary_go_toolchains().pop().expect("a primary toolchain");
     let exe = patched_to_go_1_99(&build_go("goroutines", &tc, Variant::Stripped));
     let started = Started::spawn(&exe);
     let (report, stderr) = sample(&started.pid(), MATRIX_SECONDS, &[]);
-    let warnings: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("warning"))
-        .collect();
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
     assert_eq!(warnings.len(), 1, "warnings: {stderr}");
     assert!(warnings[0].contains("go1.99"), "{warnings:?}");
     assert_eq!(

@@ -675,11 +675,11 @@ fn dot_of_live_recursion_parses_and_marks_the_cycle() {
                     callee.to_owned(),
                     line.contains("class=\"recursive\""),
                 ));
-            } else if let Some((id, rest)) = line.split_once(" [label=\"") {
-                if id.starts_with('n') {
-                    let name = rest.split("\\n").next().unwrap_or_default();
-                    names.insert(id.to_owned(), name.to_owned());
-                }
+            } else if let Some((id, rest)) = line.split_once(" [label=\"")
+                && id.starts_with('n')
+            {
+                let name = rest.split("\\n").next().unwrap_or_default();
+                names.insert(id.to_owned(), name.to_owned());
             }
         }
         let named: Vec<(&str, &str, bool)> = edges

@@ -68,14 +68,24 @@ fn hot_function_is_the_top_stack() {
         let kept = report["samples"]["kept"].as_u64().unwrap_or(0);
         assert!(kept >= 50, "{}: only {kept} samples in 3 s", tc.label());
         let top = &stacks(&report)[0];
-        assert_eq!(innermost(top), "main.hotLoop", "{}: top stack {top}", tc.label());
+        assert_eq!(
+            innermost(top),
+            "main.hotLoop",
+            "{}: top stack {top}",
+            tc.label()
+        );
         assert_eq!(top["state"], "running", "{}", tc.label());
         let hot_goid = goid_of(&goids, "hot");
         let top_goids: Vec<u64> = top["goids"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_u64).collect())
             .unwrap_or_default();
-        assert_eq!(top_goids, [hot_goid], "{}: goids of the hot stack", tc.label());
+        assert_eq!(
+            top_goids,
+            [hot_goid],
+            "{}: goids of the hot stack",
+            tc.label()
+        );
         // Most samples are in the hot loop.
         let hot = count_where(&report, |s| innermost(s) == "main.hotLoop");
         assert!(
@@ -104,7 +114,11 @@ fn recursion_3000_deep_is_walked_whole() {
             .map(|s| s["count"].as_u64().unwrap_or(0))
             .sum();
         let all: u64 = deep.iter().map(|s| s["count"].as_u64().unwrap_or(0)).sum();
-        assert!(in_spin * 10 >= all * 9, "{}: {in_spin} of {all} deep samples in the spin loop", tc.label());
+        assert!(
+            in_spin * 10 >= all * 9,
+            "{}: {in_spin} of {all} deep samples in the spin loop",
+            tc.label()
+        );
         for s in &deep {
             let f = functions(s);
             assert!(f.len() >= 3000, "{}: {} frames listed", tc.label(), f.len());
@@ -119,9 +133,18 @@ fn recursion_3000_deep_is_walked_whole() {
             );
             let a = f.iter().filter(|n| *n == "main.recurseA").count();
             let b = f.iter().filter(|n| *n == "main.recurseB").count();
-            assert!(a >= 1500 && b >= 1500, "{}: recurseA {a}, recurseB {b}", tc.label());
+            assert!(
+                a >= 1500 && b >= 1500,
+                "{}: recurseA {a}, recurseB {b}",
+                tc.label()
+            );
             // The root end: the goroutine's entry closure and runtime.goexit.
-            assert_eq!(f.last().map(String::as_str), Some("runtime.goexit"), "{}", tc.label());
+            assert_eq!(
+                f.last().map(String::as_str),
+                Some("runtime.goexit"),
+                "{}",
+                tc.label()
+            );
             assert!(
                 f[f.len() - 3..].iter().any(|n| n.starts_with("main.main")),
                 "{}: outermost frames {:?}",
@@ -149,9 +172,15 @@ fn state_filter_separates_syscall_from_running() {
         }
         let in_loop = count_where(&report, |s| {
             functions(s).iter().any(|f| f == "main.syscallLoop")
-                && s["goids"].as_array().is_some_and(|g| g.contains(&Value::from(syscall_goid)))
+                && s["goids"]
+                    .as_array()
+                    .is_some_and(|g| g.contains(&Value::from(syscall_goid)))
         });
-        assert!(in_loop > 0, "{}: syscall samples not in main.syscallLoop", tc.label());
+        assert!(
+            in_loop > 0,
+            "{}: syscall samples not in main.syscallLoop",
+            tc.label()
+        );
 
         let report = sample_json(demo.pid(), &["--state", "Grunning"]);
         for s in &stacks(&report) {
@@ -175,11 +204,18 @@ fn min_depth_keeps_deep_stacks_only() {
     let all = stacks(&report);
     assert!(!all.is_empty(), "no deep stacks kept");
     for s in &all {
-        assert!(s["depth"].as_u64().unwrap_or(0) >= 1024, "shallow stack kept: depth {}", s["depth"]);
+        assert!(
+            s["depth"].as_u64().unwrap_or(0) >= 1024,
+            "shallow stack kept: depth {}",
+            s["depth"]
+        );
     }
     let dropped = report["samples"]["total"].as_u64().unwrap_or(0)
         - report["samples"]["kept"].as_u64().unwrap_or(0);
-    assert!(dropped > 0, "the hot loop's shallow samples should have been dropped");
+    assert!(
+        dropped > 0,
+        "the hot loop's shallow samples should have been dropped"
+    );
 
     let unfiltered = sample_json(demo.pid(), &[]);
     assert!(
@@ -215,7 +251,11 @@ fn no_such_pid_is_a_clear_error() {
     // Pids above pid_max never exist.
     let out = run_stacksampler(&["--pid", "4194999", "--duration", "1"]);
     assert!(!out.status.success());
-    assert!(out.stderr.contains("no such process: 4194999"), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("no such process: 4194999"),
+        "stderr: {}",
+        out.stderr
+    );
     assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
 }
 
@@ -226,7 +266,12 @@ fn unprivileged_user_is_told_to_use_root() {
     let me = std::process::id().to_string();
     // setpriv (util-linux) drops to nobody with no capabilities.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(&bin)
         .args(["--pid", &me, "--duration", "1"])
         .output()
@@ -262,8 +307,16 @@ fn non_go_target_is_sampled_with_unknown_goroutines() {
     let pid = p.pid().to_string();
     let out = run_stacksampler(&["--pid", &pid, "--duration", "2", "--format", "json"]);
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(out.stderr.contains("not a Go binary"), "stderr: {}", out.stderr);
-    assert_eq!(out.stderr.matches("not a Go binary").count(), 1, "said once");
+    assert!(
+        out.stderr.contains("not a Go binary"),
+        "stderr: {}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("not a Go binary").count(),
+        1,
+        "said once"
+    );
     let report = out.json();
     assert!(report["samples"]["kept"].as_u64().unwrap_or(0) > 20);
     for s in stacks(&report) {
@@ -315,9 +368,16 @@ fn ctrl_c_detaches_everything_and_reports() {
     assert!(!ids.is_empty(), "stacksampler never loaded a program");
     std::thread::sleep(Duration::from_secs(2));
     // SAFETY: signalling our own child by pid.
-    assert_eq!(unsafe { libc::kill(sampler_pid as libc::pid_t, libc::SIGINT) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(sampler_pid as libc::pid_t, libc::SIGINT) },
+        0
+    );
     let out = sampler.wait_with_output().expect("wait for stacksampler");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(report["ended_by"], "interrupted");
     assert!(report["samples"]["kept"].as_u64().unwrap_or(0) > 50);
@@ -327,7 +387,10 @@ fn ctrl_c_detaches_everything_and_reports() {
         .map(|p| p.id())
         .collect();
     for id in ids {
-        assert!(!loaded.contains(&id), "program {id} still loaded after exit");
+        assert!(
+            !loaded.contains(&id),
+            "program {id} still loaded after exit"
+        );
     }
 }
 
@@ -343,7 +406,17 @@ fn caller_of_a_frameless_leaf_is_kept() {
         let f = functions(top);
         // main.leaf pushes no frame: its caller is only reachable through the return address
         // at the stack pointer, which the kernel records and user space inserts.
-        assert_eq!(f[..2], ["main.leaf", "main.callsLeaf"], "{}: {f:?}", tc.label());
-        assert_eq!(f.last().map(String::as_str), Some("runtime.goexit"), "{}", tc.label());
+        assert_eq!(
+            f[..2],
+            ["main.leaf", "main.callsLeaf"],
+            "{}: {f:?}",
+            tc.label()
+        );
+        assert_eq!(
+            f.last().map(String::as_str),
+            Some("runtime.goexit"),
+            "{}",
+            tc.label()
+        );
     }
 }

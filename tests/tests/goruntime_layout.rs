@@ -195,7 +195,10 @@ fn version_and_layout_for_every_toolchain_and_variant() {
                 ..l
             })
         };
-        assert_eq!(without_labels(unknown_dwarf.layout), without_labels(normal.layout));
+        assert_eq!(
+            without_labels(unknown_dwarf.layout),
+            without_labels(normal.layout)
+        );
         assert_eq!(
             unknown_dwarf.layout.map(|l| l.label_format),
             Some(stacksampler_common::LabelFormat::NONE)

@@ -55,9 +55,19 @@ fn damaged_go_binaries_never_panic() {
             let (pcln_off, pcln_len) = pclntab_range(&module);
 
             // Truncations, from inside the ELF header to just before the end.
-            for cut in [0, 1, 16, 63, 64, 500, 4096, pcln_off + 8, pcln_off + pcln_len / 2]
-                .into_iter()
-                .chain((1..8).map(|i| healthy.len() * i / 8))
+            for cut in [
+                0,
+                1,
+                16,
+                63,
+                64,
+                500,
+                4096,
+                pcln_off + 8,
+                pcln_off + pcln_len / 2,
+            ]
+            .into_iter()
+            .chain((1..8).map(|i| healthy.len() * i / 8))
             {
                 let cut = cut.min(healthy.len());
                 if let Ok(m) = ModuleSymbolizer::from_bytes(Arc::from(&healthy[..cut])) {

@@ -10,7 +10,9 @@
 use std::{collections::HashMap, path::Path, process::Command, time::Duration};
 
 use stacksampler::symbolize::{Frame, FrameKind, ProcessSymbolizer, Symbolize, Symbols};
-use stacksampler_tests::{GoProcess, GoToolchain, Variant, build_go, go_toolchains, primary_go_toolchains};
+use stacksampler_tests::{
+    GoProcess, GoToolchain, Variant, build_go, go_toolchains, primary_go_toolchains,
+};
 
 const PROGRAM: &str = "symoracle";
 
@@ -83,9 +85,10 @@ fn read_oracle(proc: &mut GoProcess) -> Oracle {
             stack.frames.push(Expected::parse(rest));
         } else if let Some(rest) = line.strip_prefix("CADDR ") {
             let (name, addr) = rest.split_once(' ').expect("CADDR line");
-            oracle
-                .c_addrs
-                .insert(name.to_owned(), u64::from_str_radix(addr, 16).expect("hex addr"));
+            oracle.c_addrs.insert(
+                name.to_owned(),
+                u64::from_str_radix(addr, 16).expect("hex addr"),
+            );
         }
     }
 }
@@ -152,7 +155,10 @@ fn check(exe: &Path, label: &str, command: Option<Command>, variant: Variant) {
         None => GoProcess::spawn(exe, &[]),
     };
     let oracle = read_oracle(&mut proc);
-    assert!(oracle.stacks.len() >= 6, "{label}: too few stacks: {oracle:?}");
+    assert!(
+        oracle.stacks.len() >= 6,
+        "{label}: too few stacks: {oracle:?}"
+    );
     let mut symbolizer = ProcessSymbolizer::new(proc.pid()).expect("ProcessSymbolizer::new");
     let native = (variant == Variant::PieCgo).then(|| blocked_thread_pcs(proc.pid()));
     // Let the target exit first: symbolization must not need it any more.
@@ -186,12 +192,20 @@ fn check(exe: &Path, label: &str, command: Option<Command>, variant: Variant) {
     );
     let exe_name = exe.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     assert!(
-        symbolizer.problems().iter().all(|p| !p.path.contains(exe_name)),
+        symbolizer
+            .problems()
+            .iter()
+            .all(|p| !p.path.contains(exe_name)),
         "{label}: {:?}",
         symbolizer.problems()
     );
     if variant == Variant::PieCgo {
-        check_native(label, &oracle, &symbols, native.as_deref().unwrap_or_default());
+        check_native(
+            label,
+            &oracle,
+            &symbols,
+            native.as_deref().unwrap_or_default(),
+        );
     }
 }
 
@@ -212,7 +226,10 @@ fn blocked_thread_pcs(pid: u32) -> Vec<u64> {
             let Ok(text) = std::fs::read_to_string(task.path().join("syscall")) else {
                 continue;
             };
-            let nr = text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok());
+            let nr = text
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok());
             sleeping |= matches!(nr, Some(SYS_NANOSLEEP | SYS_CLOCK_NANOSLEEP));
             if let Some(pc) = text
                 .split_whitespace()
@@ -238,7 +255,10 @@ fn check_native(label: &str, oracle: &Oracle, symbols: &Symbols, blocked: &[u64]
         f.module.as_deref().is_some_and(|m| m.contains("libc")),
         "{label}: {f:?}"
     );
-    let sleeper = oracle.c_addrs.get("symoracle_c_sleeper").expect("CADDR sleeper");
+    let sleeper = oracle
+        .c_addrs
+        .get("symoracle_c_sleeper")
+        .expect("CADDR sleeper");
     let f = &symbols.frames(sleeper + 1)[0];
     assert_eq!(f.function, "symoracle_c_sleeper", "{label}: {f:?}");
     assert!(
@@ -281,7 +301,10 @@ fn symbolizes_a_target_in_another_mount_namespace() {
     let tc = primary_go_toolchains().pop().expect("newest toolchain");
     let exe = build_go(PROGRAM, &tc, Variant::Stripped);
     let inside = "/opt/stacksampler-symoracle-in-namespace";
-    assert!(!Path::new(inside).exists(), "{inside} must not exist on the host");
+    assert!(
+        !Path::new(inside).exists(),
+        "{inside} must not exist on the host"
+    );
     let script = format!(
         "mount -t tmpfs tmpfs /opt && touch {inside} && mount --bind {} {inside} && exec {inside}",
         exe.display()

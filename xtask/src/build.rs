@@ -19,8 +19,14 @@ pub struct BuildArgs {
 /// Builds and returns the path of the `stacksampler` executable.
 pub fn run(args: &BuildArgs) -> anyhow::Result<PathBuf> {
     let mut cmd = cargo();
-    cmd.current_dir(workspace_root())
-        .args(["build", "--release", "--package", "stacksampler", "--bin", "stacksampler"]);
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "--release",
+        "--package",
+        "stacksampler",
+        "--bin",
+        "stacksampler",
+    ]);
     let mut out = workspace_root().join("target");
     if let Some(target) = &args.target {
         cmd.args(["--target", target]);

@@ -30,15 +30,17 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let newest_go = PYPI_GO_VERSIONS.last().context("no Go version")?;
     let go = tools_dir().join(format!("go-{newest_go}/go/bin/go"));
     let demo_bin = out_dir.join("demo");
-    run_cmd(Command::new(&go)
-        .current_dir(root.join("tests/go/demo"))
-        .env("CGO_ENABLED", "0")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOCACHE", tools_dir().join("go-cache/demo"))
-        .args(["build", "-o"])
-        .arg(&demo_bin)
-        .arg("."))?;
+    run_cmd(
+        Command::new(&go)
+            .current_dir(root.join("tests/go/demo"))
+            .env("CGO_ENABLED", "0")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOCACHE", tools_dir().join("go-cache/demo"))
+            .args(["build", "-o"])
+            .arg(&demo_bin)
+            .arg("."),
+    )?;
 
     // The demo exits by itself when its stdin closes (or after 10 minutes at the latest).
     let mut demo = Command::new(&demo_bin)
@@ -63,9 +65,20 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         stacksampler.display(),
         args.seconds
     );
-    let outputs = ["demo.txt", "demo.folded", "demo.json", "demo.svg", "demo.pb.gz"];
+    let outputs = [
+        "demo.txt",
+        "demo.folded",
+        "demo.json",
+        "demo.svg",
+        "demo.pb.gz",
+    ];
     let mut cmd = Command::new(&stacksampler);
-    cmd.args(["--pid", &pid.to_string(), "--duration", &args.seconds.to_string()]);
+    cmd.args([
+        "--pid",
+        &pid.to_string(),
+        "--duration",
+        &args.seconds.to_string(),
+    ]);
     for name in outputs {
         cmd.arg("--output").arg(out_dir.join(name));
     }
@@ -80,7 +93,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     waited?;
     let text = std::fs::read_to_string(out_dir.join("demo.txt"))?;
     print!("{text}");
-    eprintln!("xtask: outputs written to {}: {}", out_dir.display(), outputs.join(", "));
+    eprintln!(
+        "xtask: outputs written to {}: {}",
+        out_dir.display(),
+        outputs.join(", ")
+    );
     Ok(())
 }
 

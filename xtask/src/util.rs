@@ -28,9 +28,7 @@ pub fn tools_dir() -> PathBuf {
 
 /// Runs `cmd`, failing with its description when it does not succeed.
 pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }

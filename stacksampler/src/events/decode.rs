@@ -1,8 +1,8 @@
 //! Decoding runtime-event records from the ring buffer into [`RuntimeEvent`]s.
 
 use stacksampler_common::{
-    EVENT_HEAD_FRAMES, EVENT_HEADER_SIZE, EVENT_MAX_FRAMES, EVENT_MESSAGE_BYTES,
-    EVENT_TAIL_FRAMES, EventFlags, EventHeader, EventKind,
+    EVENT_HEAD_FRAMES, EVENT_HEADER_SIZE, EVENT_MAX_FRAMES, EVENT_MESSAGE_BYTES, EVENT_TAIL_FRAMES,
+    EventFlags, EventHeader, EventKind,
 };
 
 /// What happened.
@@ -127,7 +127,11 @@ impl RuntimeEvent {
             old_size,
             caller_pc,
             message,
-            message_len: if kind == RuntimeEventKind::Fatal { h.arg0 } else { 0 },
+            message_len: if kind == RuntimeEventKind::Fatal {
+                h.arg0
+            } else {
+                0
+            },
             depth,
             truncated: h.flags & EventFlags::TRUNCATED != 0,
             system_stack: h.flags & EventFlags::SYSTEM_STACK != 0,
@@ -166,7 +170,8 @@ mod tests {
             let slot = if p < EVENT_HEAD_FRAMES as u64 {
                 p as usize
             } else {
-                EVENT_HEAD_FRAMES + ((p - EVENT_HEAD_FRAMES as u64) as usize & (EVENT_TAIL_FRAMES - 1))
+                EVENT_HEAD_FRAMES
+                    + ((p - EVENT_HEAD_FRAMES as u64) as usize & (EVENT_TAIL_FRAMES - 1))
             };
             raw[slot] = p;
         }
@@ -187,15 +192,24 @@ mod tests {
 
     #[test]
     fn rejects_bad_records() {
-        assert_eq!(RuntimeEvent::decode(&[0; 4]).unwrap_err(), EventDecodeError::Short(4));
+        assert_eq!(
+            RuntimeEvent::decode(&[0; 4]).unwrap_err(),
+            EventDecodeError::Short(4)
+        );
         let mut rec = vec![0u8; EVENT_HEADER_SIZE];
-        assert_eq!(RuntimeEvent::decode(&rec).unwrap_err(), EventDecodeError::Kind(0));
+        assert_eq!(
+            RuntimeEvent::decode(&rec).unwrap_err(),
+            EventDecodeError::Kind(0)
+        );
         // kind at offset 6*8 + 8 (after tgid, tid), n_frames at +20.
         rec[56..60].copy_from_slice(&EventKind::GOROUTINE_EXIT.to_le_bytes());
         rec[68..72].copy_from_slice(&2u32.to_le_bytes());
         assert_eq!(
             RuntimeEvent::decode(&rec).unwrap_err(),
-            EventDecodeError::FrameCount { claimed: 2, present: 0 }
+            EventDecodeError::FrameCount {
+                claimed: 2,
+                present: 0
+            }
         );
     }
 }

@@ -8,10 +8,7 @@ use std::{num::NonZeroU32, path::Path, sync::Arc};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{
-        UProbe,
-        uprobe::UProbeScope,
-    },
+    programs::{UProbe, uprobe::UProbeScope},
     util::nr_cpus,
 };
 use stacksampler_common::{
@@ -163,7 +160,11 @@ impl EventProbes {
     /// Finds the runtime functions in `exe` (the target's executable: `/proc/PID/exe` works for
     /// PIE binaries and containers), configures and attaches the probes for `options.pid`
     /// only, and takes the event ring buffer out of `ebpf`. Needs a tokio runtime with IO.
-    pub fn attach(ebpf: &mut Ebpf, options: &EventOptions, exe: &Path) -> Result<Self, EventsError> {
+    pub fn attach(
+        ebpf: &mut Ebpf,
+        options: &EventOptions,
+        exe: &Path,
+    ) -> Result<Self, EventsError> {
         let pid = NonZeroU32::new(options.pid).ok_or(EventsError::BadPid)?;
         let data: Arc<[u8]> = std::fs::read(exe)
             .map_err(|source| EventsError::Io {
@@ -193,15 +194,29 @@ impl EventProbes {
                     program: &'static str,
                     function: &'static str|
          -> Result<(), EventsError> {
-            let s = sites.get(function).ok_or(EventsError::NoFunction(function))?;
+            let s = sites
+                .get(function)
+                .ok_or(EventsError::NoFunction(function))?;
             plan.push((program, function.to_owned(), s.file_offset));
             Ok(())
         };
-        need(&mut plan, event_names::COPYSTACK_PROGRAM, functions::COPYSTACK)?;
+        need(
+            &mut plan,
+            event_names::COPYSTACK_PROGRAM,
+            functions::COPYSTACK,
+        )?;
         need(&mut plan, event_names::THROW_PROGRAM, functions::THROW)?;
-        need(&mut plan, event_names::FATALTHROW_PROGRAM, functions::FATALTHROW)?;
+        need(
+            &mut plan,
+            event_names::FATALTHROW_PROGRAM,
+            functions::FATALTHROW,
+        )?;
         if let Some(s) = sites.get(functions::FATAL) {
-            plan.push((event_names::THROW_PROGRAM, functions::FATAL.to_owned(), s.file_offset));
+            plan.push((
+                event_names::THROW_PROGRAM,
+                functions::FATAL.to_owned(),
+                s.file_offset,
+            ));
         }
         let mut creation_goids_known = false;
         if options.goroutines {
@@ -211,7 +226,11 @@ impl EventProbes {
                     creation_goids_known = true;
                     plan.push((
                         event_names::NEWPROC_RETURN_PROGRAM,
-                        format!("{}+{:#x}", functions::NEWPROC_FUNC1, ret.vaddr - closure.vaddr),
+                        format!(
+                            "{}+{:#x}",
+                            functions::NEWPROC_FUNC1,
+                            ret.vaddr - closure.vaddr
+                        ),
                         ret.file_offset,
                     ));
                 }
@@ -219,7 +238,11 @@ impl EventProbes {
                     log::warn!(
                         "no call of newproc1 found in newproc.func1: goroutine creations are seen at newproc1 entry, without the new goroutine's id"
                     );
-                    need(&mut plan, event_names::NEWPROC1_PROGRAM, functions::NEWPROC1)?;
+                    need(
+                        &mut plan,
+                        event_names::NEWPROC1_PROGRAM,
+                        functions::NEWPROC1,
+                    )?;
                 }
             }
         }
@@ -230,13 +253,21 @@ impl EventProbes {
                 .program_mut(program)
                 .ok_or(EventsError::Missing(program))?
                 .try_into()
-                .map_err(|source| EventsError::Program { name: program, source })?;
+                .map_err(|source| EventsError::Program {
+                    name: program,
+                    source,
+                })?;
             if prog.fd().is_err() {
-                prog.load()
-                    .map_err(|source| EventsError::Program { name: program, source })?;
+                prog.load().map_err(|source| EventsError::Program {
+                    name: program,
+                    source,
+                })?;
             }
             prog.attach(offset, exe, UProbeScope::OneProcess(pid))
-                .map_err(|source| EventsError::Program { name: program, source })?;
+                .map_err(|source| EventsError::Program {
+                    name: program,
+                    source,
+                })?;
             let program_id = prog.info().ok().map(|i| i.id());
             attached.push(AttachedProbe {
                 program,

@@ -177,7 +177,12 @@ pub fn folded(frames: &[FrameOut], head_len: Option<usize>) -> String {
 }
 
 /// The alert record for `a`.
-pub fn alert_out(sym: &mut dyn Symbolize, a: &StackAlert, threshold: u64, start_ns: u64) -> AlertOut {
+pub fn alert_out(
+    sym: &mut dyn Symbolize,
+    a: &StackAlert,
+    threshold: u64,
+    start_ns: u64,
+) -> AlertOut {
     let head = (a.omitted > 0).then_some(stacksampler_common::EVENT_HEAD_FRAMES);
     let frames = symbolize_stack(sym, &a.frames);
     // Inlining may expand the head: count its symbolized length.
@@ -227,9 +232,16 @@ fn fatal_report(sym: &mut dyn Symbolize, events: &[RuntimeEvent]) -> Option<Fata
         (all.clone(), Vec::new(), 0)
     };
     // Depth counts symbolized frames when the whole stack is known (inlined calls included).
-    let depth = if e.omitted == 0 { all.len() as u64 } else { depth };
+    let depth = if e.omitted == 0 {
+        all.len() as u64
+    } else {
+        depth
+    };
     Some(FatalReport {
-        message: e.message.clone().unwrap_or_else(|| "(runtime.fatalthrow)".into()),
+        message: e
+            .message
+            .clone()
+            .unwrap_or_else(|| "(runtime.fatalthrow)".into()),
         goid: e.goid,
         depth,
         truncated: e.truncated,
@@ -261,13 +273,20 @@ pub struct ReportContext {
     pub creation_goids_known: bool,
 }
 
+/// A creation site: function, file and line of the `go` statement.
+type SiteKey = (String, Option<String>, Option<u32>);
+/// Goroutines created at a site and still alive: their number and (some of) their ids.
+type SiteCount = (u64, Vec<u64>);
+
 /// Builds the report from the tracker, symbolizing what it shows.
 pub fn build(t: &Tracker, sym: &mut dyn Symbolize, ctx: ReportContext) -> WatchReport {
     let fatal = fatal_report(sym, &t.fatal);
 
-    let mut sites: HashMap<(String, Option<String>, Option<u32>), (u64, Vec<u64>)> = HashMap::new();
+    let mut sites: HashMap<SiteKey, SiteCount> = HashMap::new();
     let mut add_site = |frames: &[FrameOut], goid: Option<u64>| {
-        let Some(site) = creation_site(frames) else { return };
+        let Some(site) = creation_site(frames) else {
+            return;
+        };
         let e = sites
             .entry((site.function.clone(), site.file.clone(), site.line))
             .or_default();
@@ -278,8 +297,10 @@ pub fn build(t: &Tracker, sym: &mut dyn Symbolize, ctx: ReportContext) -> WatchR
             e.1.push(id);
         }
     };
-    let mut live: Vec<(u64, &Vec<u64>)> =
-        t.live_created().map(|(id, g)| (id, &g.creation_stack)).collect();
+    let mut live: Vec<(u64, &Vec<u64>)> = t
+        .live_created()
+        .map(|(id, g)| (id, &g.creation_stack))
+        .collect();
     live.sort_by_key(|(id, _)| *id);
     for (id, stack) in live {
         let frames = symbolize_stack(sym, stack);
@@ -359,7 +380,7 @@ pub fn build(t: &Tracker, sym: &mut dyn Symbolize, ctx: ReportContext) -> WatchR
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (name, size) in UNITS {
-        if n >= size && n % size == 0 {
+        if n >= size && n.is_multiple_of(size) {
             return format!("{} {name}", n / size);
         }
         if n >= size {
@@ -380,13 +401,21 @@ fn frame_line(f: &FrameOut) -> String {
 pub fn render_text(r: &WatchReport, verbose: bool) -> String {
     let mut s = String::new();
     if let Some(f) = &r.fatal {
-        let _ = writeln!(s, "FATAL: fatal error: {} (goroutine {})", f.message, f.goid);
+        let _ = writeln!(
+            s,
+            "FATAL: fatal error: {} (goroutine {})",
+            f.message, f.goid
+        );
         let _ = writeln!(
             s,
             "  stack of goroutine {}: {} frames{}",
             f.goid,
             f.depth,
-            if f.truncated { " (walk limit reached: at least)" } else { "" }
+            if f.truncated {
+                " (walk limit reached: at least)"
+            } else {
+                ""
+            }
         );
         for fr in &f.head {
             let _ = writeln!(s, "    {}", frame_line(fr));
@@ -416,8 +445,10 @@ pub fn render_text(r: &WatchReport, verbose: bool) -> String {
         g.creation_rate_per_s,
         g.exited,
         g.net_change,
-        g.at_attach.map_or(String::new(), |n| format!(", {n} at attach")),
-        g.live_at_end.map_or(String::new(), |n| format!(", {n} live at end")),
+        g.at_attach
+            .map_or(String::new(), |n| format!(", {n} at attach")),
+        g.live_at_end
+            .map_or(String::new(), |n| format!(", {n} live at end")),
     );
     if !r.timeline.is_empty() {
         let points: Vec<String> = r
@@ -441,7 +472,11 @@ pub fn render_text(r: &WatchReport, verbose: bool) -> String {
         let _ = writeln!(s, "\nstack growth (biggest first):");
         for h in &r.stack_growth {
             let sizes: Vec<String> = std::iter::once(human_bytes(h.initial_bytes))
-                .chain(h.steps.iter().map(|x| format!("{} @{:.3}s", human_bytes(x.bytes), x.t_s)))
+                .chain(
+                    h.steps
+                        .iter()
+                        .map(|x| format!("{} @{:.3}s", human_bytes(x.bytes), x.t_s)),
+                )
                 .collect();
             let _ = writeln!(s, "  goroutine {}: {}", h.goid, sizes.join(" -> "));
         }
@@ -465,7 +500,11 @@ pub fn render_text(r: &WatchReport, verbose: bool) -> String {
     );
     if verbose {
         for p in &r.probes {
-            let _ = writeln!(s, "probe {} at {} (file offset {:#x})", p.program, p.location, p.file_offset);
+            let _ = writeln!(
+                s,
+                "probe {} at {} (file offset {:#x})",
+                p.program, p.location, p.file_offset
+            );
         }
         for c in &r.probe_cost {
             let _ = writeln!(
@@ -501,8 +540,15 @@ mod tests {
 
     #[test]
     fn creation_site_skips_runtime_frames() {
-        let frames = [f("runtime.systemstack_switch"), f("main.leak"), f("main.main")];
-        assert_eq!(creation_site(&frames).map(|x| x.function.as_str()), Some("main.leak"));
+        let frames = [
+            f("runtime.systemstack_switch"),
+            f("main.leak"),
+            f("main.main"),
+        ];
+        assert_eq!(
+            creation_site(&frames).map(|x| x.function.as_str()),
+            Some("main.leak")
+        );
     }
 
     #[test]

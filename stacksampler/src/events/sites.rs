@@ -95,7 +95,8 @@ impl ProbeSites {
         let mut source = SiteSource::Symtab;
         from_symtab(&image, &mut found);
         if !found.contains_key(functions::COPYSTACK) {
-            let table = GoPclnTab::locate(&image).map_err(|e| SitesError::NoNames(e.to_string()))?;
+            let table =
+                GoPclnTab::locate(&image).map_err(|e| SitesError::NoNames(e.to_string()))?;
             from_pclntab(&image, &table, &mut found);
             source = SiteSource::Pclntab;
         }

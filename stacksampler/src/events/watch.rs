@@ -245,7 +245,11 @@ fn count_live_goroutines(
     for chunk in ptrs.chunks_exact(8) {
         let g = u64::from_le_bytes(chunk.try_into().ok()?);
         let mut s = [0u8; 4];
-        if g != 0 && mem.read_exact_at(&mut s, g + u64::from(layout.g_atomicstatus)).is_ok() {
+        if g != 0
+            && mem
+                .read_exact_at(&mut s, g + u64::from(layout.g_atomicstatus))
+                .is_ok()
+        {
             let status = u32::from_le_bytes(s) & !G_SCAN;
             if status != G_DEAD {
                 live += 1;
@@ -317,9 +321,9 @@ impl Status {
             Some(n) => format!("{n} goroutines"),
             None => format!("{:+} goroutines", t.net_change()),
         };
-        let biggest = t
-            .biggest
-            .map_or("-".to_owned(), |(id, b)| format!("{} (goroutine {id})", human_bytes(b)));
+        let biggest = t.biggest.map_or("-".to_owned(), |(id, b)| {
+            format!("{} (goroutine {id})", human_bytes(b))
+        });
         let line = format!(
             "stacksampler: {:.0}s  {goroutines}  {} created  biggest stack {biggest}  {events_per_s} events/s",
             elapsed.as_secs_f64(),

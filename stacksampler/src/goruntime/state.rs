@@ -108,7 +108,11 @@ impl FromStr for GoroutineState {
         let lower = word.to_ascii_lowercase();
         let bare = lower
             .strip_prefix("_g")
-            .or_else(|| lower.strip_prefix('g').filter(|rest| Self::by_name(rest).is_some()))
+            .or_else(|| {
+                lower
+                    .strip_prefix('g')
+                    .filter(|rest| Self::by_name(rest).is_some())
+            })
             .unwrap_or(&lower);
         Self::by_name(bare).ok_or_else(|| UnknownState(word.to_owned()))
     }

@@ -225,7 +225,10 @@ fn summary_line(report: &Report, row: &Row<'_>, kept: u64) -> String {
     }
     let labels = report.profile.label_set(row.key.labels);
     if !labels.is_empty() {
-        s.push_str(&format!("  labels {{{}}}", crate::labels::format_set(labels)));
+        s.push_str(&format!(
+            "  labels {{{}}}",
+            crate::labels::format_set(labels)
+        ));
     }
     let (n, goids) = stack::goid_sample(row, GOIDS_SHOWN);
     if n > 0 {
@@ -234,10 +237,7 @@ fn summary_line(report: &Report, row: &Row<'_>, kept: u64) -> String {
         let noun = if n == 1 { "goroutine" } else { "goroutines" };
         s.push_str(&format!("  {n} {noun} ({}{more})", list.join(" ")));
     }
-    s.push_str(&format!(
-        "  depth {}",
-        row.stats.depth.1
-    ));
+    s.push_str(&format!("  depth {}", row.stats.depth.1));
     if stats.truncated {
         s.push_str(" truncated");
     }

@@ -98,7 +98,11 @@ impl DwarfSymbolizer {
 /// Where a separate debug file for `image` may be: by build id, then by `.gnu_debuglink` next to
 /// the file, in its `.debug/` folder and under `/usr/lib/debug`. Each is tried under `root`
 /// (the target's `/proc/PID/root`) and then on the host.
-pub fn debug_file_candidates(image: &ElfImage, file_path: &str, root: Option<&Path>) -> Vec<PathBuf> {
+pub fn debug_file_candidates(
+    image: &ElfImage,
+    file_path: &str,
+    root: Option<&Path>,
+) -> Vec<PathBuf> {
     let mut rel: Vec<PathBuf> = Vec::new();
     if let Some(id) = image.build_id().filter(|id| id.len() >= 2) {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -112,7 +116,11 @@ pub fn debug_file_candidates(image: &ElfImage, file_path: &str, root: Option<&Pa
         let dir = Path::new(file_path).parent().unwrap_or(Path::new("/"));
         rel.push(dir.join(link));
         rel.push(dir.join(".debug").join(link));
-        rel.push(Path::new(DEBUG_ROOT).join(dir.strip_prefix("/").unwrap_or(dir)).join(link));
+        rel.push(
+            Path::new(DEBUG_ROOT)
+                .join(dir.strip_prefix("/").unwrap_or(dir))
+                .join(link),
+        );
     }
     let mut out = Vec::new();
     for p in rel {

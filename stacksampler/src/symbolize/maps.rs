@@ -57,11 +57,7 @@ pub struct MapsParseError {
 pub fn parse_maps(text: &str) -> Result<Vec<MapsEntry>, MapsParseError> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            parse_line(l).ok_or_else(|| MapsParseError {
-                line: l.to_owned(),
-            })
-        })
+        .map(|l| parse_line(l).ok_or_else(|| MapsParseError { line: l.to_owned() }))
         .collect()
 }
 
@@ -191,8 +187,8 @@ mod tests {
 
     #[test]
     fn opens_own_executable() {
-        let maps = parse_maps(&std::fs::read_to_string("/proc/self/maps").expect("maps"))
-            .expect("parse");
+        let maps =
+            parse_maps(&std::fs::read_to_string("/proc/self/maps").expect("maps")).expect("parse");
         let exe = std::fs::read_link("/proc/self/exe").expect("exe");
         let entry = maps
             .iter()

@@ -203,7 +203,9 @@ impl ProcessSymbolizer {
             .and_then(|i| self.mappings.get(i))
             .filter(|m| addr < m.end)?;
         let module = map.module.as_ref()?;
-        let vaddr = module.image().offset_to_vaddr(addr - map.start + map.offset)?;
+        let vaddr = module
+            .image()
+            .offset_to_vaddr(addr - map.start + map.offset)?;
         module.go_table()?.frame_size_at(vaddr)
     }
 

@@ -139,30 +139,7 @@ pub fn check_privileges() -> Result<(), TargetError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opens_itself_and_rejects_missing_pids() {
-        let me = Process::open(std::process::id()).unwrap();
-        assert!(me.exe.exists());
-        assert!(me.is_alive());
-        assert!(matches!(
-            Process::open(u32::MAX - 7),
-            Err(TargetError::NoSuchProcess(_))
-        ));
-        assert!(matches!(Process::open(0), Err(TargetError::NoSuchProcess(0))));
-    }
-
-    #[test]
-    fn kernel_threads_are_refused() {
-        // kthreadd is pid 2 on Linux.
-        assert!(matches!(Process::open(2), Err(TargetError::KernelThread(2))));
-    }
-}
-
-/// Reads a little machine word of the target's memory (`/proc/PID/mem`).
+/// Reads one machine word of the target's memory (`/proc/PID/mem`).
 pub fn read_u64(pid: u32, addr: u64) -> Option<u64> {
     use std::os::unix::fs::FileExt as _;
     let mem = fs::File::open(format!("/proc/{pid}/mem")).ok()?;
@@ -186,4 +163,33 @@ pub fn pie_base(pid: u32, exe: &Path) -> Option<u64> {
             .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())
             .flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_itself_and_rejects_missing_pids() {
+        let me = Process::open(std::process::id()).unwrap();
+        assert!(me.exe.exists());
+        assert!(me.is_alive());
+        assert!(matches!(
+            Process::open(u32::MAX - 7),
+            Err(TargetError::NoSuchProcess(_))
+        ));
+        assert!(matches!(
+            Process::open(0),
+            Err(TargetError::NoSuchProcess(0))
+        ));
+    }
+
+    #[test]
+    fn kernel_threads_are_refused() {
+        // kthreadd is pid 2 on Linux.
+        assert!(matches!(
+            Process::open(2),
+            Err(TargetError::KernelThread(2))
+        ));
+    }
 }
