@@ -170,7 +170,7 @@ unsafe fn user_goroutine(go: &GoLayout, g: u64) -> Option<(u64, bool)> {
     Some((g, false))
 }
 
-/// `gp.sched` as a walk start; `with_sp_caller` reads the return address at `sched.sp` (valid
+/// `gp.sched` as a walk start; `with_sp_caller` adds the caller's pc [`morestack_caller`] (valid
 /// when `runtime.morestack` saved the context at a function's prologue).
 #[inline(always)]
 unsafe fn sched_start(go: &GoLayout, gp: u64, with_sp_caller: bool) -> WalkStart {
@@ -179,11 +179,29 @@ unsafe fn sched_start(go: &GoLayout, gp: u64, with_sp_caller: bool) -> WalkStart
     let sp: u64 = unsafe { user(sched + go.gobuf_sp as u64) }.unwrap_or(0);
     let fp: u64 = unsafe { user(sched + go.gobuf_bp as u64) }.unwrap_or(0);
     let caller = if with_sp_caller && sp != 0 {
-        unsafe { user::<u64>(sp) }.unwrap_or(0)
+        unsafe { morestack_caller(go, sched, sp) }
     } else {
         0
     };
     WalkStart { pc, caller, fp }
+}
+
+/// The pc of the caller of the function whose prologue called `runtime.morestack`, from the
+/// context morestack saved in `gp.sched`. amd64: the return address at `sched.sp` (the prologue
+/// has not moved SP yet).
+#[cfg(not(bpf_target_arch = "aarch64"))]
+#[inline(always)]
+unsafe fn morestack_caller(_go: &GoLayout, _sched: u64, sp: u64) -> u64 {
+    unsafe { user::<u64>(sp) }.unwrap_or(0)
+}
+
+/// arm64: the prologue passes its LR (the caller's pc) in R3 and morestack stores it in
+/// `sched.lr`; the word at `sched.sp` is the caller's own saved LR, one frame further out.
+/// `gobuf.lr` directly precedes `gobuf.bp` in every Go 1.17+ layout.
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn morestack_caller(go: &GoLayout, sched: u64, _sp: u64) -> u64 {
+    unsafe { user::<u64>(sched + go.gobuf_bp as u64 - 8) }.unwrap_or(0)
 }
 
 #[inline(always)]
@@ -297,7 +315,7 @@ pub fn go_copystack(ctx: ProbeContext) -> u32 {
         }
         rec.header.flags |= EventFlags::SYSTEM_STACK;
         // A growth's context was saved by morestack at the prologue of the function that needed
-        // more stack: its caller's pc is at sched.sp.
+        // more stack: its caller's pc is at sched.sp (amd64) or in sched.lr (arm64).
         let start = sched_start(go, gp, kind == EventKind::STACK_GROWTH);
         let limit = if kind == EventKind::STACK_GROWTH {
             cfg.growth_walk_limit

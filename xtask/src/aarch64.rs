@@ -248,6 +248,7 @@ fn build_go_programs(root: &Path, out: &Path) -> anyhow::Result<Vec<(String, Pat
         &["-ldflags=-s -w"],
     ));
     builds.push(("leaf-go1.27".into(), root.join("tests/go/leaf"), "go1.27", &[]));
+    builds.push(("events-go1.27".into(), root.join("tests/go/events"), "go1.27", &[]));
     let go_dir = out.join("go");
     fs::create_dir_all(&go_dir)?;
     let mut built = Vec::new();

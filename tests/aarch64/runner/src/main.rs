@@ -6,12 +6,14 @@
 //! success marker the host waits for only then.
 //!
 //! The checks mirror `tests/tests/e2e_sampling.rs` (x86_64): same programs, same assertions, with
-//! thresholds for an emulated CPU (about 10x slower than the host).
+//! thresholds for an emulated CPU (about 10x slower than the host); the `--watch` checks mirror
+//! two of `tests/tests/e2e_events.rs` (stack growth with `--stack-alert`, fatal stack overflow).
 
 use std::{
-    io::{BufRead, BufReader, Lines},
+    io::{BufRead, BufReader, Lines, Read, Write},
     path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -19,6 +21,8 @@ use serde_json::Value;
 
 /// Seconds each stacksampler run samples.
 const SAMPLE_SECS: &str = "3";
+/// How long a watched events program or the watcher may take (attach, run, end) in the guest.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn main() {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "/stacksampler".into()));
@@ -39,6 +43,8 @@ fn main() {
     suite.recursion_go119();
     suite.hot_function("go1.27 stripped", "demo-go1.27-stripped");
     suite.leaf_caller("go1.27");
+    suite.watch_stack_growth("go1.27");
+    suite.watch_stack_overflow("go1.27");
     println!(
         "guest-runner: {} passed, {} failed, {} known failures{}",
         suite.passed,
@@ -264,6 +270,293 @@ impl Suite {
             &format!("{label}: caller of a frameless leaf (return address in LR)"),
             result,
         );
+    }
+}
+
+/// The `--watch` runs: the events program (`tests/go/events`) started, the watcher attached to it
+/// (its uprobes on the arm64 Go runtime), then the program let go and run to its end.
+impl Suite {
+    fn watched(&self, program: &str, args: &[&str], watch_args: &[&str]) -> Result<Watched, String> {
+        let exe = self.go.join(program);
+        let target_err = PathBuf::from(format!("/tmp/{program}-stderr.txt"));
+        let err_file = std::fs::File::create(&target_err).map_err(|e| e.to_string())?;
+        let mut target = Reaped(
+            Command::new(&exe)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(err_file)
+                .spawn()
+                .map_err(|e| format!("starting {}: {e}", exe.display()))?,
+        );
+        let mut out = BufReader::new(target.0.stdout.take().ok_or("no stdout")?).lines();
+        let mut stdout = Vec::new();
+        loop {
+            match out.next() {
+                Some(Ok(line)) if line == "ready" => break,
+                Some(Ok(line)) => stdout.push(line),
+                _ => return Err(format!("{} exited before printing ready", exe.display())),
+            }
+        }
+        let pid = target.0.id().to_string();
+        println!("  started {} {args:?}: pid {pid}, printed {stdout:?}", exe.display());
+
+        let started = Instant::now();
+        let mut watcher = Reaped(
+            Command::new(&self.stacksampler)
+                .args(["--watch", "--pid", &pid, "--format", "json", "--verbose"])
+                .args(watch_args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("running {}: {e}", self.stacksampler.display()))?,
+        );
+        // Stdout read by a thread (an alert's folded stack alone can fill a pipe), stderr lines
+        // sent through a channel.
+        let mut wout = watcher.0.stdout.take().ok_or("no watcher stdout")?;
+        let json = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = wout.read_to_string(&mut s);
+            s
+        });
+        let werr = watcher.0.stderr.take().ok_or("no watcher stderr")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(werr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr = Vec::new();
+        let show_line = |l: &str| println!("  stacksampler: {}", &l[..l.floor_char_boundary(200)]);
+        loop {
+            let left = WATCH_TIMEOUT.saturating_sub(started.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    show_line(&line);
+                    let attached = line.contains("probes attached");
+                    stderr.push(line);
+                    if attached {
+                        break;
+                    }
+                }
+                Err(_) => return Err("the watcher did not attach its probes".into()),
+            }
+        }
+        println!("  watcher attached after {:.1} s", started.elapsed().as_secs_f64());
+
+        // Let the program go; it ends by itself.
+        let mut stdin = target.0.stdin.take().ok_or("no stdin")?;
+        let _ = stdin.write_all(b"go\n");
+        drop(stdin);
+        stdout.extend(out.map_while(Result::ok));
+        let code = target.wait(WATCH_TIMEOUT).ok_or("the events program did not end")?.code();
+        let status = watcher.wait(WATCH_TIMEOUT).ok_or("the watcher did not end after the target")?;
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            show_line(&line);
+            stderr.push(line);
+        }
+        if !status.success() {
+            return Err(format!("the watcher failed: {status}"));
+        }
+        let mut events: Vec<Value> = json
+            .join()
+            .map_err(|_| "watcher stdout thread")?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| format!("watch stdout line is not json ({e})")))
+            .collect::<Result<_, _>>()?;
+        let report = events.pop().ok_or("no report line")?;
+        expect_eq("last line", report["event"].as_str(), Some("report"))?;
+        println!(
+            "  watched pid {pid}: exit code {code:?}, {} events, {} lost ({:.1} s)",
+            report["events"]["received"],
+            report["events"]["lost"],
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Watched {
+            stdout,
+            code,
+            events,
+            report,
+            stderr: stderr.join("\n"),
+            target_stderr: std::fs::read_to_string(&target_err).unwrap_or_default(),
+        })
+    }
+
+    /// `--watch --stack-alert 1MB` on a goroutine recursing in doubling steps (as
+    /// `e2e_events::stack_growth_shows_every_doubling_and_alerts_once` on x86_64): uprobe on
+    /// `runtime.copystack` with (gp, newsize) in R0, R1 and `g` in X28.
+    fn watch_stack_growth(&mut self, label: &str) {
+        let result = (|| {
+            let w = self.watched(
+                &format!("events-{label}"),
+                &["-mode", "grow"],
+                &["--stack-alert", "1MB"],
+            )?;
+            let goid = w.printed("goid ")?;
+            expect_eq("exit code", w.code, Some(0))?;
+            let history = w.report["stack_growth"]
+                .as_array()
+                .and_then(|h| h.iter().find(|g| g["goid"].as_u64() == Some(goid)))
+                .ok_or_else(|| format!("no growth history for goroutine {goid}: {}", w.report["stack_growth"]))?;
+            let steps: Vec<Value> = history["steps"].as_array().cloned().unwrap_or_default();
+            let mut sizes = vec![history["initial_bytes"].as_u64().unwrap_or(0)];
+            sizes.extend(steps.iter().filter_map(|s| s["bytes"].as_u64()));
+            println!("  goroutine {goid} stack sizes: {sizes:?}");
+            if sizes[0] > 8 << 10 {
+                return Err(format!("first size {sizes:?}"));
+            }
+            if sizes.windows(2).any(|p| p[1] != p[0] * 2) || *sizes.last().unwrap_or(&0) < 2 << 20 {
+                return Err(format!("not every doubling up to 2 MiB in order: {sizes:?}"));
+            }
+            let times: Vec<f64> = steps.iter().filter_map(|s| s["t_s"].as_f64()).collect();
+            if times.windows(2).any(|t| t[0] > t[1]) {
+                return Err(format!("growth times out of order: {times:?}"));
+            }
+            let deepest = steps.last().cloned().unwrap_or_default();
+            println!("  deepest growth: depth {}, top {}", deepest["depth"], deepest["top"]);
+            expect_eq("deepest growth's top frame", deepest["top"][0].as_str(), Some("main.recurse"))?;
+            if deepest["depth"].as_u64().unwrap_or(0) <= 5000 {
+                return Err(format!("deepest growth's depth {}", deepest["depth"]));
+            }
+            let alerts: Vec<&Value> = w.events.iter().filter(|e| e["event"] == "stack_alert").collect();
+            expect_eq("alerts", alerts.len(), 1)?;
+            expect_eq("alert goid", alerts[0]["goid"].as_u64(), Some(goid))?;
+            expect_eq("alert size", alerts[0]["stack_bytes"].as_u64(), Some(1 << 20))?;
+            let folded = alerts[0]["folded"].as_str().unwrap_or_default();
+            println!(
+                "  alert: goid {}, {} bytes, depth {}, folded {}...{}",
+                alerts[0]["goid"],
+                alerts[0]["stack_bytes"],
+                alerts[0]["depth"],
+                &folded[..folded.floor_char_boundary(60)],
+                &folded[folded.ceil_char_boundary(folded.len().saturating_sub(40))..]
+            );
+            if !(folded.starts_with("runtime.goexit;main.grow.func") && folded.ends_with(";main.recurse")) {
+                return Err("alert's folded stack is not goexit;grow.func...;recurse".into());
+            }
+            expect_eq("ALERT lines on stderr", w.stderr.matches("ALERT goroutine").count(), 1)?;
+            if !w.stderr.contains(&format!("ALERT goroutine {goid} ")) {
+                return Err(format!("no ALERT line for goroutine {goid}"));
+            }
+            expect_eq("events lost", w.report["events"]["lost"].as_u64(), Some(0))?;
+            if !w.stderr.contains("probe go_copystack:") {
+                return Err("no go_copystack cost line (--verbose)".into());
+            }
+            Ok(())
+        })();
+        self.check(
+            &format!("{label}: --watch stack growth doublings and --stack-alert 1MB once with the goid (uprobes)"),
+            result,
+        );
+    }
+
+    /// The overflow mode dies with `fatal error: stack overflow`: the report's fatal message
+    /// (uprobe on `runtime.throw`, message in R0, R1) and its deep stack, walked from the
+    /// goroutine's `sched` (morestack's caller in `sched.lr`), with Go's own elided count.
+    fn watch_stack_overflow(&mut self, label: &str) {
+        let result = (|| {
+            let w = self.watched(
+                &format!("events-{label}"),
+                &["-mode", "overflow", "-maxstack", "1048576"],
+                &[],
+            )?;
+            expect_eq("exit code", w.code, Some(2))?;
+            if !w.target_stderr.contains("fatal error: stack overflow") {
+                return Err("the program did not die of a stack overflow".into());
+            }
+            let fatal = &w.report["fatal"];
+            let names = |v: &Value| -> Vec<String> {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["function"].as_str().map(str::to_owned))
+                    .collect()
+            };
+            let (head, tail) = (names(&fatal["head"]), names(&fatal["tail"]));
+            println!(
+                "  fatal: {:?} goroutine {}, depth {}, omitted {}, head {:?}..., tail ...{:?}",
+                fatal["message"],
+                fatal["goid"],
+                fatal["depth"],
+                fatal["omitted"],
+                &head[..head.len().min(2)],
+                &tail[tail.len().saturating_sub(3)..]
+            );
+            expect_eq("fatal message", fatal["message"].as_str(), Some("stack overflow"))?;
+            expect_eq("head frames", head.len(), 50)?;
+            expect_eq("tail frames", tail.len(), 50)?;
+            if head.iter().any(|f| f != "main.overflow") {
+                return Err(format!("head {head:?}"));
+            }
+            expect_eq(
+                "outermost frames",
+                tail[tail.len() - 3..].to_vec(),
+                vec!["main.main".to_owned(), "runtime.main".into(), "runtime.goexit".into()],
+            )?;
+            let depth = fatal["depth"].as_u64().unwrap_or(0);
+            let omitted = fatal["omitted"].as_u64().unwrap_or(0);
+            expect_eq("depth", depth, 100 + omitted)?;
+            let elided = w
+                .target_stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("...")?.strip_suffix(" frames elided...")?.parse::<u64>().ok())
+                .ok_or("Go printed no elided-frames count")?;
+            expect_eq("frames elided (ours, Go's)", omitted, elided)?;
+            Ok(())
+        })();
+        self.check(
+            &format!("{label}: --watch fatal \"stack overflow\": message, head, tail and Go's elided count (uprobes)"),
+            result,
+        );
+    }
+}
+
+/// What a watched run of the events program printed and how it ended.
+struct Watched {
+    stdout: Vec<String>,
+    code: Option<i32>,
+    /// The watcher's json lines before its report (alerts).
+    events: Vec<Value>,
+    report: Value,
+    stderr: String,
+    target_stderr: String,
+}
+
+impl Watched {
+    fn printed(&self, prefix: &str) -> Result<u64, String> {
+        self.stdout
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+            .ok_or_else(|| format!("the program printed no {prefix:?} line: {:?}", self.stdout))
+    }
+}
+
+/// A child killed (by its pid) and reaped when dropped still running.
+struct Reaped(Child);
+
+impl Reaped {
+    fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
