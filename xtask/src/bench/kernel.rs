@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{
     Ctx, MAX_FRAMES,
-    proc::{Proc, Target},
+    proc::{Proc, ReportSummary, Target},
 };
 
 /// Frames below `main.recurse` in a deep worker's sampled stack (runtime.goexit, the closure,
@@ -23,7 +23,8 @@ const MAX_FRAMES_LIMIT: u32 = 16384;
 
 #[derive(Serialize)]
 pub struct DepthCost {
-    pub requested_depth: usize,
+    /// `None`: the target is idle, every run is a filtered one (another process's thread).
+    pub requested_depth: Option<usize>,
     /// Depth of the most sampled stack (frames walked).
     pub measured_depth: u64,
     pub max_frames: u32,
@@ -40,12 +41,15 @@ pub struct DepthCost {
     /// Total run time / samples delivered: what one sample of the target costs, including the
     /// runs on other processes that only filtered.
     pub ns_per_sample: f64,
+    /// (run time - filtered runs x the idle row's ns per run) / target hits: one target
+    /// sample's own cost.
+    pub ns_per_target_sample: Option<f64>,
 }
 
 #[derive(Serialize)]
 pub struct KernelCost {
     pub depths: Vec<DepthCost>,
-    /// Slope of ns per sample between the two deepest stacks.
+    /// Slope of ns per target sample between the two deepest stacks.
     pub ns_per_frame: f64,
 }
 
@@ -60,12 +64,14 @@ fn number_before(line: &str, suffix: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("no number before {suffix:?} in {line:?}"))
 }
 
-fn measure(ctx: &Ctx, depth: usize) -> anyhow::Result<DepthCost> {
+fn measure(ctx: &Ctx, requested: Option<usize>) -> anyhow::Result<DepthCost> {
+    let depth = requested.unwrap_or(0);
     let recursion = depth.saturating_sub(BASE_FRAMES);
+    let workers = if requested.is_some() { ctx.nproc } else { 0 };
     let args: Vec<String> = ["-workload", "deep", "-depth", &recursion.to_string()]
         .iter()
         .map(|s| s.to_string())
-        .chain(["-workers".to_owned(), ctx.nproc.to_string()])
+        .chain(["-workers".to_owned(), workers.to_string()])
         .collect();
     let _target = Target::start(&ctx.tools.target, &args)?;
     let pid = _target.pid();
@@ -106,22 +112,18 @@ fn measure(ctx: &Ctx, depth: usize) -> anyhow::Result<DepthCost> {
         .lines()
         .find(|l| l.contains("ns per delivered sample"))
         .with_context(|| format!("no kernel cost line in stacksampler's output: {stderr}"))?;
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
-    let measured_depth = report["stacks"]
-        .as_array()
-        .and_then(|stacks| {
-            stacks
-                .iter()
-                .max_by_key(|s| s["count"].as_u64().unwrap_or(0))
-        })
-        .and_then(|s| s["depth"].as_u64())
-        .unwrap_or(0);
+    let report = ReportSummary::read(&json)?;
+    let measured_depth = report
+        .stacks
+        .iter()
+        .max_by_key(|s| s.count)
+        .map_or(0, |s| s.depth);
     let runs = number_before(line, " runs,")? as u64;
     let ns_per_run = number_before(line, " ns per run")?;
     let delivered = number_before(line, " delivered,")? as u64;
     let run_time_ns = (ns_per_run * runs as f64).round() as u64;
     Ok(DepthCost {
-        requested_depth: depth,
+        requested_depth: requested,
         measured_depth,
         max_frames,
         frequency_hz: 99,
@@ -133,21 +135,36 @@ fn measure(ctx: &Ctx, depth: usize) -> anyhow::Result<DepthCost> {
         run_time_ns,
         ns_per_run,
         ns_per_sample: run_time_ns as f64 / delivered.max(1) as f64,
+        ns_per_target_sample: None,
     })
 }
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<KernelCost> {
-    let mut depths = vec![];
+    let idle = measure(ctx, None)?;
+    eprintln!(
+        "bench: kernel cost with the target idle (filtered runs only): {:.0} ns per run",
+        idle.ns_per_run
+    );
+    let filter_ns = idle.ns_per_run;
+    let mut depths = vec![idle];
     for depth in [10, 1_000, 10_000] {
-        let d = measure(ctx, depth)?;
+        let mut d = measure(ctx, Some(depth))?;
+        let filtered = d.runs.saturating_sub(d.target_hits) as f64;
+        d.ns_per_target_sample =
+            Some((d.run_time_ns as f64 - filtered * filter_ns) / d.target_hits.max(1) as f64);
         eprintln!(
-            "bench: kernel cost at depth {} (measured {}): {:.0} ns per sample, {:.0} ns per run",
-            depth, d.measured_depth, d.ns_per_sample, d.ns_per_run
+            "bench: kernel cost at depth {} (measured {}): {:.0} ns per delivered sample, {:.0} ns per target sample, {:.0} ns per run",
+            depth,
+            d.measured_depth,
+            d.ns_per_sample,
+            d.ns_per_target_sample.unwrap_or(f64::NAN),
+            d.ns_per_run
         );
         depths.push(d);
     }
-    let (a, b) = (&depths[1], &depths[2]);
-    let ns_per_frame = (b.ns_per_sample - a.ns_per_sample)
+    let (a, b) = (&depths[2], &depths[3]);
+    let ns_per_frame = (b.ns_per_target_sample.unwrap_or(f64::NAN)
+        - a.ns_per_target_sample.unwrap_or(f64::NAN))
         / (b.measured_depth as f64 - a.measured_depth as f64).max(1.0);
     Ok(KernelCost {
         depths,

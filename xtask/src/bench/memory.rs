@@ -13,8 +13,7 @@ use serde::Serialize;
 
 use super::{
     Ctx,
-    overhead::stacksampler_counts,
-    proc::{Proc, Target},
+    proc::{Proc, ReportSummary, Target},
 };
 
 pub const GOROUTINES: usize = 10_000;
@@ -71,13 +70,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<MemoryResult> {
         let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
         bail!("stacksampler failed ({}): {stderr}", exit.describe());
     }
-    let (samples, lost) = stacksampler_counts(&json)?;
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
-    let stacks = report["stacks"].as_array().cloned().unwrap_or_default();
+    let report = ReportSummary::read(&json)?;
+    let (samples, lost) = (report.samples.total, report.samples.lost);
+    let stacks = &report.stacks;
     let goids: HashSet<u64> = stacks
         .iter()
-        .flat_map(|s| s["goids"].as_array().cloned().unwrap_or_default())
-        .filter_map(|g| g.as_u64())
+        .flat_map(|s| s.goids.iter().copied())
         .collect();
     let result = MemoryResult {
         goroutines: GOROUTINES,
@@ -87,11 +85,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<MemoryResult> {
         lost,
         distinct_stacks: stacks.len(),
         goroutines_seen: goids.len(),
-        max_depth: stacks
-            .iter()
-            .filter_map(|s| s["depth"].as_u64())
-            .max()
-            .unwrap_or(0),
+        max_depth: stacks.iter().map(|s| s.depth).max().unwrap_or(0),
         wall_s: exit.wall.as_secs_f64(),
         cpu_s: exit.cpu.as_secs_f64(),
         max_rss_kib: exit.max_rss_kib,

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::{
     Ctx, MAX_FRAMES, median,
-    proc::{Exit, Measurement, Proc, Target, sampling_fds, sleep},
+    proc::{Exit, Measurement, Proc, ReportSummary, Target, sampling_fds, sleep},
 };
 
 /// A profiler the target runs under.
@@ -184,15 +184,8 @@ pub fn wait_attached(
 
 /// `samples.total` and `samples.lost` of a stacksampler json report.
 pub fn stacksampler_counts(json: &Path) -> anyhow::Result<(u64, u64)> {
-    let v: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(json).with_context(|| format!("reading {}", json.display()))?,
-    )?;
-    let get = |k: &str| {
-        v["samples"][k]
-            .as_u64()
-            .with_context(|| format!("samples.{k} in the report"))
-    };
-    Ok((get("total")?, get("lost")?))
+    let report = ReportSummary::read(json)?;
+    Ok((report.samples.total, report.samples.lost))
 }
 
 /// Samples written and chunks lost, from perf record's closing lines

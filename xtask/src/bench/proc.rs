@@ -62,7 +62,9 @@ pub struct Exit {
     pub wall: Duration,
     /// User + system CPU time of the process (and of children it reaped).
     pub cpu: Duration,
-    /// Peak resident set size in KiB.
+    /// Peak resident set size in KiB: the last `VmHWM` read while the process lived (polled
+    /// every 2 ms while waiting). Not `ru_maxrss`, which also counts the benchmark's own RSS:
+    /// exec records the high-water mark of the address space it replaces, the parent's copy.
     pub max_rss_kib: u64,
 }
 
@@ -90,6 +92,8 @@ pub struct Proc {
     child: Child,
     started: Instant,
     exit: Option<Exit>,
+    /// Highest `VmHWM` seen, KiB.
+    hwm_kib: u64,
 }
 
 impl Proc {
@@ -105,6 +109,7 @@ impl Proc {
             child,
             started,
             exit: None,
+            hwm_kib: 0,
         })
     }
 
@@ -131,6 +136,7 @@ impl Proc {
     /// Reaps the process if it has ended.
     pub fn try_wait(&mut self) -> anyhow::Result<Option<Exit>> {
         if self.exit.is_none() {
+            self.poll_hwm();
             self.wait4(libc::WNOHANG)?;
         }
         Ok(self.exit)
@@ -161,6 +167,13 @@ impl Proc {
         self.wait_timeout(timeout)
     }
 
+    /// Reads the process's peak RSS so far (`VmHWM`) while it lives.
+    pub fn poll_hwm(&mut self) {
+        if let Some(kib) = status_kib(self.pid(), "VmHWM:") {
+            self.hwm_kib = self.hwm_kib.max(kib);
+        }
+    }
+
     fn kill_and_reap(&mut self) {
         if self.exit.is_none() {
             self.signal(libc::SIGKILL);
@@ -184,7 +197,7 @@ impl Proc {
                     status,
                     wall: self.started.elapsed(),
                     cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-                    max_rss_kib: usage.ru_maxrss as u64,
+                    max_rss_kib: self.hwm_kib,
                 });
                 return Ok(());
             }
@@ -233,6 +246,46 @@ pub fn cpu_ns(pid: u32) -> u64 {
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// A `kB` field of `/proc/PID/status`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// What the benchmark reads from a stacksampler json report, streamed from the file with the
+/// frames skipped: reports of deep stacks run to hundreds of megabytes.
+#[derive(serde::Deserialize)]
+pub struct ReportSummary {
+    pub samples: SampleCounts,
+    pub stacks: Vec<StackSummary>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct SampleCounts {
+    pub total: u64,
+    pub lost: u64,
+}
+
+#[derive(serde::Deserialize)]
+pub struct StackSummary {
+    pub count: u64,
+    pub depth: u64,
+    #[serde(default)]
+    pub goids: Vec<u64>,
+}
+
+impl ReportSummary {
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        serde_json::from_reader(std::io::BufReader::new(file))
+            .with_context(|| format!("reading the report {}", path.display()))
+    }
 }
 
 /// One window of the target's throughput.
@@ -330,11 +383,7 @@ impl Target {
 
     /// Resident set size now, in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        status_kib(self.pid(), "VmRSS:")
     }
 }
 

@@ -97,24 +97,36 @@ pub fn render(r: &Results) -> String {
     if let Some(k) = &r.kernel_cost {
         let _ = writeln!(
             s,
-            "\n### Kernel cost per sample (bpf_stats, 99 Hz)\n\n| stack depth | frames walked (measured) | --max-frames | samples delivered | runs (all CPUs, all processes) | ns per run | ns per delivered sample |\n|---|---|---|---|---|---|---|"
+            "\n### Kernel cost per sample (bpf_stats, 99 Hz, {:.0} s)\n\n| stack depth | frames walked (measured) | --max-frames | target hits | samples delivered | runs (all CPUs, all processes) | ns per run | ns per delivered sample | ns per target sample (filtered runs removed) |\n|---|---|---|---|---|---|---|---|---|",
+            k.depths.first().map_or(0.0, |d| d.duration_s)
         );
         for d in &k.depths {
+            let depth = d
+                .requested_depth
+                .map_or("target idle (filtered runs only)".to_owned(), |n| {
+                    n.to_string()
+                });
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {:.0} | {:.0} |",
-                d.requested_depth,
+                "| {depth} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
                 d.measured_depth,
                 d.max_frames,
+                d.target_hits,
                 d.delivered,
                 d.runs,
                 d.ns_per_run,
-                d.ns_per_sample
+                if d.delivered == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.0}", d.ns_per_sample)
+                },
+                d.ns_per_target_sample
+                    .map_or("-".to_owned(), |v| format!("{v:.0}"))
             );
         }
         let _ = writeln!(
             s,
-            "\nCost per frame (slope between the two deepest): {:.1} ns.",
+            "\nCost per frame (slope of ns per target sample between the two deepest): {:.1} ns.",
             k.ns_per_frame
         );
     }
