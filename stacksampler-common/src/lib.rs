@@ -11,6 +11,10 @@
 /// may lower the walk, never raise it past this capacity. 16384 frames is 128 KiB per buffer.
 pub const MAX_STACK_FRAMES: usize = 16384;
 
+/// Most kernel frames recorded per sample with `--kernel` (`bpf_get_stack`; the kernel's own
+/// `perf_event_max_stack` default is 127).
+pub const MAX_KERNEL_FRAMES: usize = 127;
+
 /// Default number of frames walked per sample (`--max-frames`).
 pub const DEFAULT_MAX_FRAMES: u32 = 8192;
 
@@ -38,6 +42,8 @@ impl ConfigFlags {
     pub const GO_LAYOUT_KNOWN: u32 = 1 << 0;
     /// Emit aya-log diagnostics (set by `--verbose`).
     pub const VERBOSE: u32 = 1 << 1;
+    /// Record the kernel stack of samples that hit kernel mode (`--kernel`).
+    pub const KERNEL_STACKS: u32 = 1 << 2;
 }
 
 /// Byte offsets of the Go runtime structure members the kernel program reads.
@@ -185,6 +191,10 @@ pub struct SampleHeader {
     /// the caller in that case; user space inserts this address when `.gopclntab` says the
     /// function's stack frame is empty at the interrupted pc.
     pub leaf_ret: u64,
+    /// With `--kernel`: the last `n_kernel_frames` of the `n_frames` frames that follow are the
+    /// kernel stack (innermost first), after the user frames.
+    pub n_kernel_frames: u32,
+    pub _pad: u32,
 }
 
 /// One sample as built in the per-CPU scratch slot; only the header and the first `n_frames`
@@ -220,7 +230,7 @@ pub struct Counters {
 
 const _: () = assert!(core::mem::size_of::<GoLayout>() == 20 * 4);
 const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16 + 20 * 4);
-const _: () = assert!(SAMPLE_HEADER_SIZE == 11 * 8 + 8 * 4);
+const _: () = assert!(SAMPLE_HEADER_SIZE == 11 * 8 + 10 * 4);
 const _: () = assert!(SAMPLE_HEADER_SIZE.is_multiple_of(8));
 
 #[cfg(feature = "user")]

@@ -13,17 +13,21 @@ mod runtime_events;
 mod unwind;
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::pt_regs,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_task_pt_regs},
+        generated::{
+            bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_get_stack, bpf_task_pt_regs,
+        },
     },
     macros::perf_event,
     programs::PerfEventContext,
 };
 use aya_log_ebpf::warn;
 use stacksampler_common::{
-    ConfigFlags, MAX_STACK_FRAMES, SAMPLE_HEADER_SIZE, SampleFlags, SamplerConfig,
+    ConfigFlags, MAX_KERNEL_FRAMES, MAX_STACK_FRAMES, SAMPLE_HEADER_SIZE, SampleFlags,
+    SamplerConfig,
 };
 
 use crate::maps::{CONFIG, SAMPLES, SCRATCH, bump};
@@ -127,6 +131,7 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
     h.labels_word = 0;
     h.sched_ret = 0;
     h.leaf_ret = 0;
+    h.n_kernel_frames = 0;
 
     let Some((regs, kernel_mode)) = (unsafe { user_regs(ctx) }) else {
         h.flags |= SampleFlags::NO_USER_REGS;
@@ -203,8 +208,33 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
         bump(|c| c.truncated += 1);
     }
     sample.header.last_fp = last_fp;
+    if kernel_mode && cfg.flags & ConfigFlags::KERNEL_STACKS != 0 {
+        let kernel = unsafe { kernel_stack(ctx, cpu, n_frames) };
+        sample.header.n_kernel_frames = kernel;
+        n_frames += kernel;
+    }
     sample.header.n_frames = n_frames;
     submit(cpu, n_frames);
+}
+
+/// Appends the kernel stack after the `user` user frames of this CPU's scratch slot; returns
+/// the number of kernel frames written.
+unsafe fn kernel_stack(ctx: &PerfEventContext, cpu: u32, user: u32) -> u32 {
+    let at = user as usize;
+    if at + MAX_KERNEL_FRAMES > MAX_STACK_FRAMES {
+        return 0;
+    }
+    let Some(slot) = SCRATCH.get_ptr_mut(cpu) else {
+        return 0;
+    };
+    // SAFETY: `at + MAX_KERNEL_FRAMES` is within the frame array (checked above).
+    let buf = unsafe { (*slot).frames.as_mut_ptr().add(at) };
+    let written =
+        unsafe { bpf_get_stack(ctx.as_ptr(), buf.cast(), (MAX_KERNEL_FRAMES * 8) as u32, 0) };
+    if written <= 0 {
+        return 0;
+    }
+    (written as u32) / 8
 }
 
 /// Copies the header and the first `n_frames` frames of this CPU's scratch slot to the ring buffer.

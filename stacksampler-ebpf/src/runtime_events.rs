@@ -31,9 +31,9 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use stacksampler_common::{
-    EVENT_CONFIG_KEY, EVENT_HEAD_FRAMES, EVENT_HEADER_SIZE, EVENT_MAX_FRAMES,
-    EVENT_MESSAGE_BYTES, EVENT_TAIL_FRAMES, EventConfig, EventConfigFlags, EventCounters,
-    EventFlags, EventKind, EventRecord, GoLayout,
+    EVENT_CONFIG_KEY, EVENT_HEAD_FRAMES, EVENT_HEADER_SIZE, EVENT_MAX_FRAMES, EVENT_MESSAGE_BYTES,
+    EVENT_TAIL_FRAMES, EventConfig, EventConfigFlags, EventCounters, EventFlags, EventKind,
+    EventRecord, GoLayout,
 };
 
 /// Ring buffer size: room for a few dozen full-depth events, or tens of thousands of
@@ -305,7 +305,9 @@ pub fn go_copystack(ctx: ProbeContext) -> u32 {
         } else {
             EventKind::STACK_SHRINK
         };
-        let Some((cpu, rec)) = begin(kind) else { return 0 };
+        let Some((cpu, rec)) = begin(kind) else {
+            return 0;
+        };
         rec.header.goid = goid_of(go, gp);
         rec.header.g_addr = gp;
         rec.header.arg0 = newsize;
@@ -413,7 +415,9 @@ unsafe fn fatal(ctx: &ProbeContext, kind: u32, with_message: bool) {
     count(|c| c.fatal_hits += 1);
     let r = regs(ctx);
     let go = &cfg.go;
-    let Some((cpu, rec)) = begin(kind) else { return };
+    let Some((cpu, rec)) = begin(kind) else {
+        return;
+    };
     unsafe {
         let caller = entry_return_address(ctx, &r);
         rec.header.arg1 = caller;
@@ -556,7 +560,8 @@ extern "C" fn event_step(index: u64, ctx: *mut c_void) -> i64 {
     let slot_index = if pos < EVENT_HEAD_FRAMES as u64 {
         pos
     } else {
-        EVENT_HEAD_FRAMES as u64 + ((pos - EVENT_HEAD_FRAMES as u64) & (EVENT_TAIL_FRAMES as u64 - 1))
+        EVENT_HEAD_FRAMES as u64
+            + ((pos - EVENT_HEAD_FRAMES as u64) & (EVENT_TAIL_FRAMES as u64 - 1))
     };
     let Some(slot) = EVENT_SCRATCH.get_ptr_mut(state.cpu) else {
         return 1;

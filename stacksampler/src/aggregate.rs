@@ -285,22 +285,24 @@ impl Profile {
     }
 }
 
-/// The sample's frames with the pseudo-frames of its switch point and gap inserted, or `None`
-/// when it has neither (its frames are interned as they are).
+/// The sample's frames with its kernel frames on top and the pseudo-frames of its switch point
+/// and gap inserted, or `None` when it has none of these (its frames are interned as they are).
 fn marked_frames(sample: &Sample) -> Option<Vec<u64>> {
     let n = sample.frames.len();
     let mut marks: Vec<(usize, u64)> = Vec::with_capacity(2);
+    let kernel = &sample.kernel_frames;
     if let Some(at) = sample.switch_index.filter(|at| *at <= n) {
         marks.push((at, SWITCH_MARKER));
     }
     if let Some(gap) = sample.gap.filter(|g| g.at <= n) {
         marks.push((gap.at, GAP_MARKER));
     }
-    if marks.is_empty() {
+    if marks.is_empty() && kernel.is_empty() {
         return None;
     }
     marks.sort_unstable();
-    let mut frames = Vec::with_capacity(n + marks.len());
+    let mut frames = Vec::with_capacity(kernel.len() + n + marks.len());
+    frames.extend_from_slice(kernel);
     let mut from = 0;
     for (at, marker) in marks {
         frames.extend_from_slice(&sample.frames[from..at]);
@@ -337,6 +339,7 @@ mod tests {
             labels: Default::default(),
             sched_ret: None,
             leaf_ret: None,
+            kernel_frames: Vec::new(),
         }
     }
 

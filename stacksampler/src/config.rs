@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long)]
     pub collapse_recursion: bool,
 
+    /// Also record the kernel stack of samples taken in kernel mode (system calls, page
+    /// faults), symbolized from /proc/kallsyms, on top of the user stack.
+    #[arg(long)]
+    pub kernel: bool,
+
     /// Print kernel-side diagnostics (aya-log) and progress details on stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,

@@ -97,6 +97,7 @@ mod tests {
             labels: Default::default(),
             sched_ret: None,
             leaf_ret: None,
+            kernel_frames: Vec::new(),
         }
     }
 

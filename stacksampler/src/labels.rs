@@ -190,6 +190,7 @@ mod tests {
             },
             sched_ret: None,
             leaf_ret: None,
+            kernel_frames: Vec::new(),
         }
     }
 

@@ -37,6 +37,8 @@ pub struct LoadOptions {
     pub go_layout: Option<GoLayout>,
     /// Kernel-side diagnostics through aya-log.
     pub verbose: bool,
+    /// Record kernel stacks of samples in kernel mode.
+    pub kernel_stacks: bool,
     /// Count the program's run time in the kernel (bpf_stats), for [`LoadedSampler::kernel_cost`].
     pub kernel_stats: bool,
 }
@@ -120,6 +122,9 @@ impl LoadedSampler {
         }
         if options.verbose {
             flags |= ConfigFlags::VERBOSE;
+        }
+        if options.kernel_stacks {
+            flags |= ConfigFlags::KERNEL_STACKS;
         }
         let config = SamplerConfig {
             target_tgid: options.pid,

@@ -139,6 +139,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
         task_fsbase_offset,
         go_layout,
         verbose: config.verbose,
+        kernel_stacks: config.kernel,
         kernel_stats: config.verbose,
     };
     let mut loaded = LoadedSampler::load(&options)?;
@@ -260,8 +261,10 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
 
     let addresses = profile.trie.unique_addresses();
     let symbols = symbolizer.symbolize(&addresses);
-    let mut diagnose_options = diagnose::DiagnoseOptions::default();
-    diagnose_options.max_stack_bytes = max_stack_bytes;
+    let diagnose_options = diagnose::DiagnoseOptions {
+        max_stack_bytes,
+        ..Default::default()
+    };
     let diagnosis = diagnose::diagnose(&profile, &symbols, &diagnose_options);
 
     let report = Report {

@@ -58,6 +58,9 @@ pub struct Sample {
     /// (word at the stack pointer on amd64, the link register on arm64); see
     /// [`Sample::complete_frameless_leaf`].
     pub leaf_ret: Option<u64>,
+    /// With `--kernel`, for a sample that hit kernel mode: the kernel stack, innermost first.
+    /// It sits on top of the user stack (`frames`); depth and filters count user frames only.
+    pub kernel_frames: Vec<u64>,
 }
 
 /// A goroutine label set: (key, value) pairs sorted by key, shared between samples.
@@ -206,16 +209,24 @@ impl Sample {
         }
         // `bytes::Buf` reads the frame words in the machine's byte order, bounds-checked above.
         let mut words = body;
-        let frames = (0..claimed)
-            .map(|i| {
-                let addr = words.get_u64_ne();
-                // Every frame but the interrupted one holds a return address: the call is the
-                // instruction before it. Symbolizing `ret - 1` names the caller's line, as Go's
-                // own tracebacks do.
-                if i == 0 { addr } else { addr.saturating_sub(1) }
-            })
-            .collect();
-        Ok(Self::from_parts(&header, frames))
+        let kernel = (header.n_kernel_frames as usize).min(claimed);
+        let user = claimed - kernel;
+        // Every frame but the interrupted one of each stack holds a return address: the call is
+        // the instruction before it. Symbolizing `ret - 1` names the caller's line, as Go's own
+        // tracebacks do.
+        let mut read = |n: usize| -> Vec<u64> {
+            (0..n)
+                .map(|i| {
+                    let addr = words.get_u64_ne();
+                    if i == 0 { addr } else { addr.saturating_sub(1) }
+                })
+                .collect()
+        };
+        let frames = read(user);
+        let kernel_frames = read(kernel);
+        let mut sample = Self::from_parts(&header, frames);
+        sample.kernel_frames = kernel_frames;
+        Ok(sample)
     }
 
     /// Builds a sample from a header and its frames (already call-site adjusted).
@@ -259,6 +270,7 @@ impl Sample {
             },
             sched_ret: (flags & SampleFlags::SWITCHED_TO_CURG != 0).then_some(header.sched_ret),
             leaf_ret: (header.leaf_ret != 0).then_some(header.leaf_ret),
+            kernel_frames: Vec::new(),
         }
     }
 }

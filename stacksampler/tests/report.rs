@@ -66,6 +66,7 @@ mod fixtures {
             labels: Default::default(),
             sched_ret: None,
             leaf_ret: None,
+            kernel_frames: Vec::new(),
         }
     }
 
@@ -318,6 +319,7 @@ fn long_cycle_report() -> Report {
         labels: Default::default(),
         sched_ret: None,
         leaf_ret: None,
+        kernel_frames: Vec::new(),
     });
     report
 }

@@ -420,3 +420,49 @@ fn caller_of_a_frameless_leaf_is_kept() {
         );
     }
 }
+
+#[test]
+fn kernel_stacks_on_request() {
+    let _serial = exclusive();
+    let tc = primary_go_toolchains().pop().expect("a toolchain");
+    let (demo, _) = start_demo(&tc, &["-workers", "syscall"]);
+    let kinds = |s: &Value| -> Vec<String> {
+        s["frames"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .filter_map(|f| f["kind"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // With --kernel, syscall samples start with the kernel's read path (from /proc/kallsyms),
+    // then continue into the Go code that made the call.
+    let report = sample_json(demo.pid(), &["--kernel", "--state", "syscall"]);
+    let top = &stacks(&report)[0];
+    let f = functions(top);
+    let k = kinds(top);
+    let n_kernel = k.iter().take_while(|k| *k == "kernel").count();
+    assert!(n_kernel >= 3, "kernel frames on top: {f:?} {k:?}");
+    assert!(f[..n_kernel].iter().any(|n| n.contains("read")), "{f:?}");
+    assert!(
+        f[n_kernel..].iter().any(|n| n == "main.syscallLoop"),
+        "{f:?}"
+    );
+    assert!(k[n_kernel..].iter().all(|k| k != "kernel"), "{k:?}");
+    // Depth counts user frames only (return addresses: inlined frames share one).
+    let user_addresses = top["frames"]
+        .as_array()
+        .map(|fr| {
+            fr.iter()
+                .filter(|f| f["kind"] != "kernel" && f["inlined"] != true)
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(top["depth"].as_u64(), Some(user_addresses as u64));
+    // Without it, no kernel frame.
+    let report = sample_json(demo.pid(), &["--state", "syscall"]);
+    for s in stacks(&report) {
+        assert!(kinds(&s).iter().all(|k| k != "kernel"), "{s}");
+    }
+}

@@ -126,22 +126,35 @@ fn ensure_host_packages() -> anyhow::Result<()> {
 pub fn check_static_arm64(path: &Path) -> anyhow::Result<()> {
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
-    let u64_at = |o: usize| data.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    let u32_at = |o: usize| {
+        data.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        data.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
     if data.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
         bail!("{} is not a 64-bit little-endian ELF file", path.display());
     }
     const EM_AARCH64: u16 = 183;
     const PT_INTERP: u32 = 3;
     if u16_at(18) != Some(EM_AARCH64) {
-        bail!("{} is not an arm64 executable (e_machine {:?})", path.display(), u16_at(18));
+        bail!(
+            "{} is not an arm64 executable (e_machine {:?})",
+            path.display(),
+            u16_at(18)
+        );
     }
     let phoff = u64_at(32).context("truncated ELF header")? as usize;
     let phentsize = u16_at(54).context("truncated ELF header")? as usize;
     let phnum = u16_at(56).context("truncated ELF header")? as usize;
     for i in 0..phnum {
         if u32_at(phoff + i * phentsize) == Some(PT_INTERP) {
-            bail!("{} is dynamically linked (it has an interpreter)", path.display());
+            bail!(
+                "{} is dynamically linked (it has an interpreter)",
+                path.display()
+            );
         }
     }
     Ok(())
@@ -165,7 +178,14 @@ pub fn run(args: &TestAarch64Args) -> anyhow::Result<()> {
     );
 
     let initramfs = guest_dir.join("initramfs.cpio.gz");
-    pack_initramfs(&root, &guest, &stacksampler, &runner, &go_programs, &initramfs)?;
+    pack_initramfs(
+        &root,
+        &guest,
+        &stacksampler,
+        &runner,
+        &go_programs,
+        &initramfs,
+    )?;
 
     let nonce = format!(
         "{:x}{:x}",
@@ -177,7 +197,11 @@ pub fn run(args: &TestAarch64Args) -> anyhow::Result<()> {
     fs::write(guest_dir.join("console.log"), &log)?;
     let checks: Vec<&str> = log
         .lines()
-        .filter(|l| ["PASS ", "FAIL ", "XFAIL "].iter().any(|p| l.starts_with(p)))
+        .filter(|l| {
+            ["PASS ", "FAIL ", "XFAIL "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
         .collect();
     eprintln!(
         "aarch64: guest ran {:.0} s (console log: {}); test-aarch64 took {:.0} s in all",
@@ -211,7 +235,14 @@ pub fn run(args: &TestAarch64Args) -> anyhow::Result<()> {
 fn build_runner(root: &Path) -> anyhow::Result<PathBuf> {
     let mut cmd = crate::util::cargo();
     cmd.current_dir(root.join("tests/aarch64/runner"))
-        .args(["build", "--release", "--locked", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(root.join("target"));
     prepare_cross_build(&mut cmd)?;
     run_cmd(&mut cmd)?;
@@ -239,7 +270,12 @@ fn build_go_programs(root: &Path, out: &Path) -> anyhow::Result<Vec<(String, Pat
     // (guest name, source folder, toolchain label, extra flags)
     let mut builds: Vec<(String, PathBuf, &str, &[&str])> = Vec::new();
     for label in GUEST_GO_LABELS {
-        builds.push((format!("demo-{label}"), root.join("tests/go/demo"), label, &[]));
+        builds.push((
+            format!("demo-{label}"),
+            root.join("tests/go/demo"),
+            label,
+            &[],
+        ));
     }
     builds.push((
         "demo-go1.27-stripped".into(),
@@ -247,8 +283,18 @@ fn build_go_programs(root: &Path, out: &Path) -> anyhow::Result<Vec<(String, Pat
         "go1.27",
         &["-ldflags=-s -w"],
     ));
-    builds.push(("leaf-go1.27".into(), root.join("tests/go/leaf"), "go1.27", &[]));
-    builds.push(("events-go1.27".into(), root.join("tests/go/events"), "go1.27", &[]));
+    builds.push((
+        "leaf-go1.27".into(),
+        root.join("tests/go/leaf"),
+        "go1.27",
+        &[],
+    ));
+    builds.push((
+        "events-go1.27".into(),
+        root.join("tests/go/events"),
+        "go1.27",
+        &[],
+    ));
     let go_dir = out.join("go");
     fs::create_dir_all(&go_dir)?;
     let mut built = Vec::new();
@@ -262,7 +308,10 @@ fn build_go_programs(root: &Path, out: &Path) -> anyhow::Result<Vec<(String, Pat
                 .env("GOARCH", "arm64")
                 .env("GOTOOLCHAIN", "local")
                 .env("GOPROXY", "off")
-                .env("GOCACHE", tools_dir().join(format!("go-cache/arm64-{label}")))
+                .env(
+                    "GOCACHE",
+                    tools_dir().join(format!("go-cache/arm64-{label}")),
+                )
                 .arg("build")
                 .args(flags)
                 .arg("-o")
@@ -293,7 +342,13 @@ fn fetch_guest_packages() -> anyhow::Result<GuestPackages> {
         return Ok(packages);
     }
     let apt = dir.join("apt");
-    for sub in ["lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d", "debs"] {
+    for sub in [
+        "lists/partial",
+        "cache/archives/partial",
+        "sources.list.d",
+        "preferences.d",
+        "debs",
+    ] {
         fs::create_dir_all(apt.join(sub))?;
     }
     let status = apt.join("status");
@@ -331,7 +386,10 @@ fn fetch_guest_packages() -> anyhow::Result<GuestPackages> {
         c.env("APT_CONFIG", &conf).current_dir(apt.join("debs"));
         c
     };
-    eprintln!("aarch64: fetching Debian's arm64 kernel and busybox-static (private apt state under {})", apt.display());
+    eprintln!(
+        "aarch64: fetching Debian's arm64 kernel and busybox-static (private apt state under {})",
+        apt.display()
+    );
     run_cmd(apt_cmd("apt-get").args(["update", "-qq"]))?;
     let depends = output(apt_cmd("apt-cache").args(["depends", KERNEL_METAPACKAGE]))?;
     let kernel_package = depends
@@ -348,7 +406,12 @@ fn fetch_guest_packages() -> anyhow::Result<GuestPackages> {
     let _ = fs::remove_dir_all(&extracted);
     fs::create_dir_all(&extracted)?;
     for entry in fs::read_dir(apt.join("debs"))? {
-        run_cmd(Command::new("dpkg").arg("-x").arg(entry?.path()).arg(&extracted))?;
+        run_cmd(
+            Command::new("dpkg")
+                .arg("-x")
+                .arg(entry?.path())
+                .arg(&extracted),
+        )?;
     }
     let vmlinuz = fs::read_dir(extracted.join("boot"))?
         .flatten()
@@ -377,14 +440,28 @@ fn pack_initramfs(
     out: &Path,
 ) -> anyhow::Result<()> {
     let mut cpio = Cpio::default();
-    for dir in ["bin", "sbin", "dev", "proc", "sys", "tmp", "stacksampler", "stacksampler/bin", "stacksampler/go"] {
+    for dir in [
+        "bin",
+        "sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "stacksampler",
+        "stacksampler/bin",
+        "stacksampler/go",
+    ] {
         cpio.dir(dir);
     }
     // The kernel opens /dev/console for init's standard streams before devtmpfs is mounted.
     cpio.char_device("dev/console", 0o600, 5, 1);
     cpio.file("init", 0o755, &fs::read(root.join("tests/aarch64/init"))?);
     cpio.file("bin/busybox", 0o755, &fs::read(&guest.busybox)?);
-    cpio.file("stacksampler/bin/stacksampler", 0o755, &fs::read(stacksampler)?);
+    cpio.file(
+        "stacksampler/bin/stacksampler",
+        0o755,
+        &fs::read(stacksampler)?,
+    );
     cpio.file("stacksampler/bin/guest-runner", 0o755, &fs::read(runner)?);
     for (name, path) in go_programs {
         cpio.file(&format!("stacksampler/go/{name}"), 0o755, &fs::read(path)?);
@@ -396,7 +473,10 @@ fn pack_initramfs(
         .stdout(fs::File::create(out).with_context(|| format!("creating {}", out.display()))?)
         .spawn()
         .context("starting gzip")?;
-    gzip.stdin.take().context("gzip stdin")?.write_all(&archive)?;
+    gzip.stdin
+        .take()
+        .context("gzip stdin")?
+        .write_all(&archive)?;
     let status = gzip.wait()?;
     if !status.success() {
         bail!("gzip failed: {status}");
@@ -470,21 +550,35 @@ impl Cpio {
 
 /// Boots the guest and returns its console output. Echoes the console as it comes; kills qemu
 /// (its own child, by pid) when the timeout passes.
-fn boot(args: &TestAarch64Args, kernel: &Path, initramfs: &Path, nonce: &str) -> anyhow::Result<String> {
+fn boot(
+    args: &TestAarch64Args,
+    kernel: &Path,
+    initramfs: &Path,
+    nonce: &str,
+) -> anyhow::Result<String> {
     let mut cmd = Command::new(QEMU);
-    cmd.args(["-M", "virt", "-cpu", "cortex-a72", "-m", "2G", "-nic", "none"])
-        .args(["-smp", &args.smp.to_string()])
-        .args(["-nographic", "-no-reboot", "-kernel"])
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initramfs)
-        .arg("-append")
-        .arg(format!(
-            "console=ttyAMA0 loglevel=4 panic=-1 rdinit=/init stacksampler.nonce={nonce}"
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "-M",
+        "virt",
+        "-cpu",
+        "cortex-a72",
+        "-m",
+        "2G",
+        "-nic",
+        "none",
+    ])
+    .args(["-smp", &args.smp.to_string()])
+    .args(["-nographic", "-no-reboot", "-kernel"])
+    .arg(kernel)
+    .arg("-initrd")
+    .arg(initramfs)
+    .arg("-append")
+    .arg(format!(
+        "console=ttyAMA0 loglevel=4 panic=-1 rdinit=/init stacksampler.nonce={nonce}"
+    ))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     eprintln!("aarch64: booting {cmd:?} (timeout {} s)", args.timeout);
     let mut child = cmd.spawn().with_context(|| format!("starting {QEMU}"))?;
     let stdout = child.stdout.take().context("qemu stdout")?;
@@ -520,7 +614,10 @@ fn boot(args: &TestAarch64Args, kernel: &Path, initramfs: &Path, nonce: &str) ->
     };
     let log = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
     match status {
-        None => bail!("the arm64 guest did not finish within {} s (killed)", args.timeout),
+        None => bail!(
+            "the arm64 guest did not finish within {} s (killed)",
+            args.timeout
+        ),
         Some(s) if !s.success() => bail!("{QEMU} failed: {s}"),
         Some(_) => Ok(log),
     }

@@ -71,6 +71,7 @@ fn sample(frames: Vec<u64>, goid: u64, state: GoroutineState, time_ns: u64, byte
         labels: Default::default(),
         sched_ret: None,
         leaf_ret: None,
+        kernel_frames: Vec::new(),
     }
 }
 
