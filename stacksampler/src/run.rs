@@ -4,15 +4,11 @@
 
 use std::{
     io::{IsTerminal, Write},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     time::{Duration, Instant},
 };
 
 use stacksampler_common::LabelFormat;
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    signal::unix::SignalKind,
-};
+use tokio::signal::unix::SignalKind;
 
 use crate::{
     aggregate::Profile,
@@ -25,7 +21,7 @@ use crate::{
     report::{EndReason, Report, RunInfo},
     sampler::SampleStream,
     symbolize::{ProcessSymbolizer, Symbolize, SymbolizeError},
-    target::{self, KernelError, Process, TargetError},
+    target::{self, ExitWatch, KernelError, Process, TargetError, sleep_or_forever},
     unwind::{ContinuationStats, DeepStackReader},
 };
 
@@ -329,44 +325,6 @@ impl FramelessPcs {
             .known
             .entry(pc)
             .or_insert_with(|| symbolizer.go_frame_size_at(pc) == Some(0))
-    }
-}
-
-async fn sleep_or_forever(remaining: Option<Duration>) {
-    match remaining {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Becomes ready when the target process exits (a pidfd polls readable then).
-struct ExitWatch {
-    pidfd: Option<AsyncFd<OwnedFd>>,
-}
-
-impl ExitWatch {
-    fn new(pid: u32) -> Self {
-        // SAFETY: plain syscall; a non-negative result is a new fd we own.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        let pidfd = (fd >= 0)
-            .then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-            // SAFETY: the AsyncFd owns the pidfd.
-            .and_then(|fd| unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok());
-        Self { pidfd }
-    }
-
-    fn has_pidfd(&self) -> bool {
-        self.pidfd.is_some()
-    }
-
-    async fn exited(&self) {
-        match &self.pidfd {
-            Some(fd) => {
-                let _ = fd.readable().await;
-                let _ = fd.as_raw_fd();
-            }
-            None => std::future::pending().await,
-        }
     }
 }
 

@@ -3,15 +3,11 @@
 
 use std::{
     io::{IsTerminal, Write},
-    os::fd::{FromRawFd, OwnedFd, RawFd},
     time::{Duration, Instant},
 };
 
 use aya::sys::{Stats, enable_stats};
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    signal::unix::SignalKind,
-};
+use tokio::signal::unix::SignalKind;
 
 use crate::{
     config::Config,
@@ -19,6 +15,7 @@ use crate::{
     report::OutputFormat,
     symbolize::ProcessSymbolizer,
     target::{self, Process},
+    target::{ExitWatch, sleep_or_forever},
 };
 
 use super::{
@@ -257,44 +254,6 @@ fn count_live_goroutines(
         }
     }
     Some(live)
-}
-
-async fn sleep_or_forever(remaining: Option<Duration>) {
-    match remaining {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Ready when the target exits (its pidfd polls readable).
-struct ExitWatch {
-    pidfd: Option<AsyncFd<OwnedFd>>,
-}
-
-impl ExitWatch {
-    fn new(pid: u32) -> Self {
-        // SAFETY: plain syscall; a non-negative result is a new fd we own.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        let pidfd = (fd >= 0)
-            // SAFETY: the fd was just returned to us.
-            .then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-            // SAFETY: the AsyncFd owns the pidfd.
-            .and_then(|fd| unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok());
-        Self { pidfd }
-    }
-
-    fn has_pidfd(&self) -> bool {
-        self.pidfd.is_some()
-    }
-
-    async fn exited(&self) {
-        match &self.pidfd {
-            Some(fd) => {
-                let _ = fd.readable().await;
-            }
-            None => std::future::pending().await,
-        }
-    }
 }
 
 /// The live one-line status on stderr (rewritten in place on a terminal; a line per second

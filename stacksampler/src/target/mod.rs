@@ -1,8 +1,10 @@
 //! The process being sampled and the kernel it runs on: existence, executable, privileges, and
 //! the kernel structure offsets the eBPF program needs (from BTF).
 
+pub mod exit;
 pub mod kernel;
 pub mod process;
 
+pub use exit::{ExitWatch, sleep_or_forever};
 pub use kernel::{KernelError, task_fsbase_offset};
 pub use process::{Process, TargetError, check_privileges};
