@@ -38,9 +38,23 @@ struct Family {
 /// What makes two observations the same chimney: the cycle body and the entry function.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ChimneyKey {
-    /// Function ids of the body, innermost first, aligned on the root side.
+    /// Function ids of the body in its canonical rotation (see [`canonical_rotation`]): the
+    /// same recursion sampled at different points of its cycle is one chimney.
     body: Vec<FuncId>,
     entry: Option<FuncId>,
+}
+
+/// The rotation of a cycle body that is smallest lexicographically: `[b, c, a]`, `[c, a, b]` and
+/// `[a, b, c]` all become `[a, b, c]`.
+fn canonical_rotation(body: &[FuncId]) -> Vec<FuncId> {
+    (0..body.len())
+        .map(|r| {
+            let mut v = body[r..].to_vec();
+            v.extend_from_slice(&body[..r]);
+            v
+        })
+        .min()
+        .unwrap_or_default()
 }
 
 /// One chimney, accumulated over every row it was seen in.
@@ -176,7 +190,7 @@ impl Analyzer {
             let end = cycle.end();
             let outer = end - cycle.len..end;
             let key = ChimneyKey {
-                body: stack.funcs[outer.clone()].to_vec(),
+                body: canonical_rotation(&stack.funcs[outer.clone()]),
                 entry: stack.funcs.get(entry_at).copied(),
             };
             let id = match self.index.get(&key) {
@@ -455,5 +469,18 @@ impl Chimney {
             details,
             data,
         }
+    }
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::canonical_rotation;
+
+    #[test]
+    fn rotations_of_one_cycle_share_a_key() {
+        assert_eq!(canonical_rotation(&[5, 2, 9]), [2, 9, 5]);
+        assert_eq!(canonical_rotation(&[9, 5, 2]), [2, 9, 5]);
+        assert_eq!(canonical_rotation(&[2, 9, 5]), [2, 9, 5]);
+        assert!(canonical_rotation(&[]).is_empty());
     }
 }
