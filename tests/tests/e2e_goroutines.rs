@@ -90,8 +90,13 @@ fn goids(stack: &Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// Whether the row holds `name` on the stack of a user goroutine. A sample taken on the system
+/// stack after the scheduler dropped the goroutine (`mcall` -> `goschedImpl` once `m.curg` is
+/// cleared) still walks into the goroutine's frames but belongs to the scheduler (goroutine 0,
+/// `idle`): it is not the goroutine's sample.
 fn has_function(stack: &Value, name: &str) -> bool {
-    functions(stack).iter().any(|f| f == name)
+    let scheduler = stack["goids"].as_array().is_some_and(|g| g == &[Value::from(0)]);
+    !scheduler && functions(stack).iter().any(|f| f == name)
 }
 
 fn label(stack: &Value, key: &str) -> Option<String> {
