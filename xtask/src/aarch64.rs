@@ -103,22 +103,7 @@ fn ensure_rust_target() -> anyhow::Result<()> {
 }
 
 fn ensure_host_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = HOST_PACKAGES
-        .iter()
-        .filter(|(_, path)| !Path::new(path).exists())
-        .map(|(pkg, _)| *pkg)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("aarch64: apt-get install {}", missing.join(" "));
-    run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
-    run_cmd(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    crate::setup::ensure_debian_packages("aarch64", HOST_PACKAGES)
 }
 
 /// Checks that `path` is a static arm64 ELF executable (what `file` calls "ARM aarch64,

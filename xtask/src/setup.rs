@@ -35,7 +35,7 @@ pub fn run() -> anyhow::Result<()> {
     check_nightly()?;
     ensure_rust_src()?;
     ensure_bpf_linker(&tools)?;
-    ensure_debian_packages()?;
+    ensure_debian_packages("setup", DEBIAN_PACKAGES)?;
     ensure_pypi_go(&tools)?;
     Ok(())
 }
@@ -126,8 +126,10 @@ fn ensure_bpf_linker(tools: &Path) -> anyhow::Result<()> {
     )
 }
 
-fn ensure_debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+/// Installs the Debian packages of `packages` whose marker file (a path the package installs)
+/// is missing; `task` names the caller in the log line.
+pub fn ensure_debian_packages(task: &str, packages: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, path)| !Path::new(path).exists())
         .map(|(pkg, _)| *pkg)
@@ -135,7 +137,7 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("setup: apt-get install {}", missing.join(" "));
+    eprintln!("{task}: apt-get install {}", missing.join(" "));
     run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
     run_cmd(
         Command::new("apt-get")
