@@ -321,8 +321,6 @@ mod tests {
     fn sample(frames: &[u64], goid: u64, state: GoroutineState) -> Sample {
         Sample {
             time_ns: goid,
-            tid: 1,
-            cpu: 0,
             goroutine: Some(GoroutineInfo {
                 goid,
                 state,
@@ -331,15 +329,7 @@ mod tests {
             }),
             stack_bytes: Some(frames.len() as u64 * 64),
             frames: frames.to_vec(),
-            truncated: false,
-            kernel_mode: false,
-            switch_index: None,
-            cut: None,
-            gap: None,
-            labels: Default::default(),
-            sched_ret: None,
-            leaf_ret: None,
-            kernel_frames: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -78,26 +78,14 @@ mod tests {
 
     fn sample(depth: usize, state: Option<GoroutineState>) -> Sample {
         Sample {
-            time_ns: 0,
-            tid: 1,
-            cpu: 0,
             goroutine: state.map(|state| GoroutineInfo {
                 goid: 1,
                 state,
                 waitreason: 0,
                 g_addr: 0,
             }),
-            stack_bytes: None,
             frames: vec![1; depth],
-            truncated: false,
-            kernel_mode: false,
-            switch_index: None,
-            cut: None,
-            gap: None,
-            labels: Default::default(),
-            sched_ret: None,
-            leaf_ret: None,
-            kernel_frames: Vec::new(),
+            ..Default::default()
         }
     }
 

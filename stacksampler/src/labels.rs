@@ -173,24 +173,13 @@ mod tests {
 
     fn sample_with(reference: Option<LabelRef>) -> Sample {
         Sample {
-            time_ns: 0,
-            tid: 1,
-            cpu: 0,
             goroutine: None,
-            stack_bytes: None,
             frames: vec![],
-            truncated: false,
-            kernel_mode: false,
-            switch_index: None,
-            cut: None,
-            gap: None,
             labels: SampleLabels {
                 raw: reference,
                 set: None,
             },
-            sched_ret: None,
-            leaf_ret: None,
-            kernel_frames: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -23,7 +23,7 @@ pub struct GoroutineInfo {
 }
 
 /// One decoded sample.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Sample {
     /// Kernel monotonic time of the sample in nanoseconds.
     pub time_ns: u64,

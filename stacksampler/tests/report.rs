@@ -49,7 +49,6 @@ mod fixtures {
         Sample {
             time_ns: 1_000,
             tid: 100,
-            cpu: 0,
             goroutine: goid.map(|goid| GoroutineInfo {
                 goid,
                 state,
@@ -58,15 +57,7 @@ mod fixtures {
             }),
             stack_bytes: Some(frames.len() as u64 * 64),
             frames: frames.to_vec(),
-            truncated: false,
-            kernel_mode: false,
-            switch_index: None,
-            cut: None,
-            gap: None,
-            labels: Default::default(),
-            sched_ret: None,
-            leaf_ret: None,
-            kernel_frames: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -306,20 +297,9 @@ fn long_cycle_report() -> Report {
     }
     report.profile.add(&Sample {
         time_ns: 1,
-        tid: 1,
-        cpu: 0,
         goroutine: None,
-        stack_bytes: None,
         frames,
-        truncated: false,
-        kernel_mode: false,
-        switch_index: None,
-        cut: None,
-        gap: None,
-        labels: Default::default(),
-        sched_ret: None,
-        leaf_ret: None,
-        kernel_frames: Vec::new(),
+        ..Default::default()
     });
     report
 }

@@ -95,7 +95,9 @@ fn goids(stack: &Value) -> Vec<u64> {
 /// cleared) still walks into the goroutine's frames but belongs to the scheduler (goroutine 0,
 /// `idle`): it is not the goroutine's sample.
 fn has_function(stack: &Value, name: &str) -> bool {
-    let scheduler = stack["goids"].as_array().is_some_and(|g| g == &[Value::from(0)]);
+    let scheduler = stack["goids"]
+        .as_array()
+        .is_some_and(|g| g == &[Value::from(0)]);
     !scheduler && functions(stack).iter().any(|f| f == name)
 }
 

@@ -49,8 +49,6 @@ impl Syms {
 fn sample(frames: Vec<u64>, goid: u64, state: GoroutineState, time_ns: u64, bytes: u64) -> Sample {
     Sample {
         time_ns,
-        tid: 1,
-        cpu: 0,
         goroutine: Some(GoroutineInfo {
             goid,
             state,
@@ -63,15 +61,7 @@ fn sample(frames: Vec<u64>, goid: u64, state: GoroutineState, time_ns: u64, byte
         }),
         stack_bytes: Some(bytes),
         frames,
-        truncated: false,
-        kernel_mode: false,
-        switch_index: None,
-        cut: None,
-        gap: None,
-        labels: Default::default(),
-        sched_ret: None,
-        leaf_ret: None,
-        kernel_frames: Vec::new(),
+        ..Default::default()
     }
 }
 
