@@ -19,8 +19,10 @@ use stacksampler_common::{
     names::{CONFIG_MAP, COUNTERS_MAP, SAMPLE_PROGRAM, SAMPLES_MAP, SCRATCH_MAP},
 };
 
-/// The eBPF object built by `build.rs` (aya-build) and embedded in this binary.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stacksampler"));
+/// The eBPF object built by `build.rs` (aya-build) and embedded in this binary, once: the
+/// runtime-event probes (`events::probes`) load the same object.
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stacksampler"));
 
 /// What to load and where to attach.
 #[derive(Clone, Debug)]

@@ -17,13 +17,12 @@ use stacksampler_common::{
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
+use crate::loader::EBPF_OBJECT;
+
 use super::{
     decode::RuntimeEvent,
     sites::{ProbeSites, SitesError, functions},
 };
-
-/// The eBPF object built by `build.rs` (the same one the sampler loads).
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stacksampler"));
 
 /// Ring buffer size of the (unused) sample map when only events are loaded: one page.
 const IDLE_SAMPLES_RING_BYTES: u32 = 4096;
