@@ -25,7 +25,7 @@
 //! pointer to the header) gives `text` (the base of every entry offset) and `gofunc` (the base of
 //! funcdata, so the inline trees).
 
-use std::sync::OnceLock;
+use std::borrow::Cow;
 
 use super::elf::{ElfImage, read_uint};
 
@@ -148,9 +148,6 @@ pub struct GoPclnTab {
     /// Entry offsets (from `text_start`) of the `nfunc + 1` function table entries, copied out
     /// of the file for the binary search.
     entries: Box<[u32]>,
-    /// Decoded tables, one slot per function, filled on a function's first lookup (so memory
-    /// grows with the functions actually seen, not with the binary).
-    decoded: Box<[OnceLock<Option<Box<FuncInfo>>>]>,
     /// Function index of the first function starting in each `BUCKET_SIZE` bytes of text.
     buckets: Vec<u32>,
 }
@@ -162,134 +159,195 @@ struct PcValueRun {
     value: i32,
 }
 
-/// "No value here" in a decoded run (the table ended, or is absent). Every use of a value treats
-/// `i32::MIN` exactly like an absent one (no file index, no line, no inline index), so the
-/// sentinel loses nothing.
+/// "No value here" (the table ended, or is absent). Every use of a value treats `i32::MIN`
+/// exactly like an absent one (no file index, no line, no inline index), so the sentinel loses
+/// nothing.
 const NO_VALUE: i32 = i32::MIN;
-/// "No slot" in a run's local file / inline index.
-const NO_SLOT: u32 = u32::MAX;
+
+/// Reads the unsigned varint at `*p` of `data`, advancing `*p` (at most 5 bytes; bits past 32
+/// are dropped, as the runtime's `readvarint` does).
+#[inline(always)]
+fn read_uvarint(data: &[u8], p: &mut usize) -> Option<u32> {
+    let b = *data.get(*p)?;
+    if b < 0x80 {
+        *p += 1;
+        return Some(u32::from(b));
+    }
+    let mut v = u32::from(b & 0x7f);
+    let mut shift = 7u32;
+    for i in 1..5 {
+        let b = *data.get(*p + i)?;
+        v |= u32::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            *p += i + 1;
+            return Some(v);
+        }
+        shift += 7;
+    }
+    None
+}
+
+/// A streaming reader of one pc-value table: yields its runs in order, without storing them.
+struct PcValueReader<'a> {
+    /// `pctab` and everything after it; the table starts at `p`.
+    data: &'a [u8],
+    p: usize,
+    quantum: u64,
+    value: i32,
+    pc_off: u64,
+    func_len: u32,
+    /// Pairs left before the table is treated as corrupt.
+    budget: usize,
+    first: bool,
+    done: bool,
+}
+
+impl<'a> PcValueReader<'a> {
+    /// The table at `table` (offset into `pctab`; 0 means absent) of a function of `func_len`
+    /// bytes.
+    fn new(tab: &'a GoPclnTab, table: u32, func_len: u32) -> Self {
+        let data = tab.data.get(tab.pctab..).unwrap_or_default();
+        let p = table as usize;
+        Self {
+            data,
+            p,
+            quantum: tab.quantum,
+            value: -1,
+            pc_off: 0,
+            func_len,
+            // Pairs that do not advance are rare; bound them so garbage cannot spin.
+            budget: (func_len as usize)
+                .saturating_add(1024)
+                .min(MAX_PCVALUE_RUNS),
+            first: true,
+            done: table == 0 || p >= data.len(),
+        }
+    }
+
+    /// The next run of positive length, up to the one covering the last byte of the function
+    /// (lookups never go past it). Zero-length runs are skipped: no offset ever selects them.
+    #[inline]
+    fn next_run(&mut self) -> Option<PcValueRun> {
+        while !self.done {
+            if self.budget == 0 {
+                self.done = true;
+                break;
+            }
+            self.budget -= 1;
+            let mut p = self.p;
+            let Some(uvdelta) = read_uvarint(self.data, &mut p) else {
+                self.done = true;
+                break;
+            };
+            if uvdelta == 0 && !self.first {
+                self.done = true;
+                break;
+            }
+            self.first = false;
+            let Some(pcdelta) = read_uvarint(self.data, &mut p) else {
+                self.done = true;
+                break;
+            };
+            self.p = p;
+            let delta = ((uvdelta >> 1) as i32) ^ -((uvdelta & 1) as i32);
+            self.value = self.value.wrapping_add(delta);
+            let prev = self.pc_off;
+            self.pc_off = self
+                .pc_off
+                .saturating_add(u64::from(pcdelta) * self.quantum);
+            let Ok(end) = u32::try_from(self.pc_off) else {
+                self.done = true;
+                break;
+            };
+            if end >= self.func_len {
+                self.done = true;
+            }
+            if self.pc_off > prev {
+                return Some(PcValueRun {
+                    end,
+                    value: self.value,
+                });
+            }
+        }
+        None
+    }
+
+    /// The value at `off`, decoding no further than its run; `NO_VALUE` past the table's end.
+    fn value_at(mut self, off: u32) -> i32 {
+        while let Some(run) = self.next_run() {
+            if off < run.end {
+                return run.value;
+            }
+        }
+        NO_VALUE
+    }
+}
 
 /// Decodes the pc-value table at `table` (offset into `pctab`; 0 means absent) of a function of
-/// `func_len` bytes: runs of positive length, up to the one covering the last byte of the function
-/// (lookups never go past it). Zero-length runs are dropped: no offset ever selects them.
+/// `func_len` bytes into `runs` (cleared first): runs of positive length, up to the one covering
+/// the last byte of the function.
+fn decode_pcvalue_into(tab: &GoPclnTab, table: u32, func_len: u32, runs: &mut Vec<PcValueRun>) {
+    runs.clear();
+    let mut reader = PcValueReader::new(tab, table, func_len);
+    while let Some(run) = reader.next_run() {
+        runs.push(run);
+    }
+}
+
+#[cfg(test)]
 fn decode_pcvalue(tab: &GoPclnTab, table: u32, func_len: u32) -> Vec<PcValueRun> {
     let mut runs = Vec::new();
-    let Some(mut p) = (table != 0)
-        .then(|| tab.pctab.checked_add(table as usize))
-        .flatten()
-    else {
-        return runs;
-    };
-    let mut value: i32 = -1;
-    let mut pc_off: u64 = 0;
-    // Pairs that do not advance are rare; bound them so garbage cannot spin.
-    let max_pairs = (func_len as usize)
-        .saturating_add(1024)
-        .min(MAX_PCVALUE_RUNS);
-    for first in (0..max_pairs).map(|i| i == 0) {
-        let Some((uvdelta, n1)) = tab.uvarint(p) else {
-            break;
-        };
-        if uvdelta == 0 && !first {
-            break;
-        }
-        let Some((pcdelta, n2)) = tab.uvarint(p + n1) else {
-            break;
-        };
-        let delta = ((uvdelta >> 1) as i32) ^ -((uvdelta & 1) as i32);
-        value = value.wrapping_add(delta);
-        let prev = pc_off;
-        pc_off = pc_off.saturating_add(u64::from(pcdelta) * tab.quantum);
-        let Ok(end) = u32::try_from(pc_off) else {
-            break;
-        };
-        if pc_off > prev {
-            runs.push(PcValueRun { end, value });
-        }
-        if end >= func_len {
-            break;
-        }
-        p += n1 + n2;
-    }
+    decode_pcvalue_into(tab, table, func_len, &mut runs);
     runs
 }
 
-/// One run of a function's merged tables: file, line and inline index (up to the matching entry
-/// of [`FuncInfo::ends`], kept apart so the binary search reads a dense `u32` array).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Run {
-    line: i32,
-    /// Index into [`FuncInfo::files`], or `NO_SLOT`.
-    file: u32,
-    /// Index into [`FuncInfo::inlined`], or `NO_SLOT`.
-    inl: u32,
+/// The value of decoded `runs` at `off`, `NO_VALUE` past their end or without an offset.
+#[inline]
+fn value_at(runs: &[PcValueRun], off: Option<u32>) -> i32 {
+    let Some(off) = off else {
+        return NO_VALUE;
+    };
+    let i = runs.partition_point(|r| r.end <= off);
+    runs.get(i).map_or(NO_VALUE, |r| r.value)
 }
 
-/// A string of the table: validated UTF-8 read in place from the file's bytes (names and paths
-/// stay in the dense `funcnametab` / `filetab`, which keeps lookups cache-friendly), or owned when
-/// it differs from the stored bytes (generic names printed as `[...]`, unnamed functions).
-#[derive(Debug)]
-enum Text {
-    InFile { at: usize, len: u32 },
-    Owned(Box<str>),
+/// Index of the first run of `runs` (from `*cursor` on) covering `off`, for offsets that do not
+/// decrease from call to call.
+#[inline]
+fn value_from(runs: &[PcValueRun], cursor: &mut usize, off: u32) -> i32 {
+    while runs.get(*cursor).is_some_and(|r| r.end <= off) {
+        *cursor += 1;
+    }
+    runs.get(*cursor).map_or(NO_VALUE, |r| r.value)
 }
 
-/// An inline tree node, resolved.
-#[derive(Debug)]
-struct InlNode {
-    name: Text,
-    /// Offset from the function entry of the call site in the caller (`None`: negative).
+/// Buffers of a batch lookup, reused from function to function.
+#[derive(Default)]
+struct BatchScratch<'a> {
+    file: Vec<PcValueRun>,
+    line: Vec<PcValueRun>,
+    inl: Vec<PcValueRun>,
+    /// File index -> file name, for the current function.
+    files: Vec<(i32, Option<&'a str>)>,
+    /// Inline tree index -> (printed name, call-site offset), for the current function; `None`:
+    /// the node cannot be read (the walk stops there).
+    nodes: Vec<(i32, Option<InlNode<'a>>)>,
+}
+
+/// An inline tree node, resolved: the inlined function's printed name and the offset from the
+/// function entry of its call site in the caller (`None`: negative).
+struct InlNode<'a> {
+    name: Cow<'a, str>,
     parent_off: Option<u32>,
 }
 
-/// One function's tables, decoded in full on its first lookup and kept: `pcfile`, `pcln` and
-/// `pcdata[InlTreeIndex]` merged into one sorted run list (one binary search per frame), with the
-/// file names and inline tree nodes it refers to resolved and interned.
-#[derive(Debug)]
-struct FuncInfo {
-    /// Entry address (from the `_func` record, as the runtime uses it).
-    entry: u64,
-    name: Text,
-    /// End offset (from the entry) of each run, increasing.
-    ends: Box<[u32]>,
-    runs: Box<[Run]>,
-    files: Box<[Option<Text>]>,
-    /// `None`: an inline index whose node cannot be read (the walk stops there).
-    inlined: Box<[Option<InlNode>]>,
-}
-
-impl FuncInfo {
-    fn run_at(&self, off: Option<u32>) -> Option<&Run> {
-        let off = off?;
-        let i = self.ends.partition_point(|e| *e <= off);
-        self.runs.get(i)
-    }
-
-    fn file<'a>(&'a self, tab: &'a GoPclnTab, run: Option<&Run>) -> Option<&'a str> {
-        let slot = run?.file;
-        tab.text(self.files.get(slot as usize)?.as_ref()?)
-    }
-}
-
-/// A frame borrowed from the table's caches (see [`GoPclnTab::visit_frames`]).
+/// A frame borrowed from the table (see [`GoPclnTab::visit_frames_batch`]).
 #[derive(Clone, Copy, Debug)]
 pub struct GoFrameRef<'a> {
     pub function: &'a str,
     pub file: Option<&'a str>,
     pub line: Option<u32>,
     pub inlined: bool,
-}
-
-/// Distinct values of a table, sorted (for mapping raw values to local slots).
-fn distinct(runs: &[PcValueRun]) -> Vec<i32> {
-    let mut v: Vec<i32> = runs.iter().map(|r| r.value).collect();
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
-fn slot_of(values: &[i32], value: i32) -> u32 {
-    values.binary_search(&value).map_or(NO_SLOT, |i| i as u32)
 }
 
 impl std::fmt::Debug for GoPclnTab {
@@ -348,7 +406,6 @@ impl GoPclnTab {
             pclntab: table_at(HDR_PCLN_OFFSET)?,
             gofunc: None,
             entries: Box::default(),
-            decoded: Box::default(),
             buckets: Vec::new(),
         };
         let functab_len = nfunc
@@ -386,7 +443,6 @@ impl GoPclnTab {
             .map(|i| tab.functab_entry(i))
             .collect::<Option<_>>()
             .ok_or(PclnError::BadHeader("functab"))?;
-        tab.decoded = (0..nfunc).map(|_| OnceLock::new()).collect();
         tab.buckets = tab.build_buckets();
         tab.gofunc = moduledata
             .and_then(|md| find_gofunc(image, md, header.version))
@@ -420,18 +476,6 @@ impl GoPclnTab {
         ))
     }
 
-    /// What the lookups decoded so far: (functions, merged runs, bytes held by their tables).
-    pub fn decoded_stats(&self) -> (usize, usize, usize) {
-        let infos = self.decoded.iter().filter_map(|d| d.get()?.as_deref());
-        infos.fold((0, 0, 0), |(n, runs, bytes), info| {
-            let b = size_of::<FuncInfo>()
-                + info.runs.len() * (size_of::<Run>() + size_of::<u32>())
-                + info.files.len() * size_of::<Option<Text>>()
-                + info.inlined.len() * size_of::<Option<InlNode>>();
-            (n + 1, runs + info.runs.len(), bytes + b)
-        })
-    }
-
     /// The frames of `pc`, innermost (most inlined) first; `None` outside every Go function.
     pub fn find_frames(&self, pc: u64) -> Option<Vec<GoFrame>> {
         let mut frames = Vec::new();
@@ -446,179 +490,196 @@ impl GoPclnTab {
         .then_some(frames)
     }
 
-    /// Calls `visit` with each frame of `pc`, innermost first, borrowing names from the table's
-    /// caches (no allocation once the function was decoded); false outside every Go function.
+    /// Calls `visit` with each frame of `pc`, innermost first; false outside every Go function.
     pub fn visit_frames(&self, pc: u64, mut visit: impl FnMut(GoFrameRef<'_>)) -> bool {
-        let Some((index, _)) = self.find_index(pc) else {
-            return false;
-        };
-        let Some(info) = self.func_info(index) else {
-            return false;
-        };
-        // Offset of the PC whose position is reported (the call site, after each inlined frame).
-        let mut off = pc
-            .checked_sub(info.entry)
-            .and_then(|o| u32::try_from(o).ok());
-        let mut run = info.run_at(off);
-        let mut depth = 0;
-        while let Some(slot) = run.map(|r| r.inl).filter(|s| *s != NO_SLOT) {
-            if depth >= MAX_INLINE_DEPTH {
-                break;
-            }
-            let Some(Some(node)) = info.inlined.get(slot as usize) else {
-                break;
-            };
-            visit(GoFrameRef {
-                function: self.text(&node.name).unwrap_or("?"),
-                file: info.file(self, run),
-                line: run.and_then(|r| u32::try_from(r.line).ok()),
-                inlined: true,
-            });
-            depth += 1;
-            off = node.parent_off;
-            run = info.run_at(off);
-        }
-        visit(GoFrameRef {
-            function: self.text(&info.name).unwrap_or("?"),
-            file: info.file(self, run),
-            line: run.and_then(|r| u32::try_from(r.line).ok()),
-            inlined: false,
+        let mut found = false;
+        self.visit_frames_batch(&[pc], |_, f| {
+            found = true;
+            visit(f)
         });
-        true
+        found
     }
 
-    /// The decoded tables of function `index`, decoding them on first use.
-    fn func_info(&self, index: usize) -> Option<&FuncInfo> {
-        self.decoded
-            .get(index)?
-            .get_or_init(|| self.decode_func(index).map(Box::new))
-            .as_deref()
+    /// Calls `visit(i, frame)` with each frame of each `pcs[i]` that is in a Go function: the
+    /// frames of one address come together, innermost first; addresses outside Go code get no
+    /// call. Names borrow the file's bytes (printed names of generic functions are built once
+    /// per function of the batch).
+    ///
+    /// The addresses are sorted and grouped by function, and each function's pc-value tables
+    /// (file, line, inline tree index) are decoded once for all its addresses, into buffers
+    /// reused from function to function: nothing is kept between calls, so memory does not grow
+    /// with the functions seen, and a batch costs one pass over the tables it touches.
+    pub fn visit_frames_batch(&self, pcs: &[u64], mut visit: impl FnMut(usize, GoFrameRef<'_>)) {
+        let Some(&end) = self.entries.get(self.nfunc) else {
+            return;
+        };
+        if self.nfunc == 0 {
+            return;
+        }
+        // Chunks keep the original index in the low 32 bits of a sort key.
+        for (chunk_no, chunk) in pcs.chunks(u32::MAX as usize).enumerate() {
+            let base = chunk_no * u32::MAX as usize;
+            // (offset from the text start << 32) | index: sorting these groups the addresses by
+            // function, in address order.
+            let mut keys: Vec<u64> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, pc)| {
+                    let rel = u32::try_from(pc.checked_sub(self.text_start)?).ok()?;
+                    (rel < end).then_some((u64::from(rel) << 32) | i as u64)
+                })
+                .collect();
+            sort_keys(&mut keys);
+            let mut scratch = BatchScratch::default();
+            let mut g = 0;
+            while g < keys.len() {
+                let rel = (keys[g] >> 32) as u32;
+                let Some((index, _)) = self.find_index(self.text_start + u64::from(rel)) else {
+                    g += 1;
+                    continue;
+                };
+                let next = self.entries.get(index + 1).copied().unwrap_or(end);
+                let mut group_end = g + 1;
+                while group_end < keys.len() && ((keys[group_end] >> 32) as u32) < next {
+                    group_end += 1;
+                }
+                self.visit_function(index, &keys[g..group_end], &mut scratch, &mut |i, f| {
+                    visit(base + i, f)
+                });
+                g = group_end;
+            }
+        }
     }
 
-    fn decode_func(&self, index: usize) -> Option<FuncInfo> {
+    /// Visits the frames of `keys` (sort keys of addresses in function `index`, increasing).
+    fn visit_function<'a>(
+        &'a self,
+        index: usize,
+        keys: &[u64],
+        s: &mut BatchScratch<'a>,
+        visit: &mut impl FnMut(usize, GoFrameRef<'_>),
+    ) -> Option<()> {
         let func = self.func_record(index)?;
         let next = *self.entries.get(index + 1)?;
         let func_len = next.saturating_sub(*self.entries.get(index)?);
-        let file_runs = decode_pcvalue(self, func.pcfile, func_len);
-        let line_runs = decode_pcvalue(self, func.pcln, func_len);
+        decode_pcvalue_into(self, func.pcfile, func_len, &mut s.file);
+        decode_pcvalue_into(self, func.pcln, func_len, &mut s.line);
         let tree = self.inline_tree(&func);
-        let inl_runs = match tree {
-            Some(_) => decode_pcvalue(
-                self,
-                func.pcdata(self, PCDATA_INL_TREE_INDEX).unwrap_or(0),
-                func_len,
-            ),
-            None => Vec::new(),
+        let inl_table = match tree {
+            Some(_) => func.pcdata(self, PCDATA_INL_TREE_INDEX).unwrap_or(0),
+            None => 0,
         };
-        // Local slots: the distinct file indexes and inline indexes the function uses.
-        let file_values = distinct(&file_runs);
-        let files = file_values
-            .iter()
-            .map(|v| self.file_text(&func, *v))
-            .collect();
-        let mut inl_values = distinct(&inl_runs);
-        inl_values.retain(|v| *v >= 0);
-        let inlined = inl_values
-            .iter()
-            .map(|ix| {
-                let call = self.inlined_call(tree?, *ix as usize)?;
-                Some(InlNode {
-                    name: self
-                        .name_text(call.name_off)
-                        .unwrap_or_else(|| Text::Owned("?".into())),
-                    parent_off: u32::try_from(call.parent_pc).ok(),
-                })
-            })
-            .collect();
-        // Merge the three run lists on the union of their boundaries.
-        let cap = line_runs.len().max(file_runs.len());
-        let mut ends: Vec<u32> = Vec::with_capacity(cap);
-        let mut runs: Vec<Run> = Vec::with_capacity(cap);
-        let (mut i, mut j, mut k) = (0, 0, 0);
-        loop {
-            let end = [file_runs.get(i), line_runs.get(j), inl_runs.get(k)]
-                .into_iter()
-                .flatten()
-                .map(|r| r.end)
-                .min();
-            let Some(end) = end else {
-                break;
-            };
-            let file = file_runs.get(i).map_or(NO_VALUE, |r| r.value);
-            let line = line_runs.get(j).map_or(NO_VALUE, |r| r.value);
-            let inl = inl_runs.get(k).map_or(NO_VALUE, |r| r.value);
-            let run = Run {
-                line,
-                file: if file == NO_VALUE {
-                    NO_SLOT
-                } else {
-                    slot_of(&file_values, file)
-                },
-                inl: if inl == NO_VALUE {
-                    NO_SLOT
-                } else {
-                    slot_of(&inl_values, inl)
-                },
-            };
-            match (ends.last_mut(), runs.last()) {
-                (Some(last_end), Some(last)) if *last == run => *last_end = end,
-                _ => {
-                    ends.push(end);
-                    runs.push(run);
-                }
-            }
-            i += usize::from(file_runs.get(i).is_some_and(|r| r.end == end));
-            j += usize::from(line_runs.get(j).is_some_and(|r| r.end == end));
-            k += usize::from(inl_runs.get(k).is_some_and(|r| r.end == end));
-        }
+        decode_pcvalue_into(self, inl_table, func_len, &mut s.inl);
+        s.files.clear();
+        s.nodes.clear();
         let name = self
-            .name_text(func.name_off)
-            .unwrap_or_else(|| Text::Owned(format!("go.func@{:#x}", func.entry).into()));
-        Some(FuncInfo {
-            entry: func.entry,
-            name,
-            ends: ends.into_boxed_slice(),
-            runs: runs.into_boxed_slice(),
-            files,
-            inlined,
-        })
+            .printed_name(func.name_off)
+            .unwrap_or_else(|| Cow::Owned(format!("go.func@{:#x}", func.entry)));
+        let entry_off = func.entry.wrapping_sub(self.text_start);
+        // Cursors into the runs for the (increasing) offsets of the addresses themselves.
+        let (mut cf, mut cl, mut ci) = (0, 0, 0);
+        for key in keys {
+            let i = (key & u64::from(u32::MAX)) as usize;
+            let rel = key >> 32;
+            // Offset of the PC whose position is reported (the call site, after each inlined
+            // frame).
+            let mut off = rel
+                .checked_sub(entry_off)
+                .and_then(|o| u32::try_from(o).ok());
+            let (mut file, mut line, mut inl) = match off {
+                Some(o) => (
+                    value_from(&s.file, &mut cf, o),
+                    value_from(&s.line, &mut cl, o),
+                    value_from(&s.inl, &mut ci, o),
+                ),
+                None => (NO_VALUE, NO_VALUE, NO_VALUE),
+            };
+            let mut depth = 0;
+            while inl >= 0 && depth < MAX_INLINE_DEPTH {
+                let node = match s.nodes.iter().position(|(ix, _)| *ix == inl) {
+                    Some(at) => at,
+                    None => {
+                        let node =
+                            tree.and_then(|t| self.inlined_call(t, inl as usize))
+                                .map(|call| InlNode {
+                                    name: self
+                                        .printed_name(call.name_off)
+                                        .unwrap_or(Cow::Borrowed("?")),
+                                    parent_off: u32::try_from(call.parent_pc).ok(),
+                                });
+                        s.nodes.push((inl, node));
+                        s.nodes.len() - 1
+                    }
+                };
+                let Some(InlNode {
+                    name: node_name,
+                    parent_off,
+                }) = &s.nodes[node].1
+                else {
+                    break;
+                };
+                let file_name = self.file_cached(&func, &mut s.files, file);
+                visit(
+                    i,
+                    GoFrameRef {
+                        function: node_name,
+                        file: file_name,
+                        line: u32::try_from(line).ok(),
+                        inlined: true,
+                    },
+                );
+                depth += 1;
+                off = *parent_off;
+                file = value_at(&s.file, off);
+                line = value_at(&s.line, off);
+                inl = value_at(&s.inl, off);
+            }
+            let file_name = self.file_cached(&func, &mut s.files, file);
+            visit(
+                i,
+                GoFrameRef {
+                    function: &name,
+                    file: file_name,
+                    line: u32::try_from(line).ok(),
+                    inlined: false,
+                },
+            );
+        }
+        Some(())
     }
 
-    /// The printed name at `name_off`.
-    fn name_text(&self, name_off: u32) -> Option<Text> {
-        let at = self.funcnametab.checked_add(name_off as usize)?;
-        let raw = self.cstr(at)?;
-        let printed = name_for_print(raw);
-        Some(if printed == raw {
-            Text::InFile {
-                at,
-                len: u32::try_from(raw.len()).ok()?,
-            }
-        } else {
-            Text::Owned(printed.into())
-        })
+    /// The name of file index `value` of `func`, through the function's small cache.
+    #[inline]
+    fn file_cached<'a>(
+        &'a self,
+        func: &FuncRecord,
+        files: &mut Vec<(i32, Option<&'a str>)>,
+        value: i32,
+    ) -> Option<&'a str> {
+        if value < 0 {
+            return None;
+        }
+        if let Some((_, name)) = files.iter().find(|(v, _)| *v == value) {
+            return *name;
+        }
+        let name = self.file_name(func, value);
+        files.push((value, name));
+        name
+    }
+
+    /// The printed name at `name_off` (borrowed from the file unless it is a generic
+    /// instantiation, printed as `[...]`).
+    fn printed_name(&self, name_off: u32) -> Option<Cow<'_, str>> {
+        let raw = self.cstr(self.funcnametab.checked_add(name_off as usize)?)?;
+        Some(name_for_print_cow(raw))
     }
 
     /// The file of file index `value` in `func`'s compilation unit.
-    fn file_text(&self, func: &FuncRecord, value: i32) -> Option<Text> {
-        let at = self
-            .filetab
-            .checked_add(self.file_offset(func, value)? as usize)?;
-        Some(Text::InFile {
-            at,
-            len: u32::try_from(self.cstr(at)?.len()).ok()?,
-        })
-    }
-
-    /// The string `text` stands for (`InFile` ranges were validated when decoded).
-    fn text<'a>(&'a self, text: &'a Text) -> Option<&'a str> {
-        match text {
-            Text::InFile { at, len } => {
-                let bytes = self.data.get(*at..at.checked_add(*len as usize)?)?;
-                std::str::from_utf8(bytes).ok()
-            }
-            Text::Owned(s) => Some(s),
-        }
+    fn file_name(&self, func: &FuncRecord, value: i32) -> Option<&str> {
+        self.cstr(
+            self.filetab
+                .checked_add(self.file_offset(func, value)? as usize)?,
+        )
     }
 
     /// For each `BUCKET_SIZE` bytes of text, the index of the function covering its start.
@@ -652,9 +713,7 @@ impl GoPclnTab {
             .map(|e| self.text_start + u64::from(*e))?;
         let func_len = u32::try_from(next.checked_sub(entry)?).ok()?;
         let off = u32::try_from(pc - entry).ok()?;
-        let runs = decode_pcvalue(self, pcsp, func_len);
-        let run = runs.iter().find(|r| off < r.end)?;
-        u32::try_from(run.value).ok()
+        u32::try_from(PcValueReader::new(self, pcsp, func_len).value_at(off)).ok()
     }
 
     /// The name of the (outermost, real) function containing `pc`.
@@ -761,20 +820,6 @@ impl GoPclnTab {
         (file_off != u32::MAX).then_some(file_off)
     }
 
-    fn uvarint(&self, at: usize) -> Option<(u32, usize)> {
-        let mut v: u32 = 0;
-        let mut shift = 0u32;
-        for i in 0..5 {
-            let b = *self.data.get(at + i)?;
-            v |= u32::from(b & 0x7f).checked_shl(shift)?;
-            if b & 0x80 == 0 {
-                return Some((v, i + 1));
-            }
-            shift += 7;
-        }
-        None
-    }
-
     fn u32_at(&self, at: usize) -> Option<u32> {
         let bytes = self.data.get(at..at.checked_add(4)?)?;
         Some(read_uint(bytes, self.little_endian) as u32)
@@ -825,12 +870,23 @@ struct InlinedCall {
 
 /// The runtime's `funcNameForPrint`: type arguments of generic instantiations print as `[...]`.
 pub fn name_for_print(raw: &str) -> String {
-    if let (Some(open), Some(close)) = (raw.find('['), raw.rfind(']'))
+    name_for_print_cow(raw).into_owned()
+}
+
+/// [`name_for_print`], borrowing `raw` when it prints as is.
+pub fn name_for_print_cow(raw: &str) -> Cow<'_, str> {
+    if let Some(open) = raw.find('[')
+        && let Some(close) = raw.rfind(']')
         && open < close
     {
-        return format!("{}[...]{}", &raw[..open], &raw[close + 1..]);
+        return Cow::Owned(format!("{}[...]{}", &raw[..open], &raw[close + 1..]));
     }
-    raw.to_owned()
+    Cow::Borrowed(raw)
+}
+
+/// Sorts batch keys.
+fn sort_keys(keys: &mut [u64]) {
+    keys.sort_unstable();
 }
 
 /// Parses and validates a header at file offset `offset` (virtual address `vaddr`).
@@ -1063,7 +1119,6 @@ mod tests {
             pclntab: 0,
             gofunc: None,
             entries: Box::default(),
-            decoded: Box::default(),
             buckets: Vec::new(),
         }
     }

@@ -104,14 +104,29 @@ impl ModuleSymbolizer {
     /// Names `vaddr` (an ELF virtual address of this file): innermost frame first, never empty.
     /// `module` is the path frames carry; unknown addresses become `module+0xvaddr`.
     pub fn frames(&self, vaddr: u64, module: &Arc<str>) -> Vec<Frame> {
-        self.named_frames(vaddr, module)
-            .unwrap_or_else(|| vec![Frame::unknown(Some((module.clone(), vaddr)), vaddr)])
+        self.frames_batch(&[vaddr], module)
+            .pop()
+            .unwrap_or_default()
     }
 
-    fn named_frames(&self, vaddr: u64, module: &Arc<str>) -> Option<Vec<Frame>> {
+    /// [`Self::frames`] of each of `vaddrs`, in order: Go code in one pass over the addresses
+    /// sorted by function (see [`GoPclnTab::visit_frames_batch`]), the rest one by one.
+    pub fn frames_batch(&self, vaddrs: &[u64], module: &Arc<str>) -> Vec<Vec<Frame>> {
+        let mut out: Vec<Vec<Frame>> = vec![Vec::new(); vaddrs.len()];
         if let Ok(go) = &self.go {
-            let mut frames = Vec::with_capacity(2);
-            let found = go.visit_frames(vaddr, |f| {
+            // The frames of one address arrive together: gather them, then move them into a
+            // vector of their exact size.
+            let mut current: Option<usize> = None;
+            let mut frames: Vec<Frame> = Vec::new();
+            go.visit_frames_batch(vaddrs, |i, f| {
+                if current != Some(i) {
+                    if let Some(prev) = current {
+                        let mut exact = Vec::with_capacity(frames.len());
+                        exact.append(&mut frames);
+                        out[prev] = exact;
+                    }
+                    current = Some(i);
+                }
                 frames.push(Frame {
                     kind: go_kind(f.function),
                     function: f.function.to_owned(),
@@ -121,10 +136,22 @@ impl ModuleSymbolizer {
                     module: Some(module.clone()),
                 })
             });
-            if found {
-                return Some(frames);
+            if let Some(prev) = current {
+                out[prev] = frames;
             }
         }
+        for (frames, &vaddr) in out.iter_mut().zip(vaddrs) {
+            if frames.is_empty() {
+                *frames = self
+                    .native_frames(vaddr, module)
+                    .unwrap_or_else(|| vec![Frame::unknown(Some((module.clone(), vaddr)), vaddr)]);
+            }
+        }
+        out
+    }
+
+    /// Frames of `vaddr` outside Go code: DWARF, then ELF symbols.
+    fn native_frames(&self, vaddr: u64, module: &Arc<str>) -> Option<Vec<Frame>> {
         let symbol = self.symbol_name(vaddr);
         if let Some(dwarf) = self.dwarf()
             && let Ok(dwarf) = dwarf.lock()

@@ -209,45 +209,76 @@ impl ProcessSymbolizer {
         module.go_table()?.frame_size_at(vaddr)
     }
 
-    fn symbolize_one(&self, addr: u64) -> Vec<Frame> {
+    /// Where `addr` is: a mapping of an indexed file and the ELF virtual address in it, or
+    /// frames right away (kernel, unmapped, unreadable file).
+    fn locate(&self, addr: u64) -> Result<(usize, u64), Vec<Frame>> {
         if addr >= KERNEL_SPACE_START {
-            return vec![kernel_frame(addr)];
+            return Err(vec![kernel_frame(addr)]);
         }
         let idx = self.mappings.partition_point(|m| m.start <= addr);
-        let Some(map) = idx
+        let Some((map_idx, map)) = idx
             .checked_sub(1)
-            .and_then(|i| self.mappings.get(i))
-            .filter(|m| addr < m.end)
+            .and_then(|i| Some((i, self.mappings.get(i)?)))
+            .filter(|(_, m)| addr < m.end)
         else {
-            return vec![Frame::unknown(None, addr)];
+            return Err(vec![Frame::unknown(None, addr)]);
         };
         let file_offset = addr - map.start + map.offset;
+        let unknown = || vec![Frame::unknown(Some((map.name.clone(), file_offset)), addr)];
         let Some(module) = &map.module else {
-            return vec![Frame::unknown(Some((map.name.clone(), file_offset)), addr)];
+            return Err(unknown());
         };
         match module.image().offset_to_vaddr(file_offset) {
-            Some(vaddr) => module.frames(vaddr, &map.name),
-            None => vec![Frame::unknown(Some((map.name.clone(), file_offset)), addr)],
+            Some(vaddr) => Ok((map_idx, vaddr)),
+            None => Err(unknown()),
         }
     }
 }
 
 impl Symbolize for ProcessSymbolizer {
+    /// Addresses seen before come from the memo; the others are symbolized in one batch per
+    /// mapping (see [`ModuleSymbolizer::frames_batch`]).
     fn symbolize(&mut self, addrs: &[u64]) -> Symbols {
         let mut by_addr = HashMap::with_capacity(addrs.len());
+        let mut misses = Vec::new();
         for &addr in addrs {
-            if by_addr.contains_key(&addr) {
-                continue;
-            }
-            let frames = match self.memo.get(&addr) {
-                Some(f) => f.clone(),
-                None => {
-                    let f = self.symbolize_one(addr);
-                    self.memo.insert(addr, f.clone());
-                    f
+            match self.memo.get(&addr) {
+                Some(f) => {
+                    by_addr.insert(addr, f.clone());
                 }
-            };
-            by_addr.insert(addr, frames);
+                None => misses.push(addr),
+            }
+        }
+        misses.sort_unstable();
+        misses.dedup();
+        // Sorted addresses of one mapping are consecutive.
+        let mut batch: Option<(usize, Vec<u64>, Vec<u64>)> = None;
+        for addr in misses.iter().copied().chain([u64::MAX]) {
+            let located = (addr != u64::MAX).then(|| self.locate(addr));
+            let same = matches!((&batch, &located), (Some((m, ..)), Some(Ok((n, _)))) if m == n);
+            if !same && let Some((map_idx, batch_addrs, vaddrs)) = batch.take() {
+                let map = &self.mappings[map_idx];
+                if let Some(module) = &map.module {
+                    let frames = module.frames_batch(&vaddrs, &map.name);
+                    for (a, f) in batch_addrs.into_iter().zip(frames) {
+                        self.memo.insert(a, f.clone());
+                        by_addr.insert(a, f);
+                    }
+                }
+            }
+            match located {
+                Some(Ok((map_idx, vaddr))) => {
+                    let (_, batch_addrs, vaddrs) =
+                        batch.get_or_insert_with(|| (map_idx, Vec::new(), Vec::new()));
+                    batch_addrs.push(addr);
+                    vaddrs.push(vaddr);
+                }
+                Some(Err(frames)) => {
+                    self.memo.insert(addr, frames.clone());
+                    by_addr.insert(addr, frames);
+                }
+                None => {}
+            }
         }
         Symbols { by_addr }
     }
