@@ -4,6 +4,12 @@
 //! their root part (a recursion sampled at slightly different depths, thousands of goroutines
 //! parked in the same place) are stored once: memory grows with the number of distinct frames
 //! seen, not with samples x depth.
+//!
+//! Interning a deep stack costs one hash lookup per frame from the root. Consecutive samples of
+//! one thread mostly share their root side (the recursion did not unwind between two ticks), so
+//! the trie remembers the last path it interned for each thread and hashes only the frames past
+//! the part both samples share; comparing two address slices is several times cheaper than
+//! hashing them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -38,6 +44,14 @@ pub type LabelSetId = u32;
 /// The [`LabelSetId`] of samples without labels.
 pub const NO_LABELS: LabelSetId = 0;
 
+/// How many threads' last paths the trie remembers (see [`StackTrie::insert_for`]); beyond it the
+/// memory is dropped and paths are learnt again.
+const MAX_REMEMBERED_PATHS: usize = 64;
+
+/// A hash map with a fast non-cryptographic hasher: keys are addresses and node ids the target
+/// cannot choose to collide (std's SipHash made hashing a third of a deep run's cost).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 #[derive(Clone, Copy, Debug)]
 struct Node {
     parent: NodeId,
@@ -45,11 +59,20 @@ struct Node {
     depth: u32,
 }
 
+/// The last stack interned for one thread, outermost first: its addresses and their nodes.
+#[derive(Debug, Default)]
+struct RememberedPath {
+    addrs: Vec<u64>,
+    nodes: Vec<NodeId>,
+}
+
 /// Interned stacks as a prefix tree over return addresses, outermost first.
 #[derive(Debug)]
 pub struct StackTrie {
     nodes: Vec<Node>,
-    children: HashMap<(NodeId, u64), NodeId>,
+    children: FastMap<(NodeId, u64), NodeId>,
+    /// Per thread id, the path [`StackTrie::insert_for`] interned last.
+    remembered: FastMap<u32, RememberedPath>,
 }
 
 impl Default for StackTrie {
@@ -60,7 +83,8 @@ impl Default for StackTrie {
                 addr: 0,
                 depth: 0,
             }],
-            children: HashMap::new(),
+            children: FastMap::default(),
+            remembered: FastMap::default(),
         }
     }
 }
@@ -68,21 +92,55 @@ impl Default for StackTrie {
 impl StackTrie {
     /// Interns a stack given innermost first; returns the node of its innermost frame.
     pub fn insert(&mut self, frames_innermost_first: &[u64]) -> NodeId {
-        let mut node = ROOT;
-        for &addr in frames_innermost_first.iter().rev() {
-            let next_id = self.nodes.len() as NodeId;
-            let depth = self.nodes[node as usize].depth + 1;
-            let id = *self.children.entry((node, addr)).or_insert(next_id);
-            if id == next_id {
-                self.nodes.push(Node {
-                    parent: node,
-                    addr,
-                    depth,
-                });
-            }
-            node = id;
+        frames_innermost_first
+            .iter()
+            .rev()
+            .fold(ROOT, |node, &addr| self.child(node, addr))
+    }
+
+    /// [`StackTrie::insert`] for a stack sampled on `thread`: the root side it shares with the
+    /// thread's previous stack is taken from that path instead of being looked up again.
+    pub fn insert_for(&mut self, thread: u32, frames_innermost_first: &[u64]) -> NodeId {
+        let mut path = self.remembered.remove(&thread).unwrap_or_default();
+        let shared = path
+            .addrs
+            .iter()
+            .zip(frames_innermost_first.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        path.addrs.truncate(shared);
+        path.nodes.truncate(shared);
+        let mut node = path.nodes.last().copied().unwrap_or(ROOT);
+        for &addr in frames_innermost_first.iter().rev().skip(shared) {
+            node = self.child(node, addr);
+            path.addrs.push(addr);
+            path.nodes.push(node);
         }
+        if self.remembered.len() >= MAX_REMEMBERED_PATHS {
+            self.remembered.clear();
+        }
+        self.remembered.insert(thread, path);
         node
+    }
+
+    /// The child of `node` for `addr`, created when new.
+    fn child(&mut self, node: NodeId, addr: u64) -> NodeId {
+        let next_id = self.nodes.len() as NodeId;
+        let id = *self.children.entry((node, addr)).or_insert(next_id);
+        if id == next_id {
+            let depth = self.nodes[node as usize].depth + 1;
+            self.nodes.push(Node {
+                parent: node,
+                addr,
+                depth,
+            });
+        }
+        id
+    }
+
+    /// Forgets the per-thread paths (their memory), keeping every interned stack.
+    pub fn forget_paths(&mut self) {
+        self.remembered = FastMap::default();
     }
 
     /// The stack ending at `leaf`, innermost first.
@@ -191,8 +249,8 @@ impl Profile {
     pub fn add(&mut self, sample: &Sample) {
         self.counts.kept += 1;
         let leaf = match marked_frames(sample) {
-            Some(frames) => self.trie.insert(&frames),
-            None => self.trie.insert(&sample.frames),
+            Some(frames) => self.trie.insert_for(sample.tid, &frames),
+            None => self.trie.insert_for(sample.tid, &sample.frames),
         };
         let labels = self.intern_labels(sample);
         let key = StackKey {
@@ -364,6 +422,36 @@ mod tests {
         // The 50 stacks share their root side: 10,000 nodes, not 500,000.
         assert_eq!(p.trie.len(), 10_001);
         assert_eq!(p.counts.kept, 50);
+    }
+
+    #[test]
+    fn remembered_paths_give_the_same_nodes_as_a_fresh_walk() {
+        let mut t = StackTrie::default();
+        let stacks: [&[u64]; 6] = [
+            &[5, 4, 3, 2, 1],
+            &[6, 4, 3, 2, 1],
+            &[2, 1],
+            &[7, 8, 3, 2, 1],
+            &[],
+            &[5, 4, 3, 2, 1],
+        ];
+        let mut leaves = vec![];
+        for (i, s) in stacks.iter().enumerate() {
+            // Two threads interleaved, and a third that never repeats.
+            leaves.push(t.insert_for((i % 2) as u32, s));
+            t.insert_for(99, &[42, 1]);
+        }
+        let mut fresh = StackTrie::default();
+        for (s, leaf) in stacks.iter().zip(&leaves) {
+            assert_eq!(t.frames(*leaf), *s);
+            assert_eq!(fresh.insert(s), fresh.insert(s));
+        }
+        assert_eq!(leaves[0], leaves[5]);
+        assert_eq!(leaves[4], ROOT);
+        // root, 1, 2, 3, 4, 5, 6, 8, 7, 42
+        assert_eq!(t.len(), 10);
+        t.forget_paths();
+        assert_eq!(t.insert(&[5, 4, 3, 2, 1]), leaves[0]);
     }
 
     #[test]

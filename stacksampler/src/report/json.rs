@@ -63,7 +63,41 @@ pub struct JsonReport<'a> {
     pub warnings: &'a [String],
     /// Most severe first.
     pub diagnosis: Vec<&'a Finding>,
-    pub stacks: Vec<JsonStack>,
+    pub stacks: JsonStacks<'a>,
+}
+
+/// The `"stacks"` array, built one row at a time while it is written: a row's symbolized frames
+/// live only while that row is serialized, so memory does not grow with rows x depth.
+#[derive(Debug)]
+pub struct JsonStacks<'a> {
+    renderer: &'a JsonRenderer,
+    report: &'a Report,
+    rows: Vec<Row<'a>>,
+}
+
+impl<'a> JsonStacks<'a> {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there is no row.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rows, built on demand, in report order.
+    pub fn iter(&self) -> impl Iterator<Item = JsonStack> + '_ {
+        self.rows
+            .iter()
+            .map(|row| self.renderer.stack(self.report, row))
+    }
+}
+
+impl Serialize for JsonStacks<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
 }
 
 /// Sample accounting.
@@ -156,7 +190,7 @@ pub struct JsonCycle {
 
 impl JsonRenderer {
     /// The document for `report`.
-    pub fn document<'a>(&self, report: &'a Report) -> JsonReport<'a> {
+    pub fn document<'a>(&'a self, report: &'a Report) -> JsonReport<'a> {
         let run = &report.run;
         let c = report.profile.counts;
         JsonReport {
@@ -185,12 +219,11 @@ impl JsonRenderer {
                 d.sort_by_key(|f| std::cmp::Reverse(f.severity));
                 d
             },
-            stacks: report
-                .profile
-                .ranked()
-                .iter()
-                .map(|row| self.stack(report, row))
-                .collect(),
+            stacks: JsonStacks {
+                renderer: self,
+                report,
+                rows: report.profile.ranked(),
+            },
         }
     }
 
