@@ -249,7 +249,10 @@ fn submit(cpu: u32, n_frames: u32) {
     let len = SAMPLE_HEADER_SIZE + n * 8;
     // SAFETY: `len` is at most the slot's size (header + MAX_STACK_FRAMES frames).
     let bytes = unsafe { core::slice::from_raw_parts(slot.cast::<u8>(), len) };
-    match SAMPLES.output::<[u8]>(bytes, 0) {
+    // SAFETY: the header is at the start of the slot.
+    let header = unsafe { &(*slot).header };
+    let urgent = header.flags & SampleFlags::TRUNCATED != 0 || header.labels_ptr != 0;
+    match SAMPLES.output::<[u8]>(bytes, maps::wakeup_flag(urgent)) {
         Ok(()) => bump(|c| c.delivered += 1),
         Err(_) => bump(|c| c.lost_ringbuf += 1),
     }

@@ -1,10 +1,20 @@
 //! The sample stream: ring buffer records -> decoded [`Sample`]s, with a count of what could not
-//! be decoded. Readiness comes from tokio's `AsyncFd` on the ring buffer's epoll-able fd.
+//! be decoded. Readiness comes from tokio's `AsyncFd` on the ring buffer's epoll-able fd, and
+//! from a timer: the kernel side writes most samples without waking the reader (a wake-up is an
+//! interrupt of its own; see `WAKEUP_AT_BYTES` in the eBPF maps), so the ring is also read every
+//! [`SAMPLES_POLL_INTERVAL`].
+
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::sample::Sample;
+
+/// How often the ring buffer is read when the kernel did not wake the reader. The kernel wakes
+/// it when a quarter of the ring is unread, when a sample needs its labels or its deep stack
+/// read from the target soon, and otherwise leaves samples to this timer.
+pub const SAMPLES_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Decoded samples from the kernel.
 pub struct SampleStream {
@@ -26,14 +36,19 @@ impl SampleStream {
         })
     }
 
-    /// Waits until records are available, then hands each decoded sample to `sink`.
+    /// Waits until the kernel wakes the reader or [`SAMPLES_POLL_INTERVAL`] passed, then hands
+    /// each decoded sample to `sink`.
     pub async fn next_batch(&mut self, sink: &mut impl FnMut(Sample)) -> std::io::Result<()> {
-        let mut guard = self.ring.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        let (received, errors) = drain_ring(ring, sink);
-        self.received += received;
-        self.decode_errors += errors;
-        guard.clear_ready();
+        match tokio::time::timeout(SAMPLES_POLL_INTERVAL, self.ring.readable_mut()).await {
+            Ok(guard) => {
+                let mut guard = guard?;
+                let (received, errors) = drain_ring(guard.get_inner_mut(), sink);
+                self.received += received;
+                self.decode_errors += errors;
+                guard.clear_ready();
+            }
+            Err(_elapsed) => self.drain(sink),
+        }
         Ok(())
     }
 
