@@ -17,10 +17,13 @@
 //! - agreement on (function, file, line) with addr2line's answer, which is the physical function
 //!   and the innermost file:line (so the outermost and innermost frames of ours).
 //!
-//! Each measurement is repeated `--rounds` times (default 5; every round opens the file afresh,
-//! so "cold" stays cold) and the fastest round is reported, for us and for addr2line alike: on a
-//! shared machine the minimum is the figure least disturbed by other work. `*_runs_ms` list every
-//! round.
+//! Each measurement is repeated `--rounds` times (default 5) and the fastest round is reported,
+//! for us and for addr2line alike: on a shared machine the minimum is the figure least disturbed
+//! by other work. Every round opens the file afresh (so "cold" is a fresh symbolizer) and keeps
+//! its results until the end (so every round allocates fresh memory and pays its page faults, as
+//! a fresh process does). What later rounds do share with earlier ones is the CPU caches' copy of
+//! the file's tables, as the first round's cold pass shares it with the lookup-only pass before it
+//! (`first_round_ms` gives the first round apart). `*_runs_ms` list every round.
 //!
 //! Prints one JSON object on stdout.
 
@@ -142,6 +145,9 @@ fn main() -> anyhow::Result<()> {
     let mut bare_warm = Duration::MAX;
     let mut cold_runs = Vec::new();
     let mut cold: Vec<Vec<Frame>> = Vec::new();
+    let mut kept = Vec::new();
+    let mut warm_runs = Vec::new();
+    let mut first_round = serde_json::Value::Null;
     let mut visited = 0usize;
     let mut warm_frames = 0usize;
     for round in 0..rounds {
@@ -175,11 +181,22 @@ fn main() -> anyhow::Result<()> {
         cold_incl_open = cold_incl_open.min(open + first_time);
         warm_time = warm_time.min(second_time);
         cold_runs.push((open + first_time).as_secs_f64() * 1e3);
-        drop(second);
+        warm_runs.push(second_time.as_secs_f64() * 1e3);
         if round == 0 {
-            cold = first;
+            first_round = serde_json::json!({
+                "lookup_only_cold": bare_cold.as_secs_f64() * 1e3,
+                "open_index": open.as_secs_f64() * 1e3,
+                "cold": first_time.as_secs_f64() * 1e3,
+                "cold_incl_open": (open + first_time).as_secs_f64() * 1e3,
+                "warm": second_time.as_secs_f64() * 1e3,
+            });
+            cold = first.clone();
         }
+        // Kept until the end, so every round allocates fresh memory as the first one does
+        // (reusing freed memory would hide the page faults a fresh process pays).
+        kept.push((first, second));
     }
+    drop(kept);
     let t_single = Instant::now();
     let mut single_frames = 0usize;
     for a in &addrs {
@@ -254,6 +271,8 @@ fn main() -> anyhow::Result<()> {
         "addr2line_addrs_per_sec": per_sec(addr2line_time),
         "cold_incl_open_ms": cold_incl_open.as_secs_f64() * 1e3,
         "cold_incl_open_runs_ms": cold_runs,
+        "warm_runs_ms": warm_runs,
+        "first_round_ms": first_round,
         "addr2line_runs_ms": addr2line_runs,
         "rounds": rounds,
         "first_open_ms": first_open.as_secs_f64() * 1e3,
