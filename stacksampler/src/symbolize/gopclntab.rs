@@ -917,9 +917,14 @@ impl GoPclnTab {
         (file_off != u32::MAX).then_some(file_off)
     }
 
+    #[inline]
     fn u32_at(&self, at: usize) -> Option<u32> {
-        let bytes = self.data.get(at..at.checked_add(4)?)?;
-        Some(read_uint(bytes, self.little_endian) as u32)
+        let bytes: [u8; 4] = self.data.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(if self.little_endian {
+            u32::from_le_bytes(bytes)
+        } else {
+            u32::from_be_bytes(bytes)
+        })
     }
 
     fn cstr(&self, at: usize) -> Option<&str> {
