@@ -26,6 +26,8 @@ use super::{
 
 /// Lowest kernel address on 64-bit Linux.
 const KERNEL_SPACE_START: u64 = 0xffff_8000_0000_0000;
+/// Calls with more new addresses than this are not memoized (see [`ProcessSymbolizer::symbolize`]).
+const MEMO_MAX_BATCH: usize = 4096;
 /// Largest vdso copied out of the target.
 const MAX_VDSO_SIZE: u64 = 1 << 20;
 
@@ -235,9 +237,35 @@ impl ProcessSymbolizer {
     }
 }
 
+impl ProcessSymbolizer {
+    /// Symbolizes `vaddrs` (of the addresses `addrs`) in the file of mapping `map_idx`.
+    fn flush_batch(
+        &mut self,
+        (map_idx, addrs, vaddrs): (usize, Vec<u64>, Vec<u64>),
+        memoize: bool,
+        by_addr: &mut HashMap<u64, Vec<Frame>>,
+    ) {
+        let map = &self.mappings[map_idx];
+        let Some(module) = &map.module else {
+            return;
+        };
+        let frames = module.frames_batch(&vaddrs, &map.name);
+        for (a, f) in addrs.into_iter().zip(frames) {
+            if memoize {
+                self.memo.insert(a, f.clone());
+            }
+            by_addr.insert(a, f);
+        }
+    }
+}
+
 impl Symbolize for ProcessSymbolizer {
     /// Addresses seen before come from the memo; the others are symbolized in one batch per
     /// mapping (see [`ModuleSymbolizer::frames_batch`]).
+    ///
+    /// The memo serves the many small calls of `--watch` (alerts, stacks of events); a large
+    /// call (a whole profile's unique addresses, symbolized once) is not memoized, as copying
+    /// all its frames would double its cost.
     fn symbolize(&mut self, addrs: &[u64]) -> Symbols {
         let mut by_addr = HashMap::with_capacity(addrs.len());
         let mut misses = Vec::new();
@@ -251,34 +279,32 @@ impl Symbolize for ProcessSymbolizer {
         }
         misses.sort_unstable();
         misses.dedup();
+        let memoize = misses.len() <= MEMO_MAX_BATCH;
         // Sorted addresses of one mapping are consecutive.
         let mut batch: Option<(usize, Vec<u64>, Vec<u64>)> = None;
-        for addr in misses.iter().copied().chain([u64::MAX]) {
-            let located = (addr != u64::MAX).then(|| self.locate(addr));
-            let same = matches!((&batch, &located), (Some((m, ..)), Some(Ok((n, _)))) if m == n);
-            if !same && let Some((map_idx, batch_addrs, vaddrs)) = batch.take() {
-                let map = &self.mappings[map_idx];
-                if let Some(module) = &map.module {
-                    let frames = module.frames_batch(&vaddrs, &map.name);
-                    for (a, f) in batch_addrs.into_iter().zip(frames) {
-                        self.memo.insert(a, f.clone());
-                        by_addr.insert(a, f);
+        for &addr in &misses {
+            match self.locate(addr) {
+                Ok((map_idx, vaddr)) => {
+                    if batch.as_ref().is_some_and(|(m, ..)| *m != map_idx)
+                        && let Some(done) = batch.take()
+                    {
+                        self.flush_batch(done, memoize, &mut by_addr);
                     }
-                }
-            }
-            match located {
-                Some(Ok((map_idx, vaddr))) => {
                     let (_, batch_addrs, vaddrs) =
                         batch.get_or_insert_with(|| (map_idx, Vec::new(), Vec::new()));
                     batch_addrs.push(addr);
                     vaddrs.push(vaddr);
                 }
-                Some(Err(frames)) => {
-                    self.memo.insert(addr, frames.clone());
+                Err(frames) => {
+                    if memoize {
+                        self.memo.insert(addr, frames.clone());
+                    }
                     by_addr.insert(addr, frames);
                 }
-                None => {}
             }
+        }
+        if let Some(done) = batch.take() {
+            self.flush_batch(done, memoize, &mut by_addr);
         }
         Symbols { by_addr }
     }
@@ -355,5 +381,26 @@ mod tests {
         let g = &syms.frames(libc_fn)[0];
         assert!(g.function.contains("getpid"), "{g:?}");
         assert_eq!(syms.frames(8)[0].kind, FrameKind::Unknown);
+    }
+
+    #[test]
+    fn large_calls_are_not_memoized_and_answer_the_same() {
+        let mut s = ProcessSymbolizer::new(std::process::id()).expect("symbolizer");
+        let base = a_marked_function();
+        // Addresses in this executable's text, plus ones in no mapping and in the kernel.
+        let mut addrs: Vec<u64> = (0..MEMO_MAX_BATCH as u64 + 100).map(|i| base + i).collect();
+        addrs.extend([8, KERNEL_SPACE_START + 0x1000, u64::MAX]);
+        let first = s.symbolize(&addrs);
+        assert!(s.memo.is_empty(), "a large call is not memoized");
+        let small = s.symbolize(&addrs[..10]);
+        assert_eq!(s.memo.len(), 10);
+        let again = s.symbolize(&addrs);
+        for a in &addrs {
+            assert_eq!(first.frames(*a), again.frames(*a), "{a:#x}");
+        }
+        for a in &addrs[..10] {
+            assert_eq!(first.frames(*a), small.frames(*a), "{a:#x}");
+        }
+        assert_eq!(first.by_addr.len(), addrs.len());
     }
 }
