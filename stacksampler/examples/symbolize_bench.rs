@@ -80,8 +80,8 @@ fn ours(frames: &[Frame]) -> Answer {
         };
     };
     Answer {
-        function: outer.function.clone(),
-        file: inner.file.clone().unwrap_or_else(|| "?".into()),
+        function: outer.function.to_string(),
+        file: inner.file.as_deref().unwrap_or("?").to_owned(),
         line: inner.line.unwrap_or(0),
     }
 }

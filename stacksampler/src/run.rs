@@ -307,7 +307,7 @@ impl MorestackFrames {
             symbols
                 .frames(addr)
                 .iter()
-                .any(|f| f.function == Self::FUNCTION || f.function == "runtime.morestack.abi0")
+                .any(|f| &*f.function == Self::FUNCTION || &*f.function == "runtime.morestack.abi0")
         })
     }
 }

@@ -31,8 +31,8 @@ mod fixtures {
 
     fn frame(function: &str, file: &str, line: u32, kind: FrameKind) -> Frame {
         Frame {
-            function: function.to_owned(),
-            file: Some(file.to_owned()),
+            function: function.into(),
+            file: Some(file.into()),
             line: Some(line),
             inlined: false,
             module: Some(Arc::from(BINARY)),
@@ -140,7 +140,7 @@ mod fixtures {
         s.by_addr.insert(
             LIBC,
             vec![Frame {
-                function: "__GI___libc_read".to_owned(),
+                function: "__GI___libc_read".into(),
                 file: None,
                 line: None,
                 inlined: false,
@@ -286,7 +286,7 @@ fn long_cycle_report() -> Report {
         frames.push(addr);
         report.symbols.by_addr.entry(addr).or_insert_with(|| {
             vec![Frame {
-                function: format!("main.f{}", i % 100),
+                function: format!("main.f{}", i % 100).into(),
                 file: None,
                 line: None,
                 inlined: false,

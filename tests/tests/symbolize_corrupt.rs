@@ -114,5 +114,5 @@ fn non_elf_input_is_a_typed_error_and_unknown_addresses_print_module_offset() {
     let frames = module.frames(0x10, &name);
     assert_eq!(frames.len(), 1);
     assert_eq!(frames[0].kind, FrameKind::Unknown);
-    assert_eq!(frames[0].function, "symoracle+0x10");
+    assert_eq!(&*frames[0].function, "symoracle+0x10");
 }

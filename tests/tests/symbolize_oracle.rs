@@ -39,8 +39,8 @@ impl Expected {
 
     fn of(frame: &Frame) -> Self {
         Self {
-            function: frame.function.clone(),
-            file: frame.file.clone().unwrap_or_default(),
+            function: frame.function.to_string(),
+            file: frame.file.as_deref().unwrap_or_default().to_owned(),
             line: frame.line.unwrap_or(0),
         }
     }
@@ -178,7 +178,7 @@ fn check(exe: &Path, label: &str, command: Option<Command>, variant: Variant) {
         .find(|s| s.name == "inline-chain")
         .expect("inline-chain stack");
     let first = symbols.frames(call_site(chain.pcs[0].0));
-    let names: Vec<&str> = first.iter().map(|f| f.function.as_str()).collect();
+    let names: Vec<&str> = first.iter().map(|f| &*f.function).collect();
     assert_eq!(
         names,
         ["main.inlineLeaf", "main.inlineMid", "main.outerNoInline"],
@@ -249,7 +249,7 @@ fn blocked_thread_pcs(pid: u32) -> Vec<u64> {
 fn check_native(label: &str, oracle: &Oracle, symbols: &Symbols, blocked: &[u64]) {
     let usleep = oracle.c_addrs.get("usleep").expect("CADDR usleep");
     let f = &symbols.frames(usleep + 1)[0];
-    assert_eq!(f.function, "usleep", "{label}: {f:?}");
+    assert_eq!(&*f.function, "usleep", "{label}: {f:?}");
     assert_eq!(f.kind, FrameKind::Native);
     assert!(
         f.module.as_deref().is_some_and(|m| m.contains("libc")),
@@ -260,7 +260,7 @@ fn check_native(label: &str, oracle: &Oracle, symbols: &Symbols, blocked: &[u64]
         .get("symoracle_c_sleeper")
         .expect("CADDR sleeper");
     let f = &symbols.frames(sleeper + 1)[0];
-    assert_eq!(f.function, "symoracle_c_sleeper", "{label}: {f:?}");
+    assert_eq!(&*f.function, "symoracle_c_sleeper", "{label}: {f:?}");
     assert!(
         f.file.as_deref().is_some_and(|p| p.ends_with("cgo.go")) && f.line.is_some(),
         "{label}: the cgo function has DWARF lines: {f:?}"
@@ -268,7 +268,7 @@ fn check_native(label: &str, oracle: &Oracle, symbols: &Symbols, blocked: &[u64]
     // The thread running the cgo goroutine is blocked in libc's nanosleep.
     let names: Vec<String> = blocked
         .iter()
-        .map(|pc| symbols.frames(*pc)[0].function.clone())
+        .map(|pc| symbols.frames(*pc)[0].function.to_string())
         .collect();
     assert!(
         names.iter().any(|n| n.contains("nanosleep")),

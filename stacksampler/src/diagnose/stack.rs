@@ -8,6 +8,7 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
+    sync::Arc,
 };
 
 use serde::Serialize;
@@ -41,7 +42,7 @@ pub(crate) type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 /// Caches, per address, the function ids of its inline-expanded frames.
 pub(crate) struct Expander<'a> {
     symbols: &'a Symbols,
-    names: HashMap<String, FuncId>,
+    names: HashMap<Arc<str>, FuncId>,
     /// Range into `ids` of each address seen.
     by_addr: IntMap<u64, (u32, u32)>,
     ids: Vec<FuncId>,
@@ -65,7 +66,7 @@ impl<'a> Expander<'a> {
                 let start = self.ids.len() as u32;
                 for frame in self.symbols.frames(addr).iter() {
                     let next = self.names.len() as FuncId;
-                    let id = match self.names.get(frame.function.as_str()) {
+                    let id = match self.names.get(&*frame.function) {
                         Some(id) => *id,
                         None => {
                             self.names.insert(frame.function.clone(), next);
@@ -153,8 +154,8 @@ pub struct FrameInfo {
 impl From<&Frame> for FrameInfo {
     fn from(f: &Frame) -> Self {
         Self {
-            function: f.function.clone(),
-            file: f.file.clone(),
+            function: f.function.to_string(),
+            file: f.file.as_deref().map(str::to_owned),
             line: f.line,
         }
     }

@@ -29,8 +29,8 @@ impl Syms {
             .iter()
             .enumerate()
             .map(|(i, (function, file, line))| Frame {
-                function: function.to_string(),
-                file: Some(file.to_string()),
+                function: (*function).into(),
+                file: Some((*file).into()),
                 line: Some(*line),
                 inlined: i < last,
                 module: None,

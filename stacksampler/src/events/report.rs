@@ -152,8 +152,8 @@ pub fn symbolize_stack(sym: &mut dyn Symbolize, addrs: &[u64]) -> Vec<FrameOut> 
                 .frames(*a)
                 .iter()
                 .map(|f| FrameOut {
-                    function: f.function.clone(),
-                    file: f.file.clone(),
+                    function: f.function.to_string(),
+                    file: f.file.as_deref().map(str::to_owned),
                     line: f.line,
                 })
                 .collect::<Vec<_>>()

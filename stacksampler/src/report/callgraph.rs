@@ -68,22 +68,22 @@ impl CallGraph {
             let frames = stack::expand(report, row.key.leaf);
             if let Some(leaf) = frames.first() {
                 functions
-                    .entry(leaf.frame.function.clone())
+                    .entry(leaf.frame.function.to_string())
                     .or_default()
                     .flat += count;
             }
             let mut seen_fn: HashSet<&str> = HashSet::new();
             for f in &frames {
-                if seen_fn.insert(f.frame.function.as_str()) {
-                    functions.entry(f.frame.function.clone()).or_default().cum += count;
+                if seen_fn.insert(&*f.frame.function) {
+                    functions
+                        .entry(f.frame.function.to_string())
+                        .or_default()
+                        .cum += count;
                 }
             }
             let mut seen_edge: HashSet<(&str, &str)> = HashSet::new();
             for pair in frames.windows(2) {
-                let (callee, caller) = (
-                    pair[0].frame.function.as_str(),
-                    pair[1].frame.function.as_str(),
-                );
+                let (callee, caller) = (&*pair[0].frame.function, &*pair[1].frame.function);
                 if seen_edge.insert((caller, callee)) {
                     *edge_counts
                         .entry((caller.to_owned(), callee.to_owned()))

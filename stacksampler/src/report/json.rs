@@ -241,7 +241,7 @@ impl JsonRenderer {
                         .get(start..start + len)
                         .unwrap_or_default()
                         .iter()
-                        .map(|f| f.frame.function.clone())
+                        .map(|f| f.frame.function.to_string())
                         .collect(),
                 }),
                 Segment::Frame(_) => None,
@@ -297,8 +297,8 @@ fn cap(frames: &[SourceFrame], max: usize) -> (Vec<JsonFrame>, Option<JsonElided
 
 fn json_frame(f: &SourceFrame) -> JsonFrame {
     JsonFrame {
-        function: f.frame.function.clone(),
-        file: f.frame.file.clone(),
+        function: f.frame.function.to_string(),
+        file: f.frame.file.as_deref().map(str::to_owned),
         line: f.frame.line,
         address: format!("{:#x}", f.addr),
         inlined: f.frame.inlined,

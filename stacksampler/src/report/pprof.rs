@@ -14,6 +14,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     io::Write,
     path::Path,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -288,7 +289,7 @@ pub fn build(report: &Report) -> proto::Profile {
 
     // Functions and one location per address.
     let mut function = Vec::new();
-    let mut function_ids: HashMap<(String, Option<String>), u64> = HashMap::new();
+    let mut function_ids: HashMap<(Arc<str>, Option<Arc<str>>), u64> = HashMap::new();
     let mut location = Vec::with_capacity(addrs.len());
     let mut location_ids: HashMap<u64, u64> = HashMap::with_capacity(addrs.len());
     for (i, &addr) in addrs.iter().enumerate() {
@@ -437,7 +438,7 @@ fn num_label(key: i64, num: i64) -> proto::Label {
 fn function_id(
     f: &Frame,
     functions: &mut Vec<proto::Function>,
-    ids: &mut HashMap<(String, Option<String>), u64>,
+    ids: &mut HashMap<(Arc<str>, Option<Arc<str>>), u64>,
     strings: &mut Strings,
 ) -> u64 {
     let k = (f.function.clone(), f.file.clone());

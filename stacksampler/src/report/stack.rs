@@ -39,7 +39,7 @@ pub fn expand(report: &Report, leaf: NodeId) -> Vec<SourceFrame> {
 pub fn fold(frames: &[SourceFrame]) -> Vec<Segment> {
     let keys: Vec<(u64, &str)> = frames
         .iter()
-        .map(|f| (f.addr, f.frame.function.as_str()))
+        .map(|f| (f.addr, &*f.frame.function))
         .collect();
     recursion::fold(&keys)
 }
@@ -62,7 +62,7 @@ pub fn cycle_label(frames: &[SourceFrame], start: usize, len: usize, repeat: usi
         .unwrap_or_default()
         .iter()
         .rev()
-        .map(|f| f.frame.function.as_str())
+        .map(|f| &*f.frame.function)
         .collect();
     format!("[{}] x {repeat}", body.join(" -> "))
 }

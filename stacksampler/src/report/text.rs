@@ -246,7 +246,7 @@ fn summary_line(report: &Report, row: &Row<'_>, kept: u64) -> String {
 
 /// `function (file:line)`, `[inlined]` when inlined into the next frame.
 fn frame_text(f: &SourceFrame) -> String {
-    let mut s = f.frame.function.clone();
+    let mut s = f.frame.function.to_string();
     match (&f.frame.file, f.frame.line) {
         (Some(file), Some(line)) => s.push_str(&format!(" ({file}:{line})")),
         (Some(file), None) => s.push_str(&format!(" ({file})")),

@@ -45,12 +45,16 @@ pub enum FrameKind {
 }
 
 /// One source frame. An address expands to several when functions were inlined into it.
+///
+/// Names are shared (`Arc<str>`): a profile's addresses name far fewer functions and files than
+/// they have frames, and a symbolizer hands out one copy of each (allocating two strings per
+/// frame was most of a batch's time).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Frame {
     /// Function name as Go prints it (`main.(*T).Method`), or `module+0xoffset` when unknown.
-    pub function: String,
+    pub function: Arc<str>,
     /// Source file, when known.
-    pub file: Option<String>,
+    pub file: Option<Arc<str>>,
     /// Source line, when known.
     pub line: Option<u32>,
     /// This frame was inlined into the next (outer) one of the same address.
@@ -89,7 +93,7 @@ impl Frame {
     /// The pseudo-frame for the middle of a deep stack (see `aggregate::GAP_MARKER`).
     pub fn gap() -> Self {
         Self {
-            function: Self::GAP_FUNCTION.to_owned(),
+            function: Self::GAP_FUNCTION.into(),
             file: None,
             line: None,
             inlined: false,
@@ -105,7 +109,7 @@ impl Frame {
     /// The pseudo-frame for a system-stack switch point.
     pub fn switch_point() -> Self {
         Self {
-            function: Self::SWITCH_FUNCTION.to_owned(),
+            function: Self::SWITCH_FUNCTION.into(),
             file: None,
             line: None,
             inlined: false,
@@ -124,7 +128,7 @@ impl Frame {
             None => format!("{addr:#x}"),
         };
         Self {
-            function,
+            function: function.into(),
             file: None,
             line: None,
             inlined: false,

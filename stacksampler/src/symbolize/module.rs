@@ -5,6 +5,7 @@
 //! the process layer turns runtime addresses into them (see `process.rs`).
 
 use std::{
+    collections::HashSet,
     path::PathBuf,
     sync::{Arc, Mutex, OnceLock},
 };
@@ -118,6 +119,7 @@ impl ModuleSymbolizer {
             // vector of their exact size.
             let mut current: Option<usize> = None;
             let mut frames: Vec<Frame> = Vec::new();
+            let (mut functions, mut files) = (Interner::default(), Interner::default());
             go.visit_frames_batch(vaddrs, |i, f| {
                 if current != Some(i) {
                     if let Some(prev) = current {
@@ -129,8 +131,8 @@ impl ModuleSymbolizer {
                 }
                 frames.push(Frame {
                     kind: go_kind(f.function),
-                    function: f.function.to_owned(),
-                    file: f.file.map(str::to_owned),
+                    function: functions.get(f.function),
+                    file: f.file.map(|file| files.get(file)),
                     line: f.line,
                     inlined: f.inlined,
                     module: Some(module.clone()),
@@ -166,8 +168,9 @@ impl ModuleSymbolizer {
                     function: f
                         .function
                         .or_else(|| (i == last).then(|| symbol.clone()).flatten())
-                        .unwrap_or_else(|| format!("{}+{vaddr:#x}", basename(module))),
-                    file: f.file,
+                        .unwrap_or_else(|| format!("{}+{vaddr:#x}", basename(module)))
+                        .into(),
+                    file: f.file.map(Arc::from),
                     line: f.line,
                     inlined: f.inlined,
                     module: Some(module.clone()),
@@ -180,7 +183,7 @@ impl ModuleSymbolizer {
         }
         symbol.map(|function| {
             vec![Frame {
-                function,
+                function: function.into(),
                 file: None,
                 line: None,
                 inlined: false,
@@ -247,5 +250,34 @@ pub fn go_kind(function: &str) -> FrameKind {
         FrameKind::GoRuntime
     } else {
         FrameKind::Go
+    }
+}
+
+/// One shared copy of each name of a batch (see [`Frame`]'s names), one interner for function
+/// names and one for files. Frames of one function arrive together, so the last name answers
+/// most lookups without hashing.
+#[derive(Default)]
+struct Interner {
+    names: HashSet<Arc<str>, foldhash::fast::FixedState>,
+    last: Option<Arc<str>>,
+}
+
+impl Interner {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(last) = &self.last
+            && **last == *name
+        {
+            return last.clone();
+        }
+        let shared = match self.names.get(name) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = Arc::from(name);
+                self.names.insert(shared.clone());
+                shared
+            }
+        };
+        self.last = Some(shared.clone());
+        shared
     }
 }

@@ -313,7 +313,7 @@ impl Symbolize for ProcessSymbolizer {
 /// A kernel symbol from `/proc/kallsyms`.
 struct KernelSymbol {
     addr: u64,
-    name: Box<str>,
+    name: Arc<str>,
 }
 
 /// Kernel text symbols sorted by address (empty when kallsyms hides addresses).
@@ -346,7 +346,7 @@ fn kernel_frame(addr: u64) -> Frame {
     let idx = syms.partition_point(|s| s.addr <= addr);
     match idx.checked_sub(1).and_then(|i| syms.get(i)) {
         Some(sym) => Frame {
-            function: sym.name.to_string(),
+            function: sym.name.clone(),
             file: None,
             line: None,
             inlined: false,
