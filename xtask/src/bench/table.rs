@@ -175,7 +175,7 @@ pub fn render(r: &Results) -> String {
     if let Some(rows) = &r.symbolization {
         let _ = writeln!(
             s,
-            "\n### Symbolization ({} random text addresses)\n\n| binary | functions | open + index | cold | warm | memo | go tool addr2line | speedup (cold incl. open) | agreement |\n|---|---|---|---|---|---|---|---|---|",
+            "\n### Symbolization ({} random text addresses)\n\nBest of the rounds for both tools; the first round (a fresh process: its heap and the file's pages are touched for the first time) is listed apart.\n\n| binary | functions | open + index | cold (incl. open) | warm | memo | go tool addr2line | speedup cold | speedup warm | first round: cold / warm speedup | agreement |\n|---|---|---|---|---|---|---|---|---|---|---|",
             r.settings.symbolize_addresses
         );
         for v in rows {
@@ -185,15 +185,25 @@ pub fn render(r: &Results) -> String {
             let memo = f("addresses") / (f("memo_ms") / 1000.0);
             let _ = writeln!(
                 s,
-                "| {short} ({:.1} MB) | {} | {:.0} ms | {:.0}k/s | {:.0}k/s | {:.1}M/s | {:.0}k/s | {:.1}x | {:.3}% |",
+                "| {short} ({:.1} MB) | {} | {:.1} ms | {:.0}k/s ({:.1} ms) | {:.0}k/s ({:.1} ms) | {:.1}M/s | {:.0}k/s ({:.0} ms) | {:.1}x | {:.1}x | {:.1}x / {:.1}x | {:.3}% |",
                 f("binary_bytes") / 1e6,
                 v["functions"],
                 f("open_index_ms"),
-                f("cold_addrs_per_sec") / 1e3,
+                f("addresses") / (f("cold_incl_open_ms") / 1000.0) / 1e3,
+                f("cold_incl_open_ms"),
                 f("warm_addrs_per_sec") / 1e3,
+                f("warm_ms"),
                 memo / 1e6,
                 f("addr2line_addrs_per_sec") / 1e3,
+                f("addr2line_ms"),
                 f("speedup_cold_incl_open"),
+                f("speedup_warm"),
+                v["speedup_first_round"]["cold_incl_open"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+                v["speedup_first_round"]["warm"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
                 f("agreement") * 100.0
             );
         }
