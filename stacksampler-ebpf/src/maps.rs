@@ -14,7 +14,7 @@ const SAMPLES_RING_BYTES: u32 = 16 << 20;
 /// Unread bytes in [`SAMPLES`] from which a sample wakes the reader up. Below it samples are
 /// written without a wake-up: each wake-up is an irq_work self-interrupt, which in a virtual
 /// machine costs more than a shallow sample's whole walk (measured: 12.9 -> 9.5 µs per sample).
-/// User space polls the ring on a timer (`SAMPLES_POLL_INTERVAL`, 50 ms); at the highest rates
+/// User space polls the ring on a timer (`SAMPLES_POLL_INTERVAL`, 100 ms); at the highest rates
 /// the ring reaches this mark first.
 const WAKEUP_AT_BYTES: u64 = (SAMPLES_RING_BYTES / 4) as u64;
 

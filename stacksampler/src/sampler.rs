@@ -14,7 +14,7 @@ use crate::sample::Sample;
 /// How often the ring buffer is read when the kernel did not wake the reader. The kernel wakes
 /// it when a quarter of the ring is unread, when a sample needs its labels or its deep stack
 /// read from the target soon, and otherwise leaves samples to this timer.
-pub const SAMPLES_POLL_INTERVAL: Duration = Duration::from_millis(50);
+pub const SAMPLES_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Decoded samples from the kernel.
 pub struct SampleStream {
