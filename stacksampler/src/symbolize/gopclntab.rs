@@ -379,6 +379,7 @@ struct BatchScratch<'a> {
 /// function entry of its call site in the caller (`None`: negative).
 struct InlNode<'a> {
     name: Cow<'a, str>,
+    name_off: Option<u32>,
     parent_off: Option<u32>,
 }
 
@@ -386,6 +387,11 @@ struct InlNode<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct GoFrameRef<'a> {
     pub function: &'a str,
+    /// Where `function` is in the function name table: the same key always prints the same name
+    /// (`None` for a name the table did not give).
+    pub function_key: Option<u32>,
+    /// Borrowed from the table's own bytes, so the string's address identifies the file for as
+    /// long as the table is borrowed.
     pub file: Option<&'a str>,
     pub line: Option<u32>,
     pub inlined: bool,
@@ -665,9 +671,9 @@ impl GoPclnTab {
         decode_pcvalue_into(self, inl_table, func_len, &mut s.inl);
         s.files.clear();
         s.nodes.clear();
-        let name = self
-            .printed_name(func.name_off)
-            .unwrap_or_else(|| Cow::Owned(format!("go.func@{:#x}", func.entry)));
+        let printed = self.printed_name(func.name_off);
+        let name_key = printed.is_some().then_some(func.name_off);
+        let name = printed.unwrap_or_else(|| Cow::Owned(format!("go.func@{:#x}", func.entry)));
         let entry_off = func.entry.wrapping_sub(self.text_start);
         // Cursors into the runs for the (increasing) offsets of the addresses themselves.
         let (mut cf, mut cl, mut ci) = (0, 0, 0);
@@ -694,11 +700,13 @@ impl GoPclnTab {
                     None => {
                         let node =
                             tree.and_then(|t| self.inlined_call(t, inl as usize))
-                                .map(|call| InlNode {
-                                    name: self
-                                        .printed_name(call.name_off)
-                                        .unwrap_or(Cow::Borrowed("?")),
-                                    parent_off: u32::try_from(call.parent_pc).ok(),
+                                .map(|call| {
+                                    let name = self.printed_name(call.name_off);
+                                    InlNode {
+                                        name_off: name.is_some().then_some(call.name_off),
+                                        name: name.unwrap_or(Cow::Borrowed("?")),
+                                        parent_off: u32::try_from(call.parent_pc).ok(),
+                                    }
                                 });
                         s.nodes.push((inl, node));
                         s.nodes.len() - 1
@@ -706,6 +714,7 @@ impl GoPclnTab {
                 };
                 let Some(InlNode {
                     name: node_name,
+                    name_off: node_name_off,
                     parent_off,
                 }) = &s.nodes[node].1
                 else {
@@ -716,6 +725,7 @@ impl GoPclnTab {
                     i,
                     GoFrameRef {
                         function: node_name,
+                        function_key: *node_name_off,
                         file: file_name,
                         line: u32::try_from(line).ok(),
                         inlined: true,
@@ -732,6 +742,7 @@ impl GoPclnTab {
                 i,
                 GoFrameRef {
                     function: &name,
+                    function_key: name_key,
                     file: file_name,
                     line: u32::try_from(line).ok(),
                     inlined: false,

@@ -5,7 +5,7 @@
 //! the process layer turns runtime addresses into them (see `process.rs`).
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex, OnceLock},
 };
@@ -119,7 +119,8 @@ impl ModuleSymbolizer {
             // vector of their exact size.
             let mut current: Option<usize> = None;
             let mut frames: Vec<Frame> = Vec::new();
-            let (mut functions, mut files) = (Interner::default(), Interner::default());
+            let mut functions = Interner::<u32>::default();
+            let mut files = Interner::<(usize, usize)>::default();
             go.visit_frames_batch(vaddrs, |i, f| {
                 if current != Some(i) {
                     if let Some(prev) = current {
@@ -131,8 +132,13 @@ impl ModuleSymbolizer {
                 }
                 frames.push(Frame {
                     kind: go_kind(f.function),
-                    function: functions.get(f.function),
-                    file: f.file.map(|file| files.get(file)),
+                    function: match f.function_key {
+                        Some(key) => functions.get(key, f.function),
+                        None => Arc::from(f.function),
+                    },
+                    file: f
+                        .file
+                        .map(|file| files.get((file.as_ptr() as usize, file.len()), file)),
                     line: f.line,
                     inlined: f.inlined,
                     module: Some(module.clone()),
@@ -253,31 +259,56 @@ pub fn go_kind(function: &str) -> FrameKind {
     }
 }
 
-/// One shared copy of each name of a batch (see [`Frame`]'s names), one interner for function
-/// names and one for files. Frames of one function arrive together, so the last name answers
-/// most lookups without hashing.
-#[derive(Default)]
-struct Interner {
-    names: HashSet<Arc<str>, foldhash::fast::FixedState>,
-    last: Option<Arc<str>>,
+/// One shared copy of each name of a batch (see [`Frame`]'s names), found by a key that is
+/// cheaper to hash than the text: a function's place in the name table, a file name's address
+/// in the table's bytes (see [`GoFrameRef`](super::gopclntab::GoFrameRef)). The last key
+/// answers most lookups: the frames of one function arrive together.
+struct Interner<K> {
+    names: HashMap<K, Arc<str>, foldhash::fast::FixedState>,
+    last: Option<(K, Arc<str>)>,
 }
 
-impl Interner {
-    fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(last) = &self.last
-            && **last == *name
-        {
-            return last.clone();
+impl<K> Default for Interner<K> {
+    fn default() -> Self {
+        Self {
+            names: HashMap::default(),
+            last: None,
         }
-        let shared = match self.names.get(name) {
-            Some(shared) => shared.clone(),
-            None => {
-                let shared: Arc<str> = Arc::from(name);
-                self.names.insert(shared.clone());
-                shared
-            }
-        };
-        self.last = Some(shared.clone());
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Interner<K> {
+    fn get(&mut self, key: K, name: &str) -> Arc<str> {
+        if let Some((last, shared)) = &self.last
+            && *last == key
+        {
+            return shared.clone();
+        }
+        let shared = self
+            .names
+            .entry(key)
+            .or_insert_with(|| Arc::from(name))
+            .clone();
+        self.last = Some((key, shared.clone()));
         shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interner_shares_one_copy_per_key() {
+        let mut names = Interner::<u32>::default();
+        let a = names.get(1, "main.f");
+        let b = names.get(2, "main.g");
+        let a_again = names.get(1, "main.f");
+        assert!(Arc::ptr_eq(&a, &a_again));
+        assert_eq!((&*a, &*b), ("main.f", "main.g"));
+        // Back and forth between keys: the map answers, not only the last key.
+        assert!(Arc::ptr_eq(&names.get(2, "main.g"), &b));
+        assert!(Arc::ptr_eq(&names.get(1, "main.f"), &a));
+        assert_eq!(names.names.len(), 2);
     }
 }
