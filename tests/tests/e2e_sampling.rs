@@ -197,6 +197,47 @@ fn state_filter_separates_syscall_from_running() {
     }
 }
 
+/// The kernel writes most samples without waking the reader (see `SAMPLES_POLL_INTERVAL`):
+/// samples must still arrive while the run goes on, not only when it ends. `--verbose` prints
+/// the samples received so far once a second.
+#[test]
+fn samples_are_read_while_the_run_goes_on() {
+    let _serial = exclusive();
+    let tc = primary_go_toolchains().pop().expect("a toolchain");
+    let (demo, _) = start_demo(&tc, &["-workers", "hot"]);
+    let pid = demo.pid().to_string();
+    let out = run_stacksampler(&[
+        "--pid",
+        &pid,
+        "--duration",
+        "3",
+        "--verbose",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    // "stacksampler: sampling 1s, 97 samples"
+    let progress: Vec<u64> = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("stacksampler: sampling "))
+        .filter_map(|l| l.split(", ").nth(1)?.strip_suffix(" samples")?.parse().ok())
+        .collect();
+    let first = *progress
+        .first()
+        .unwrap_or_else(|| panic!("no progress line: {}", out.stderr));
+    // One always-running goroutine at 99 Hz: about 99 samples by the first line, a second in.
+    assert!(
+        first >= 20,
+        "{} samples read after a second: {}",
+        first,
+        out.stderr
+    );
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    let total = out.json()["samples"]["total"].as_u64().unwrap_or(0);
+    assert!(total >= first, "{total} in the report, {first} a second in");
+}
+
 #[test]
 fn min_depth_keeps_deep_stacks_only() {
     let _serial = exclusive();

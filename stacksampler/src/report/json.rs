@@ -76,18 +76,8 @@ pub struct JsonStacks<'a> {
 }
 
 impl<'a> JsonStacks<'a> {
-    /// Number of rows.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Whether there is no row.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// The rows, built on demand, in report order.
-    pub fn iter(&self) -> impl Iterator<Item = JsonStack> + '_ {
+    fn iter(&self) -> impl Iterator<Item = JsonStack> + '_ {
         self.rows
             .iter()
             .map(|row| self.renderer.stack(self.report, row))

@@ -119,19 +119,6 @@ pub enum PclnError {
     NoTextStart,
 }
 
-/// One frame found in the table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GoFrame {
-    /// Function name as `runtime.CallersFrames` prints it (`main.(*T).M`, `main.Map[...]`).
-    pub function: String,
-    /// Source file.
-    pub file: Option<String>,
-    /// Source line.
-    pub line: Option<u32>,
-    /// Inlined into the next frame.
-    pub inlined: bool,
-}
-
 /// A parsed `.gopclntab` (offsets into the file's bytes, checked on every read).
 pub struct GoPclnTab {
     data: bytes::Bytes,
@@ -521,30 +508,6 @@ impl GoPclnTab {
             self.text_start + u64::from(first),
             self.text_start + u64::from(end),
         ))
-    }
-
-    /// The frames of `pc`, innermost (most inlined) first; `None` outside every Go function.
-    pub fn find_frames(&self, pc: u64) -> Option<Vec<GoFrame>> {
-        let mut frames = Vec::new();
-        self.visit_frames(pc, |f| {
-            frames.push(GoFrame {
-                function: f.function.to_owned(),
-                file: f.file.map(str::to_owned),
-                line: f.line,
-                inlined: f.inlined,
-            })
-        })
-        .then_some(frames)
-    }
-
-    /// Calls `visit` with each frame of `pc`, innermost first; false outside every Go function.
-    pub fn visit_frames(&self, pc: u64, mut visit: impl FnMut(GoFrameRef<'_>)) -> bool {
-        let mut found = false;
-        self.visit_frames_batch(&[pc], |_, f| {
-            found = true;
-            visit(f)
-        });
-        found
     }
 
     /// Calls `visit(i, frame)` with each frame of each `pcs[i]` that is in a Go function: the

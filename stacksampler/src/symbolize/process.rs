@@ -235,22 +235,20 @@ impl ProcessSymbolizer {
             None => Err(unknown()),
         }
     }
-}
 
-impl ProcessSymbolizer {
-    /// Symbolizes `vaddrs` (of the addresses `addrs`) in the file of mapping `map_idx`.
+    /// Symbolizes the addresses of `batch` in the file of its mapping.
     fn flush_batch(
         &mut self,
-        (map_idx, addrs, vaddrs): (usize, Vec<u64>, Vec<u64>),
+        batch: MappingBatch,
         memoize: bool,
         by_addr: &mut HashMap<u64, Vec<Frame>>,
     ) {
-        let map = &self.mappings[map_idx];
+        let map = &self.mappings[batch.map_idx];
         let Some(module) = &map.module else {
             return;
         };
-        let frames = module.frames_batch(&vaddrs, &map.name);
-        for (a, f) in addrs.into_iter().zip(frames) {
+        let frames = module.frames_batch(&batch.vaddrs, &map.name);
+        for (a, f) in batch.addrs.into_iter().zip(frames) {
             if memoize {
                 self.memo.insert(a, f.clone());
             }
@@ -281,19 +279,22 @@ impl Symbolize for ProcessSymbolizer {
         misses.dedup();
         let memoize = misses.len() <= MEMO_MAX_BATCH;
         // Sorted addresses of one mapping are consecutive.
-        let mut batch: Option<(usize, Vec<u64>, Vec<u64>)> = None;
+        let mut batch: Option<MappingBatch> = None;
         for &addr in &misses {
             match self.locate(addr) {
                 Ok((map_idx, vaddr)) => {
-                    if batch.as_ref().is_some_and(|(m, ..)| *m != map_idx)
+                    if batch.as_ref().is_some_and(|b| b.map_idx != map_idx)
                         && let Some(done) = batch.take()
                     {
                         self.flush_batch(done, memoize, &mut by_addr);
                     }
-                    let (_, batch_addrs, vaddrs) =
-                        batch.get_or_insert_with(|| (map_idx, Vec::new(), Vec::new()));
-                    batch_addrs.push(addr);
-                    vaddrs.push(vaddr);
+                    let b = batch.get_or_insert_with(|| MappingBatch {
+                        map_idx,
+                        addrs: Vec::new(),
+                        vaddrs: Vec::new(),
+                    });
+                    b.addrs.push(addr);
+                    b.vaddrs.push(vaddr);
                 }
                 Err(frames) => {
                     if memoize {
@@ -308,6 +309,16 @@ impl Symbolize for ProcessSymbolizer {
         }
         Symbols { by_addr }
     }
+}
+
+/// Addresses of one mapping symbolized together.
+struct MappingBatch {
+    /// Index in `ProcessSymbolizer::mappings`.
+    map_idx: usize,
+    /// The runtime addresses.
+    addrs: Vec<u64>,
+    /// The same, as ELF virtual addresses of the mapped file.
+    vaddrs: Vec<u64>,
 }
 
 /// A kernel symbol from `/proc/kallsyms`.
