@@ -301,7 +301,9 @@ fn check_growth(tc: &GoToolchain, variant: Variant) {
         }
         assert!(
             goroutine.iter().any(|f| f == "main.main.func1"),
-            "{what}: no main.main.func1 below the switch"
+            "{what}: no main.main.func1 below the switch: {goroutine:?} (state {}, count {})",
+            s["state"],
+            s["count"]
         );
         assert_eq!(
             recursion + 2,
