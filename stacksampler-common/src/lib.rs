@@ -44,6 +44,22 @@ impl ConfigFlags {
     pub const VERBOSE: u32 = 1 << 1;
     /// Record the kernel stack of samples that hit kernel mode (`--kernel`).
     pub const KERNEL_STACKS: u32 = 1 << 2;
+    /// [`SamplerConfig::pidns`] names the target's PID namespace: thread ids compared with
+    /// `m.procid` are taken in it (`bpf_get_ns_current_pid_tgid`), as the target itself sees them.
+    pub const PIDNS_KNOWN: u32 = 1 << 3;
+}
+
+/// A PID namespace as `stat(2)` of `/proc/PID/ns/pid` names it: the nsfs device and inode.
+///
+/// Go records a thread's id as the thread sees it (`gettid` in `m.procid`), which inside a
+/// container's PID namespace is not the id the kernel's `bpf_get_current_pid_tgid` returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PidNamespace {
+    /// `st_dev` of the namespace file.
+    pub dev: u64,
+    /// `st_ino` of the namespace file.
+    pub ino: u64,
 }
 
 /// Byte offsets of the Go runtime structure members the kernel program reads.
@@ -122,6 +138,8 @@ pub struct SamplerConfig {
     pub flags: u32,
     /// Go runtime member offsets.
     pub go: GoLayout,
+    /// The target's own (innermost) PID namespace, valid with [`ConfigFlags::PIDNS_KNOWN`].
+    pub pidns: PidNamespace,
 }
 
 /// Bits of [`SampleHeader::flags`].
@@ -226,10 +244,13 @@ pub struct Counters {
     pub truncated: u64,
     /// Samples where reading the goroutine failed although the layout was known.
     pub goroutine_read_errors: u64,
+    /// Of those, samples whose thread was not the one `m.procid` names (a thread Go did not
+    /// create, or thread ids taken in the wrong PID namespace).
+    pub goroutine_tid_mismatch: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<GoLayout>() == 20 * 4);
-const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16 + 20 * 4);
+const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16 + 20 * 4 + 16);
 const _: () = assert!(SAMPLE_HEADER_SIZE == 11 * 8 + 10 * 4);
 const _: () = assert!(SAMPLE_HEADER_SIZE.is_multiple_of(8));
 
@@ -239,6 +260,7 @@ mod pod {
     unsafe impl aya::Pod for super::SamplerConfig {}
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::GoLayout {}
+    unsafe impl aya::Pod for super::PidNamespace {}
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,11 +2,23 @@
 //!
 //! Offsets come from user space ([`GoLayout`]); nothing here knows a Go release.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
-    generated::bpf_get_current_task_btf,
+use aya_ebpf::{
+    bindings::bpf_pidns_info,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_get_ns_current_pid_tgid},
+    },
 };
-use stacksampler_common::{GoLayout, LabelFormat, SamplerConfig};
+use stacksampler_common::{ConfigFlags, GoLayout, LabelFormat, SamplerConfig};
+
+/// Why the current goroutine could not be read.
+pub enum ReadFailure {
+    /// The thread's TLS or the `g`/`m` it points at could not be read.
+    Unreadable,
+    /// `m.procid` is not this thread: not a Go thread, or the id was taken in the wrong PID
+    /// namespace.
+    TidMismatch,
+}
 
 /// Saved scheduling registers of a goroutine (`g.sched`).
 pub struct Sched {
@@ -77,23 +89,44 @@ unsafe fn current_g(_cfg: &SamplerConfig) -> Option<u64> {
     Some(saved.regs[28])
 }
 
+/// The current thread's id as the target sees it: in its own PID namespace when user space
+/// named one (a container), else the kernel's global id.
+#[inline(always)]
+unsafe fn thread_id(cfg: &SamplerConfig) -> Option<u32> {
+    if cfg.flags & ConfigFlags::PIDNS_KNOWN == 0 {
+        return Some(bpf_get_current_pid_tgid() as u32);
+    }
+    let mut ids = bpf_pidns_info { pid: 0, tgid: 0 };
+    // SAFETY: `ids` is a valid, writable bpf_pidns_info of the size passed.
+    let rc = unsafe {
+        bpf_get_ns_current_pid_tgid(
+            cfg.pidns.dev,
+            cfg.pidns.ino,
+            &mut ids,
+            core::mem::size_of::<bpf_pidns_info>() as u32,
+        )
+    };
+    // The helper's `pid` is the thread id (the kernel's naming).
+    (rc == 0).then_some(ids.pid)
+}
+
 /// Reads the goroutine running on the current thread, resolving system stacks to `m.curg`.
 ///
 /// A `g` whose `m.procid` is not this thread's id is rejected: a thread not created by the Go
 /// runtime (a C thread of a cgo program) has no `g` in its TLS, only unrelated bytes.
 #[inline(always)]
-pub unsafe fn read(cfg: &SamplerConfig) -> Option<Goroutine> {
+pub unsafe fn read(cfg: &SamplerConfig) -> Result<Goroutine, ReadFailure> {
     let go: &GoLayout = &cfg.go;
-    let g = unsafe { current_g(cfg) }?;
+    let g = unsafe { current_g(cfg) }.ok_or(ReadFailure::Unreadable)?;
     if g == 0 {
-        return None;
+        return Err(ReadFailure::Unreadable);
     }
-    let m: u64 = unsafe { field(g, go.g_m) }?;
+    let m: u64 = unsafe { field(g, go.g_m) }.ok_or(ReadFailure::Unreadable)?;
     if m != 0 {
-        let procid: u64 = unsafe { field(m, go.m_procid) }?;
-        let tid = bpf_get_current_pid_tgid() as u32;
+        let procid: u64 = unsafe { field(m, go.m_procid) }.ok_or(ReadFailure::Unreadable)?;
+        let tid = unsafe { thread_id(cfg) }.ok_or(ReadFailure::TidMismatch)?;
         if procid != tid as u64 {
-            return None;
+            return Err(ReadFailure::TidMismatch);
         }
     }
     let mut target = g;
@@ -133,12 +166,12 @@ pub unsafe fn read(cfg: &SamplerConfig) -> Option<Goroutine> {
     } else {
         (0, 0)
     };
-    Some(Goroutine {
+    Ok(Goroutine {
         labels_ptr,
         labels_word,
         g_addr: target,
-        goid: unsafe { field(target, go.g_goid) }?,
-        status: unsafe { field::<u32>(target, go.g_atomicstatus) }?,
+        goid: unsafe { field(target, go.g_goid) }.ok_or(ReadFailure::Unreadable)?,
+        status: unsafe { field::<u32>(target, go.g_atomicstatus) }.ok_or(ReadFailure::Unreadable)?,
         waitreason: unsafe { field::<u8>(target, go.g_waitreason) }.unwrap_or(0) as u32,
         stack_lo: unsafe { field(target, go.g_stack_lo) }.unwrap_or(0),
         stack_hi: unsafe { field(target, go.g_stack_hi) }.unwrap_or(0),

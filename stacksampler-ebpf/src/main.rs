@@ -151,14 +151,22 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
     }
 
     let g = if cfg.flags & ConfigFlags::GO_LAYOUT_KNOWN != 0 {
-        let g = unsafe { goroutine::read(cfg) };
-        if g.is_none() {
-            bump(|c| c.goroutine_read_errors += 1);
-            if cfg.flags & ConfigFlags::VERBOSE != 0 {
-                warn!(ctx, "tid {}: could not read the current goroutine", h.tid);
+        match unsafe { goroutine::read(cfg) } {
+            Ok(g) => Some(g),
+            Err(failure) => {
+                let mismatch = matches!(failure, goroutine::ReadFailure::TidMismatch);
+                bump(|c| {
+                    c.goroutine_read_errors += 1;
+                    if mismatch {
+                        c.goroutine_tid_mismatch += 1;
+                    }
+                });
+                if cfg.flags & ConfigFlags::VERBOSE != 0 {
+                    warn!(ctx, "tid {}: could not read the current goroutine", h.tid);
+                }
+                None
             }
         }
-        g
     } else {
         None
     };

@@ -15,7 +15,7 @@ use aya::{
     util::{nr_cpus, online_cpus},
 };
 use stacksampler_common::{
-    CONFIG_KEY, ConfigFlags, Counters, GoLayout, SamplerConfig,
+    CONFIG_KEY, ConfigFlags, Counters, GoLayout, PidNamespace, SamplerConfig,
     names::{CONFIG_MAP, COUNTERS_MAP, SAMPLE_PROGRAM, SAMPLES_MAP, SCRATCH_MAP},
 };
 
@@ -37,6 +37,9 @@ pub struct LoadOptions {
     pub task_fsbase_offset: u32,
     /// Go runtime layout; `None` leaves goroutine fields unknown.
     pub go_layout: Option<GoLayout>,
+    /// The target's PID namespace, in which Go's `m.procid` is a thread id; `None`: the
+    /// kernel's global ids.
+    pub pidns: Option<PidNamespace>,
     /// Kernel-side diagnostics through aya-log.
     pub verbose: bool,
     /// Record kernel stacks of samples in kernel mode.
@@ -85,6 +88,8 @@ impl KernelCost {
 /// A loaded, attached sampler. Drop it to detach.
 pub struct LoadedSampler {
     ebpf: Ebpf,
+    /// What the kernel program was configured with, rewritten by [`Self::set_go_layout`].
+    config: SamplerConfig,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     attached_cpus: usize,
     _stats: Option<OwnedFd>,
@@ -122,6 +127,9 @@ impl LoadedSampler {
         if options.go_layout.is_some() {
             flags |= ConfigFlags::GO_LAYOUT_KNOWN;
         }
+        if options.pidns.is_some() {
+            flags |= ConfigFlags::PIDNS_KNOWN;
+        }
         if options.verbose {
             flags |= ConfigFlags::VERBOSE;
         }
@@ -134,12 +142,9 @@ impl LoadedSampler {
             task_fsbase_offset: options.task_fsbase_offset,
             flags,
             go: options.go_layout.unwrap_or_default(),
+            pidns: options.pidns.unwrap_or_default(),
         };
-        let mut config_map: Array<_, SamplerConfig> = Array::try_from(
-            ebpf.map_mut(CONFIG_MAP)
-                .ok_or(LoaderError::Missing(CONFIG_MAP))?,
-        )?;
-        config_map.set(CONFIG_KEY, config, 0)?;
+        write_config(&mut ebpf, config)?;
 
         let program: &mut PerfEvent = ebpf
             .program_mut(SAMPLE_PROGRAM)
@@ -157,10 +162,25 @@ impl LoadedSampler {
         }
         Ok(Self {
             ebpf,
+            config,
             logger,
             attached_cpus: cpus.len(),
             _stats: stats,
         })
+    }
+
+    /// Tells the running program the target's new Go layout (after an `exec`); `None` leaves
+    /// goroutine fields unknown from now on.
+    pub fn set_go_layout(&mut self, layout: Option<GoLayout>) -> Result<(), LoaderError> {
+        let mut config = self.config;
+        config.go = layout.unwrap_or_default();
+        config.flags &= !ConfigFlags::GO_LAYOUT_KNOWN;
+        if layout.is_some() {
+            config.flags |= ConfigFlags::GO_LAYOUT_KNOWN;
+        }
+        write_config(&mut self.ebpf, config)?;
+        self.config = config;
+        Ok(())
     }
 
     /// Number of CPUs a perf event was attached on.
@@ -192,6 +212,7 @@ impl LoadedSampler {
             sum.kernel_mode += c.kernel_mode;
             sum.truncated += c.truncated;
             sum.goroutine_read_errors += c.goroutine_read_errors;
+            sum.goroutine_tid_mismatch += c.goroutine_tid_mismatch;
         }
         Ok(sum)
     }
@@ -216,4 +237,14 @@ impl LoadedSampler {
             logger.flush();
         }
     }
+}
+
+/// Writes the one entry of the program's configuration map.
+fn write_config(ebpf: &mut Ebpf, config: SamplerConfig) -> Result<(), LoaderError> {
+    let mut config_map: Array<_, SamplerConfig> = Array::try_from(
+        ebpf.map_mut(CONFIG_MAP)
+            .ok_or(LoaderError::Missing(CONFIG_MAP))?,
+    )?;
+    config_map.set(CONFIG_KEY, config, 0)?;
+    Ok(())
 }

@@ -27,6 +27,9 @@ fn real_main(config: &Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // Outputs are created before anything is attached: a bad path must not cost a capture.
+    let plan = report::OutputPlan::from_config(config);
+    let prepared = plan.prepare()?;
     if config.watch {
         return runtime
             .block_on(stacksampler::events::watch::watch(config))
@@ -49,10 +52,9 @@ fn real_main(config: &Config) -> anyhow::Result<()> {
             s.kernel_cost.run_time_ns as f64 / s.delivered.max(1) as f64
         );
     }
-    let plan = report::OutputPlan::from_config(config);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let written = report::write_outputs(&finished.report, &plan, &mut out)?;
+    let written = report::write_outputs(&finished.report, &plan, prepared, &mut out)?;
     out.flush().context("writing the report")?;
     for w in written {
         if let Some(path) = w.path {

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use stacksampler_common::LabelFormat;
+use stacksampler_common::{Counters, LabelFormat};
 use tokio::signal::unix::SignalKind;
 
 use crate::{
@@ -74,8 +74,12 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     let go = goruntime::inspect(&process.exe_link);
     // Where the target's stack limit lives (`runtime.maxstacksize`, set by debug.SetMaxStack).
     let mut maxstacksize_addr = None;
+    let mut build_id = None;
+    let mut is_go = false;
     let (go_version, go_layout) = match go {
         Ok(binary) => {
+            build_id = binary.gnu_build_id.clone().or(binary.go_build_id.clone());
+            is_go = binary.is_go;
             maxstacksize_addr = binary.symbols.maxstacksize.and_then(|addr| {
                 if binary.is_pie {
                     target::process::pie_base(config.pid, &process.exe).map(|base| base + addr)
@@ -134,6 +138,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
         max_frames: config.max_frames,
         task_fsbase_offset,
         go_layout,
+        pidns: Some(target::process::pid_namespace(config.pid)?),
         verbose: config.verbose,
         kernel_stacks: config.kernel,
         kernel_stats: config.verbose,
@@ -146,8 +151,12 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     let mut deep = go_layout.and_then(|layout| DeepStackReader::open(config.pid, layout).ok());
     let mut morestack = MorestackFrames::default();
     let mut frameless = FramelessPcs::default();
+    let mut no_goroutine = 0u64;
     let mut sink = |mut sample: crate::sample::Sample| {
         profile.counts.total += 1;
+        if sample.goroutine.is_none() {
+            no_goroutine += 1;
+        }
         if let Some(resolver) = label_resolver.as_mut() {
             resolver.resolve(&mut sample);
         }
@@ -241,6 +250,12 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
             counters.lost_ringbuf
         ));
     }
+    if is_go
+        && go_layout.is_some()
+        && let Some(w) = unknown_goroutines_warning(profile.counts.total, no_goroutine, &counters)
+    {
+        warnings.push(w);
+    }
     if go_layout.is_some() && counters.goroutine_read_errors > 0 && config.verbose {
         eprintln!(
             "stacksampler: {} samples had no readable goroutine",
@@ -267,6 +282,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
         run: RunInfo {
             pid: config.pid,
             binary: process.exe.clone(),
+            build_id,
             go_version,
             duration_secs: elapsed.as_secs_f64(),
             frequency_hz: config.frequency,
@@ -288,6 +304,32 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
         continuation,
     };
     Ok(Finished { report, stats })
+}
+
+/// Share of a Go target's samples without goroutine fields above which the report says so:
+/// a few are normal (threads the Go runtime is still setting up, C threads of a cgo program).
+const UNKNOWN_GOROUTINE_WARN_PERCENT: u64 = 10;
+/// Fewest samples for that share to mean anything.
+const UNKNOWN_GOROUTINE_MIN_SAMPLES: u64 = 20;
+
+/// The warning for a Go target whose samples mostly came back without their goroutine, with
+/// the reason the kernel counted; `None` when the share is small.
+fn unknown_goroutines_warning(total: u64, unknown: u64, counters: &Counters) -> Option<String> {
+    if total < UNKNOWN_GOROUTINE_MIN_SAMPLES || unknown * 100 <= total * UNKNOWN_GOROUTINE_WARN_PERCENT
+    {
+        return None;
+    }
+    let reason = if counters.goroutine_tid_mismatch * 2 >= counters.goroutine_read_errors.max(1) {
+        "the thread was not the one the goroutine's m.procid names (threads not created by Go, \
+         thread ids of another PID namespace, or a wrong runtime layout)"
+    } else {
+        "the goroutine could not be read from the thread (a wrong runtime layout or TLS slot)"
+    };
+    Some(format!(
+        "goroutine fields are unknown in {unknown} of {total} samples ({:.0}%): {reason}; \
+         states, goroutine ids and labels of those samples are missing",
+        unknown as f64 * 100.0 / total as f64
+    ))
 }
 
 /// Which return addresses are in `runtime.morestack` (where a stack-growth switch starts),

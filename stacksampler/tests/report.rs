@@ -65,6 +65,7 @@ mod fixtures {
         RunInfo {
             pid,
             binary: PathBuf::from(BINARY),
+            build_id: None,
             go_version: Some("go1.27.3".to_owned()),
             duration_secs: 5.0,
             frequency_hz: 99,
@@ -800,8 +801,20 @@ fn write_outputs_by_extension() {
     };
     let report = fixtures::basic();
     let mut stdout = Vec::new();
-    let written = report::write_outputs(&report, &plan, &mut stdout).unwrap();
+    let prepared = plan.prepare().unwrap();
+    // Prepared: only hidden temporary files exist until the report is written.
+    for n in names {
+        assert!(!dir.path().join(n).exists(), "{n} before the report");
+    }
+    let written = report::write_outputs(&report, &plan, prepared, &mut stdout).unwrap();
     assert!(stdout.is_empty(), "files only");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
     let formats: Vec<OutputFormat> = written.iter().map(|w| w.format).collect();
     use OutputFormat::*;
     assert_eq!(
@@ -824,7 +837,8 @@ fn write_outputs_by_extension() {
         format: Json,
         options: RenderOptions::default(),
     };
-    report::write_outputs(&report, &plan, &mut stdout).unwrap();
+    let prepared = plan.prepare().unwrap();
+    report::write_outputs(&report, &plan, prepared, &mut stdout).unwrap();
     serde_json::from_slice::<serde_json::Value>(&stdout).unwrap();
     // A file that cannot be created is a clear error naming it.
     let plan = report::OutputPlan {
@@ -832,10 +846,32 @@ fn write_outputs_by_extension() {
         format: Text,
         options: RenderOptions::default(),
     };
-    let err = report::write_outputs(&report, &plan, &mut stdout)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("missing/dir/r.txt"), "{err}");
+    // A file that cannot be created fails when the plan is prepared (before sampling), naming
+    // it once and the OS error once.
+    let err = plan.prepare().unwrap_err();
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert!(chain.contains("missing/dir/r.txt"), "{chain}");
+    assert_eq!(chain.matches("No such file or directory").count(), 1, "{chain}");
+}
+
+#[test]
+fn a_symlink_planted_at_an_output_path_is_replaced_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let out = dir.path().join("r.txt");
+    std::os::unix::fs::symlink(&victim, &out).unwrap();
+    let plan = report::OutputPlan {
+        files: vec![out.clone()],
+        format: OutputFormat::Text,
+        options: RenderOptions::default(),
+    };
+    let report = fixtures::basic();
+    let prepared = plan.prepare().unwrap();
+    report::write_outputs(&report, &plan, prepared, &mut Vec::new()).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(!std::fs::symlink_metadata(&out).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&out).unwrap(), render(&report, OutputFormat::Text, &opts()));
 }
 
 #[test]
@@ -849,21 +885,3 @@ fn flamegraph_caps_an_unfoldable_deep_stack() {
     assert!(txt.lines().count() < 200, "{} lines", txt.lines().count());
 }
 
-#[test]
-fn pprof_mapping_build_id_of_go_binaries_matches_go_tool_buildid() {
-    for go in go_tools() {
-        let out = Command::new(&go)
-            .args(["tool", "buildid"])
-            .arg(&go)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let want = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        let got = report::pprof::build_id(&go).expect("build id");
-        // A GNU build id (hex) when the linker wrote one, else Go's own.
-        assert!(
-            got == want || got.bytes().all(|b| b.is_ascii_hexdigit()),
-            "{got} vs {want}"
-        );
-    }
-}

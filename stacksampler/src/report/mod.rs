@@ -18,7 +18,6 @@ pub mod stack;
 pub mod text;
 
 use std::{
-    fs::File,
     io::{BufWriter, Write},
     path::{Path, PathBuf},
 };
@@ -54,6 +53,9 @@ pub struct RunInfo {
     pub pid: u32,
     /// The target's executable (as `/proc/PID/exe` named it at start).
     pub binary: PathBuf,
+    /// Build id of that executable (the GNU build id in hex, else Go's), read at start from the
+    /// file the target runs (`/proc/PID/exe`, so a container's binary is the right one).
+    pub build_id: Option<String>,
     /// Go version from the binary's build info, when it is a Go binary.
     pub go_version: Option<String>,
     /// Wall time sampled, seconds.
@@ -287,59 +289,150 @@ pub struct WrittenOutput {
 /// Error writing one of the outputs of a plan.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    /// The output file could not be created.
-    #[error("cannot create {}: {source}", path.display())]
+    /// The output file could not be created (checked before sampling starts).
+    #[error("cannot create {}", path.display())]
     Create {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// Rendering into the file (or standard output, `path` None) failed.
-    #[error("writing {} report to {}: {source}", format.name(), path.as_deref().map_or("standard output".into(), |p| p.display().to_string()))]
+    #[error("writing {} report to {}", format.name(), path.as_deref().map_or("standard output".into(), |p| p.display().to_string()))]
     Render {
         path: Option<PathBuf>,
         format: OutputFormat,
         #[source]
         source: RenderError,
     },
+    /// The finished file could not be moved over its destination.
+    #[error("cannot write {}", path.display())]
+    Persist {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// Writes every output of `plan`: each `--output` file in the format of its extension, or, when
-/// there is none, `plan.format` to `stdout`. Stops at the first failure.
+/// Permissions of a finished report file (before the umask): readable by everyone, as a file
+/// made by `File::create` would be.
+const REPORT_FILE_MODE: u32 = 0o644;
+
+/// One `--output` file, opened before sampling.
+#[derive(Debug)]
+struct PreparedFile {
+    path: PathBuf,
+    format: OutputFormat,
+    /// A new file (`O_EXCL`: never a planted symlink followed) in the destination's folder;
+    /// deleted if the run ends without a report.
+    temp: tempfile::NamedTempFile,
+}
+
+/// The destinations of an [`OutputPlan`], checked and opened before anything is attached: a
+/// bad path fails at once instead of after a whole capture. Each file is written to a temporary
+/// file beside it and renamed over it when complete, so a run killed while writing leaves no
+/// half-written report.
+#[derive(Debug)]
+pub struct PreparedOutputs {
+    files: Vec<PreparedFile>,
+    /// Formats written to standard output (none when files are named).
+    stdout: Vec<OutputFormat>,
+}
+
+impl OutputPlan {
+    /// Creates every output file's temporary file now (see [`PreparedOutputs`]).
+    pub fn prepare(&self) -> Result<PreparedOutputs, OutputError> {
+        let mut prepared = PreparedOutputs {
+            files: Vec::new(),
+            stdout: Vec::new(),
+        };
+        for (path, format) in self.destinations() {
+            let Some(path) = path else {
+                prepared.stdout.push(format);
+                continue;
+            };
+            let temp = create_temp_beside(path).map_err(|source| OutputError::Create {
+                path: path.to_owned(),
+                source,
+            })?;
+            prepared.files.push(PreparedFile {
+                path: path.to_owned(),
+                format,
+                temp,
+            });
+        }
+        Ok(prepared)
+    }
+}
+
+/// A new temporary file in `path`'s folder, named after it.
+fn create_temp_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    if path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory",
+        ));
+    }
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(REPORT_FILE_MODE))
+        .tempfile_in(dir)
+        // tempfile names its random path in the error; the destination is what the user gave.
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => e,
+        })
+}
+
+/// Writes every output of `plan` into the files [`OutputPlan::prepare`] opened (each in the
+/// format of its extension) and renames them into place, or, when there is none, `plan.format`
+/// to `stdout`. Stops at the first failure.
 pub fn write_outputs(
     report: &Report,
     plan: &OutputPlan,
+    prepared: PreparedOutputs,
     stdout: &mut dyn Write,
 ) -> Result<Vec<WrittenOutput>, OutputError> {
     let mut written = Vec::new();
-    for (path, format) in plan.destinations() {
-        match path {
-            None => {
-                render_with(report, format, &plan.options, stdout).map_err(|source| {
-                    OutputError::Render {
-                        path: None,
-                        format,
-                        source,
-                    }
-                })?;
+    for format in prepared.stdout {
+        render_with(report, format, &plan.options, stdout).map_err(|source| {
+            OutputError::Render {
+                path: None,
+                format,
+                source,
             }
-            Some(path) => {
-                let file = File::create(path).map_err(|source| OutputError::Create {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                let mut out = BufWriter::new(file);
-                render_with(report, format, &plan.options, &mut out).map_err(|source| {
-                    OutputError::Render {
-                        path: Some(path.to_owned()),
-                        format,
-                        source,
-                    }
-                })?;
-            }
-        }
+        })?;
+        written.push(WrittenOutput { path: None, format });
+    }
+    for file in prepared.files {
+        let PreparedFile { path, format, temp } = file;
+        let render_error = |source| OutputError::Render {
+            path: Some(path.clone()),
+            format,
+            source,
+        };
+        let mut out = BufWriter::new(temp);
+        render_with(report, format, &plan.options, &mut out).map_err(render_error)?;
+        let temp = out
+            .into_inner()
+            .map_err(|e| render_error(RenderError::Io(e.into_error())))?;
+        temp.persist(&path).map_err(|e| OutputError::Persist {
+            path: path.clone(),
+            source: e.error,
+        })?;
         written.push(WrittenOutput {
-            path: path.map(Path::to_owned),
+            path: Some(path),
             format,
         });
     }

@@ -13,7 +13,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     io::Write,
-    path::Path,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -269,7 +268,7 @@ pub fn build(report: &Report) -> proto::Profile {
             m.id = id;
         }
         let build_id = if *name == binary {
-            build_id(&run.binary).map_or(0, |b| strings.get(&b))
+            run.build_id.as_deref().map_or(0, |b| strings.get(b))
         } else {
             0
         };
@@ -458,37 +457,9 @@ fn function_id(
     id
 }
 
-/// The build id of `binary`: the GNU build id in hex, else Go's build id; `None` when the file
-/// cannot be read or has neither.
-pub fn build_id(binary: &Path) -> Option<String> {
-    use object::{Object, ObjectSection};
-    let data = std::fs::read(binary).ok()?;
-    let file = object::File::parse(&*data).ok()?;
-    if let Ok(Some(id)) = file.build_id() {
-        return Some(id.iter().map(|b| format!("{b:02x}")).collect());
-    }
-    // `.note.go.buildid`: an ELF note (namesz, descsz, type, "Go\0\0", id).
-    let note = file.section_by_name(".note.go.buildid")?.data().ok()?;
-    let descsz = u32::from_le_bytes(note.get(4..8)?.try_into().ok()?) as usize;
-    let desc = note.get(16..16 + descsz)?;
-    std::str::from_utf8(desc).ok().map(str::to_owned)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_a_build_id_or_nothing() {
-        // The test executable is linked with a GNU build id on this platform.
-        let exe = std::env::current_exe().unwrap();
-        let id = build_id(&exe).expect("build id of the test binary");
-        assert!(
-            id.len() >= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
-            "{id}"
-        );
-        assert_eq!(build_id(Path::new("/nonexistent/binary")), None);
-    }
 
     #[test]
     fn strings_are_interned_with_empty_first() {

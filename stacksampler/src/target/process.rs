@@ -22,7 +22,7 @@ pub enum TargetError {
         "not permitted: stacksampler needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs; run it with sudo"
     )]
     NotPermitted,
-    #[error("reading {path}: {source}")]
+    #[error("reading {}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -137,6 +137,18 @@ pub fn check_privileges() -> Result<(), TargetError> {
     } else {
         Err(TargetError::NotPermitted)
     }
+}
+
+/// The PID namespace `pid` lives in (its innermost one: where its own `getpid`/`gettid` ids
+/// are taken), from `stat(2)` of `/proc/PID/ns/pid`.
+pub fn pid_namespace(pid: u32) -> Result<stacksampler_common::PidNamespace, TargetError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = PathBuf::from(format!("/proc/{pid}/ns/pid"));
+    let meta = fs::metadata(&path).map_err(|source| TargetError::Io { path, source })?;
+    Ok(stacksampler_common::PidNamespace {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
 }
 
 /// Reads one machine word of the target's memory (`/proc/PID/mem`).
