@@ -389,9 +389,13 @@ fn create_temp_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
         .permissions(std::fs::Permissions::from_mode(REPORT_FILE_MODE))
         .tempfile_in(dir)
         // tempfile names its random path in the error; the destination is what the user gave.
-        .map_err(|e| match e.raw_os_error() {
-            Some(code) => std::io::Error::from_raw_os_error(code),
-            None => e,
+        .map_err(|e| {
+            let os_code = e
+                .get_ref()
+                .and_then(|inner| inner.source())
+                .and_then(|source| source.downcast_ref::<std::io::Error>())
+                .and_then(std::io::Error::raw_os_error);
+            os_code.map_or(e, std::io::Error::from_raw_os_error)
         })
 }
 
