@@ -374,6 +374,11 @@ fn create_temp_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    // The folder's own error (missing, not a folder) is the clearest one.
+    let folder = std::fs::metadata(dir)?;
+    if !folder.is_dir() {
+        return Err(std::io::Error::from(std::io::ErrorKind::NotADirectory));
+    }
     if path.is_dir() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::IsADirectory,
@@ -389,14 +394,7 @@ fn create_temp_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
         .permissions(std::fs::Permissions::from_mode(REPORT_FILE_MODE))
         .tempfile_in(dir)
         // tempfile names its random path in the error; the destination is what the user gave.
-        .map_err(|e| {
-            let os_code = e
-                .get_ref()
-                .and_then(|inner| inner.source())
-                .and_then(|source| source.downcast_ref::<std::io::Error>())
-                .and_then(std::io::Error::raw_os_error);
-            os_code.map_or(e, std::io::Error::from_raw_os_error)
-        })
+        .map_err(|e| std::io::Error::from(e.kind()))
 }
 
 /// Writes every output of `plan` into the files [`OutputPlan::prepare`] opened (each in the
