@@ -140,6 +140,10 @@ pub struct SamplerConfig {
     pub go: GoLayout,
     /// The target's own (innermost) PID namespace, valid with [`ConfigFlags::PIDNS_KNOWN`].
     pub pidns: PidNamespace,
+    /// Offset of `task_struct.self_exec_id` (incremented by every `execve`, inherited by the
+    /// threads created after it), from the kernel's BTF; 0: not read.
+    pub task_exec_id_offset: u32,
+    pub _pad: u32,
 }
 
 /// Bits of [`SampleHeader::flags`].
@@ -212,7 +216,9 @@ pub struct SampleHeader {
     /// With `--kernel`: the last `n_kernel_frames` of the `n_frames` frames that follow are the
     /// kernel stack (innermost first), after the user frames.
     pub n_kernel_frames: u32,
-    pub _pad: u32,
+    /// Low 32 bits of the thread's `task_struct.self_exec_id`: it changes when the process
+    /// `exec`s another program, so user space knows which program image a sample belongs to.
+    pub exec_id: u32,
 }
 
 /// One sample as built in the per-CPU scratch slot; only the header and the first `n_frames`
@@ -250,7 +256,7 @@ pub struct Counters {
 }
 
 const _: () = assert!(core::mem::size_of::<GoLayout>() == 20 * 4);
-const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16 + 20 * 4 + 16);
+const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16 + 20 * 4 + 16 + 8);
 const _: () = assert!(SAMPLE_HEADER_SIZE == 11 * 8 + 10 * 4);
 const _: () = assert!(SAMPLE_HEADER_SIZE.is_multiple_of(8));
 

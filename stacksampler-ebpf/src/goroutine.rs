@@ -171,7 +171,8 @@ pub unsafe fn read(cfg: &SamplerConfig) -> Result<Goroutine, ReadFailure> {
         labels_word,
         g_addr: target,
         goid: unsafe { field(target, go.g_goid) }.ok_or(ReadFailure::Unreadable)?,
-        status: unsafe { field::<u32>(target, go.g_atomicstatus) }.ok_or(ReadFailure::Unreadable)?,
+        status: unsafe { field::<u32>(target, go.g_atomicstatus) }
+            .ok_or(ReadFailure::Unreadable)?,
         waitreason: unsafe { field::<u8>(target, go.g_waitreason) }.unwrap_or(0) as u32,
         stack_lo: unsafe { field(target, go.g_stack_lo) }.unwrap_or(0),
         stack_hi: unsafe { field(target, go.g_stack_hi) }.unwrap_or(0),

@@ -132,6 +132,7 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
     h.sched_ret = 0;
     h.leaf_ret = 0;
     h.n_kernel_frames = 0;
+    h.exec_id = unsafe { exec_id(cfg) };
 
     let Some((regs, kernel_mode)) = (unsafe { user_regs(ctx) }) else {
         h.flags |= SampleFlags::NO_USER_REGS;
@@ -223,6 +224,16 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
     }
     sample.header.n_frames = n_frames;
     submit(cpu, n_frames);
+}
+
+/// The current thread's `task_struct.self_exec_id` (low 32 bits), 0 when not configured.
+unsafe fn exec_id(cfg: &SamplerConfig) -> u32 {
+    if cfg.task_exec_id_offset == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let field = (task + cfg.task_exec_id_offset as u64) as *const u64;
+    unsafe { bpf_probe_read_kernel(field) }.map_or(0, |id| id as u32)
 }
 
 /// Appends the kernel stack after the `user` user frames of this CPU's scratch slot; returns

@@ -11,6 +11,7 @@ pub mod diagnose;
 pub mod events;
 pub mod filter;
 pub mod goruntime;
+pub mod images;
 pub mod labels;
 pub mod loader;
 pub mod report;

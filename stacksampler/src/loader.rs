@@ -35,6 +35,8 @@ pub struct LoadOptions {
     pub max_frames: u32,
     /// `task_struct.thread.fsbase` offset (amd64).
     pub task_fsbase_offset: u32,
+    /// `task_struct.self_exec_id` offset (0: samples carry no exec id).
+    pub task_exec_id_offset: u32,
     /// Go runtime layout; `None` leaves goroutine fields unknown.
     pub go_layout: Option<GoLayout>,
     /// The target's PID namespace, in which Go's `m.procid` is a thread id; `None`: the
@@ -143,6 +145,8 @@ impl LoadedSampler {
             flags,
             go: options.go_layout.unwrap_or_default(),
             pidns: options.pidns.unwrap_or_default(),
+            task_exec_id_offset: options.task_exec_id_offset,
+            _pad: 0,
         };
         write_config(&mut ebpf, config)?;
 

@@ -3,11 +3,13 @@
 //! unique addresses once -> diagnose -> [`Report`].
 
 use std::{
+    cell::{Cell, RefCell},
     io::{IsTerminal, Write},
+    path::Path,
     time::{Duration, Instant},
 };
 
-use stacksampler_common::{Counters, LabelFormat};
+use stacksampler_common::{Counters, GoLayout, LabelFormat};
 use tokio::signal::unix::SignalKind;
 
 use crate::{
@@ -15,7 +17,8 @@ use crate::{
     config::Config,
     diagnose,
     filter::Filter,
-    goruntime,
+    goruntime::{self, GoVersion},
+    images::{self, ExeIdentity, ExecInfo, ImageLookup, Images},
     labels::{LabelResolver, ProcMem},
     loader::{KernelCost, LoadOptions, LoadedSampler, LoaderError},
     report::{EndReason, Report, RunInfo},
@@ -65,78 +68,138 @@ pub struct Finished {
     pub stats: RunStats,
 }
 
+/// What stacksampler learns of the executable a target runs (at start, and after an `exec`).
+struct ImageFacts {
+    version: Option<GoVersion>,
+    layout: Option<GoLayout>,
+    build_id: Option<String>,
+    is_go: bool,
+    /// Where the stack limit lives (`runtime.maxstacksize`, set by debug.SetMaxStack).
+    maxstacksize_addr: Option<u64>,
+    warnings: Vec<String>,
+}
+
+impl ImageFacts {
+    /// Inspects the executable `pid` runs now, through `/proc/PID/exe` (the file the target
+    /// runs, whatever its mount namespace calls it); `exe` is its name for messages.
+    fn inspect(pid: u32, exe: &Path) -> Self {
+        let mut warnings = Vec::new();
+        match goruntime::inspect(Path::new(&format!("/proc/{pid}/exe"))) {
+            Ok(binary) => {
+                let maxstacksize_addr = binary.symbols.maxstacksize.and_then(|addr| {
+                    if binary.is_pie {
+                        target::process::pie_base(pid, exe).map(|base| base + addr)
+                    } else {
+                        Some(addr)
+                    }
+                });
+                warnings.extend(binary.warnings.iter().cloned());
+                if !binary.is_go {
+                    warnings.push(format!(
+                        "{} is not a Go binary: sampling native stacks, goroutine fields unknown",
+                        exe.display()
+                    ));
+                }
+                Self {
+                    build_id: binary.gnu_build_id.clone().or(binary.go_build_id.clone()),
+                    is_go: binary.is_go,
+                    version: binary.version,
+                    layout: binary.layout,
+                    maxstacksize_addr,
+                    warnings,
+                }
+            }
+            Err(e) => {
+                warnings.push(format!(
+                    "could not read the Go runtime layout of {}: {e}; goroutine fields unknown",
+                    exe.display()
+                ));
+                Self {
+                    version: None,
+                    layout: None,
+                    build_id: None,
+                    is_go: false,
+                    maxstacksize_addr: None,
+                    warnings,
+                }
+            }
+        }
+    }
+
+    /// The label decoder for this image (labels are decoded in user space from what the
+    /// kernel recorded, see labels.rs), or why there is none.
+    fn label_resolver(&self, pid: u32) -> Result<Option<LabelResolver>, String> {
+        match (&self.version, self.layout) {
+            (Some(version), Some(layout)) if layout.label_format != LabelFormat::NONE => {
+                match ProcMem::open(pid) {
+                    Ok(mem) => Ok(Some(LabelResolver::new(version.clone(), Box::new(mem)))),
+                    Err(e) => Err(format!(
+                        "cannot read goroutine labels: /proc/{pid}/mem: {e}"
+                    )),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The executable a target runs after an `exec`, opened while the target lives.
+struct PreparedImage {
+    exe: std::path::PathBuf,
+    facts: ImageFacts,
+    symbolizer: ProcessSymbolizer,
+}
+
+impl PreparedImage {
+    /// Opens what `pid` runs now; `fallback` names it when `/proc/PID/exe` is gone.
+    fn open(pid: u32, fallback: &Path) -> Self {
+        let exe =
+            std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_else(|_| fallback.to_owned());
+        let facts = ImageFacts::inspect(pid, &exe);
+        // A target that exited right after its exec keeps its samples unnamed.
+        let symbolizer =
+            ProcessSymbolizer::new(pid).unwrap_or_else(|_| ProcessSymbolizer::empty(pid));
+        Self {
+            exe,
+            facts,
+            symbolizer,
+        }
+    }
+}
+
 /// Samples the process `config.pid` as `config` says and returns its report.
 pub async fn run(config: &Config) -> Result<Finished, RunError> {
     target::check_privileges()?;
     let process = Process::open(config.pid)?;
-    let mut warnings = Vec::new();
-
-    let go = goruntime::inspect(&process.exe_link);
-    // Where the target's stack limit lives (`runtime.maxstacksize`, set by debug.SetMaxStack).
-    let mut maxstacksize_addr = None;
-    let mut build_id = None;
-    let mut is_go = false;
-    let (go_version, go_layout) = match go {
-        Ok(binary) => {
-            build_id = binary.gnu_build_id.clone().or(binary.go_build_id.clone());
-            is_go = binary.is_go;
-            maxstacksize_addr = binary.symbols.maxstacksize.and_then(|addr| {
-                if binary.is_pie {
-                    target::process::pie_base(config.pid, &process.exe).map(|base| base + addr)
-                } else {
-                    Some(addr)
-                }
-            });
-            warnings.extend(binary.warnings.iter().cloned());
-            if !binary.is_go {
-                warnings.push(format!(
-                    "{} is not a Go binary: sampling native stacks, goroutine fields unknown",
-                    process.exe.display()
-                ));
-            }
-            let layout = binary.layout;
-            (binary.version, layout)
-        }
-        Err(e) => {
-            warnings.push(format!(
-                "could not read the Go runtime layout of {}: {e}; goroutine fields unknown",
-                process.exe.display()
-            ));
-            (None, None)
-        }
-    };
-    // Goroutine labels are decoded in user space from what the kernel recorded (see labels.rs).
-    let mut label_resolver = match (&go_version, go_layout) {
-        (Some(version), Some(layout)) if layout.label_format != LabelFormat::NONE => {
-            match ProcMem::open(config.pid) {
-                Ok(mem) => Some(LabelResolver::new(version.clone(), Box::new(mem))),
-                Err(e) => {
-                    warnings.push(format!(
-                        "cannot read goroutine labels: /proc/{}/mem: {e}",
-                        config.pid
-                    ));
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
-    let go_version = go_version.map(|v| v.to_string());
+    let start_image = ImageFacts::inspect(config.pid, &process.exe);
+    let mut warnings = start_image.warnings.clone();
+    let mut label_resolver = start_image.label_resolver(config.pid).unwrap_or_else(|w| {
+        warnings.push(w);
+        None
+    });
+    let go_layout = start_image.layout;
+    let is_go = start_image.is_go;
+    let go_version = start_image.version.as_ref().map(|v| v.to_string());
     for w in &warnings {
         eprintln!("stacksampler: warning: {w}");
     }
+    let warned_at_start = warnings.len();
 
     let task_fsbase_offset = target::task_fsbase_offset()?;
-    let read_limit = || maxstacksize_addr.and_then(|a| target::process::read_u64(config.pid, a));
-    let mut max_stack_bytes = read_limit();
+    let task_exec_id_offset = target::task_exec_id_offset()?;
+    let read_limit =
+        |addr: Option<u64>| addr.and_then(|a| target::process::read_u64(config.pid, a));
+    let mut maxstacksize_addr = start_image.maxstacksize_addr;
+    let mut max_stack_bytes = read_limit(maxstacksize_addr);
     // Open the target's files now: it may exit before the report is symbolized.
-    let mut symbolizer = ProcessSymbolizer::new(config.pid)?;
+    let mut images = Images::new(config.pid, ProcessSymbolizer::new(config.pid)?);
 
     let options = LoadOptions {
         pid: config.pid,
         frequency_hz: config.frequency,
         max_frames: config.max_frames,
         task_fsbase_offset,
+        task_exec_id_offset,
         go_layout,
         pidns: Some(target::process::pid_namespace(config.pid)?),
         verbose: config.verbose,
@@ -151,22 +214,65 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     let mut deep = go_layout.and_then(|layout| DeepStackReader::open(config.pid, layout).ok());
     let mut morestack = MorestackFrames::default();
     let mut frameless = FramelessPcs::default();
-    let mut no_goroutine = 0u64;
+    // Samples of images whose goroutines the kernel reads (a Go binary of known layout; the
+    // others were warned about already), and those of them without goroutine fields.
+    let mut go_samples = 0u64;
+    let mut go_unknown = 0u64;
+    let mut reads_goroutines = vec![is_go && go_layout.is_some()];
+    let mut execs: Vec<ExecInfo> = Vec::new();
+    // A new image's layout, for the kernel program (applied between batches).
+    let pending_layout: Cell<Option<Option<GoLayout>>> = Cell::new(None);
+    // The executable the target runs, checked every tick: after an exec the new one is opened
+    // at once, before the target can exit with it, for its samples still in the ring.
+    let mut exe_seen = ExeIdentity::of(config.pid);
+    let prepared: RefCell<Option<PreparedImage>> = RefCell::new(None);
+    let started = Instant::now();
     let mut sink = |mut sample: crate::sample::Sample| {
         profile.counts.total += 1;
-        if sample.goroutine.is_none() {
-            no_goroutine += 1;
+        let image = match images.image_of(sample.exec_id) {
+            ImageLookup::Known(i) => i,
+            ImageLookup::New => {
+                // The target exec'd: everything read from its executable is read again (the
+                // tick below may have opened it already, while the process surely lived).
+                let next = prepared
+                    .borrow_mut()
+                    .take()
+                    .unwrap_or_else(|| PreparedImage::open(config.pid, &process.exe));
+                let facts = next.facts;
+                let i = images.add(sample.exec_id, next.symbolizer);
+                label_resolver = facts.label_resolver(config.pid).ok().flatten();
+                deep = facts
+                    .layout
+                    .and_then(|layout| DeepStackReader::open(config.pid, layout).ok());
+                maxstacksize_addr = facts.maxstacksize_addr;
+                reads_goroutines.push(facts.is_go && facts.layout.is_some());
+                pending_layout.set(Some(facts.layout));
+                execs.push(ExecInfo {
+                    after_secs: started.elapsed().as_secs_f64(),
+                    binary: next.exe,
+                    go_version: facts.version.as_ref().map(|v| v.to_string()),
+                    build_id: facts.build_id,
+                });
+                i
+            }
+        };
+        if reads_goroutines.get(image).copied().unwrap_or(false) {
+            go_samples += 1;
+            if sample.goroutine.is_none() {
+                go_unknown += 1;
+            }
         }
         if let Some(resolver) = label_resolver.as_mut() {
             resolver.resolve(&mut sample);
         }
+        let symbolizer = &mut images.get_mut(image).symbolizer;
         if let Some(origin) = sample.switch_origin()
-            && morestack.contains(origin, &mut symbolizer)
+            && morestack.contains(image, origin, symbolizer)
         {
             sample.complete_morestack_switch();
         }
         if let Some(&pc) = sample.frames.first()
-            && frameless.at(pc, &symbolizer)
+            && frameless.at(image, pc, symbolizer)
         {
             sample.complete_frameless_leaf();
         }
@@ -175,12 +281,16 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
         {
             sample.extend(rest);
         }
+        if image > 0 {
+            for frame in &mut sample.frames {
+                *frame = images::tag_address(*frame, image);
+            }
+        }
         if filter.keep(&sample) {
             profile.add(&sample);
         }
     };
 
-    let started = Instant::now();
     let exit_watch = ExitWatch::new(config.pid);
     let progress = Progress::new(config.verbose);
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -194,13 +304,18 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
             break EndReason::Duration;
         }
         tokio::select! {
-            r = stream.next_batch(&mut sink) => r?,
+            r = stream.next_batch(&mut sink) => { r?; }
             _ = sleep_or_forever(remaining) => break EndReason::Duration,
             _ = sigint.recv() => break EndReason::Interrupted,
             _ = sigterm.recv() => break EndReason::Interrupted,
             _ = exit_watch.exited() => break EndReason::TargetExited,
             _ = tick.tick() => {
                 loaded.flush_logs();
+                let exe_now = ExeIdentity::of(config.pid);
+                if exe_now.is_some() && exe_now != exe_seen {
+                    exe_seen = exe_now;
+                    *prepared.borrow_mut() = Some(PreparedImage::open(config.pid, &process.exe));
+                }
                 progress.show(started.elapsed(), stream.received);
                 // pidfd_open is unavailable on very old kernels: poll /proc then.
                 if !exit_watch.has_pidfd() && !target::process::is_alive(config.pid) {
@@ -208,13 +323,19 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
                 }
             }
         }
+        if let Some(layout) = pending_layout.take() {
+            loaded.set_go_layout(layout)?;
+        }
     };
     let elapsed = started.elapsed();
     stream.drain(&mut sink);
     progress.finish();
 
     // The program may have changed its limit while sampled (debug.SetMaxStack).
-    if let Some(limit) = read_limit() {
+    if !execs.is_empty() {
+        max_stack_bytes = None;
+    }
+    if let Some(limit) = read_limit(maxstacksize_addr) {
         max_stack_bytes = Some(limit);
     }
     let decode_errors = stream.decode_errors;
@@ -250,10 +371,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
             counters.lost_ringbuf
         ));
     }
-    if is_go
-        && go_layout.is_some()
-        && let Some(w) = unknown_goroutines_warning(profile.counts.total, no_goroutine, &counters)
-    {
+    if let Some(w) = unknown_goroutines_warning(go_samples, go_unknown, &counters) {
         warnings.push(w);
     }
     if go_layout.is_some() && counters.goroutine_read_errors > 0 && config.verbose {
@@ -261,6 +379,9 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
             "stacksampler: {} samples had no readable goroutine",
             counters.goroutine_read_errors
         );
+    }
+    for w in &warnings[warned_at_start..] {
+        eprintln!("stacksampler: warning: {w}");
     }
     if ended_by == EndReason::TargetExited {
         eprintln!(
@@ -271,7 +392,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     }
 
     let addresses = profile.trie.unique_addresses();
-    let symbols = symbolizer.symbolize(&addresses);
+    let symbols = images.symbolize(&addresses);
     let diagnose_options = diagnose::DiagnoseOptions {
         max_stack_bytes,
         ..Default::default()
@@ -282,8 +403,9 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
         run: RunInfo {
             pid: config.pid,
             binary: process.exe.clone(),
-            build_id,
+            build_id: start_image.build_id.clone(),
             go_version,
+            execs,
             duration_secs: elapsed.as_secs_f64(),
             frequency_hz: config.frequency,
             max_frames: config.max_frames,
@@ -315,7 +437,8 @@ const UNKNOWN_GOROUTINE_MIN_SAMPLES: u64 = 20;
 /// The warning for a Go target whose samples mostly came back without their goroutine, with
 /// the reason the kernel counted; `None` when the share is small.
 fn unknown_goroutines_warning(total: u64, unknown: u64, counters: &Counters) -> Option<String> {
-    if total < UNKNOWN_GOROUTINE_MIN_SAMPLES || unknown * 100 <= total * UNKNOWN_GOROUTINE_WARN_PERCENT
+    if total < UNKNOWN_GOROUTINE_MIN_SAMPLES
+        || unknown * 100 <= total * UNKNOWN_GOROUTINE_WARN_PERCENT
     {
         return None;
     }
@@ -336,15 +459,15 @@ fn unknown_goroutines_warning(total: u64, unknown: u64, counters: &Counters) -> 
 /// symbolized once per address while samples arrive.
 #[derive(Default)]
 struct MorestackFrames {
-    known: std::collections::HashMap<u64, bool>,
+    known: std::collections::HashMap<(usize, u64), bool>,
 }
 
 impl MorestackFrames {
     /// Function through which a goroutine enters `runtime.newstack` on the system stack.
     const FUNCTION: &'static str = "runtime.morestack";
 
-    fn contains(&mut self, addr: u64, symbolizer: &mut ProcessSymbolizer) -> bool {
-        *self.known.entry(addr).or_insert_with(|| {
+    fn contains(&mut self, image: usize, addr: u64, symbolizer: &mut ProcessSymbolizer) -> bool {
+        *self.known.entry((image, addr)).or_insert_with(|| {
             let symbols = symbolizer.symbolize(&[addr]);
             symbols
                 .frames(addr)
@@ -358,14 +481,14 @@ impl MorestackFrames {
 /// at its entry, or a frameless leaf), looked up once per pc in `.gopclntab`.
 #[derive(Default)]
 struct FramelessPcs {
-    known: std::collections::HashMap<u64, bool>,
+    known: std::collections::HashMap<(usize, u64), bool>,
 }
 
 impl FramelessPcs {
-    fn at(&mut self, pc: u64, symbolizer: &ProcessSymbolizer) -> bool {
+    fn at(&mut self, image: usize, pc: u64, symbolizer: &ProcessSymbolizer) -> bool {
         *self
             .known
-            .entry(pc)
+            .entry((image, pc))
             .or_insert_with(|| symbolizer.go_frame_size_at(pc) == Some(0))
     }
 }

@@ -31,6 +31,9 @@ pub struct Sample {
     pub tid: u32,
     /// CPU the sample was taken on.
     pub cpu: u32,
+    /// The thread's exec generation (`task_struct.self_exec_id`): it changes when the process
+    /// `exec`s, so samples of different program images are told apart.
+    pub exec_id: u32,
     /// The goroutine, when the Go runtime layout is known and could be read.
     pub goroutine: Option<GoroutineInfo>,
     /// Goroutine stack bytes in use (`g.stack.hi - sp`), when known.
@@ -252,6 +255,7 @@ impl Sample {
             time_ns: header.time_ns,
             tid: header.tid,
             cpu: header.cpu,
+            exec_id: header.exec_id,
             goroutine,
             stack_bytes,
             frames,

@@ -67,6 +67,7 @@ mod fixtures {
             binary: PathBuf::from(BINARY),
             build_id: None,
             go_version: Some("go1.27.3".to_owned()),
+            execs: Vec::new(),
             duration_secs: 5.0,
             frequency_hz: 99,
             max_frames: 8192,
@@ -851,7 +852,11 @@ fn write_outputs_by_extension() {
     let err = plan.prepare().unwrap_err();
     let chain = format!("{:#}", anyhow::Error::from(err));
     assert!(chain.contains("missing/dir/r.txt"), "{chain}");
-    assert_eq!(chain.matches("No such file or directory").count(), 1, "{chain}");
+    assert_eq!(
+        chain.matches("No such file or directory").count(),
+        1,
+        "{chain}"
+    );
 }
 
 #[test]
@@ -870,8 +875,16 @@ fn a_symlink_planted_at_an_output_path_is_replaced_not_followed() {
     let prepared = plan.prepare().unwrap();
     report::write_outputs(&report, &plan, prepared, &mut Vec::new()).unwrap();
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-    assert!(!std::fs::symlink_metadata(&out).unwrap().file_type().is_symlink());
-    assert_eq!(std::fs::read(&out).unwrap(), render(&report, OutputFormat::Text, &opts()));
+    assert!(
+        !std::fs::symlink_metadata(&out)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        render(&report, OutputFormat::Text, &opts())
+    );
 }
 
 #[test]
@@ -884,4 +897,3 @@ fn flamegraph_caps_an_unfoldable_deep_stack() {
     let txt = String::from_utf8(render(&long_cycle_report(), OutputFormat::Text, &opts())).unwrap();
     assert!(txt.lines().count() < 200, "{} lines", txt.lines().count());
 }
-

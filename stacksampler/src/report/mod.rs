@@ -58,6 +58,9 @@ pub struct RunInfo {
     pub build_id: Option<String>,
     /// Go version from the binary's build info, when it is a Go binary.
     pub go_version: Option<String>,
+    /// The programs the target `exec`ed during the run, in order (their samples are named from
+    /// their own executable).
+    pub execs: Vec<crate::images::ExecInfo>,
     /// Wall time sampled, seconds.
     pub duration_secs: f64,
     /// Sampling frequency per CPU, Hz.

@@ -20,7 +20,7 @@ use std::{
 use flate2::{Compression, write::GzEncoder};
 use prost::Message;
 
-use crate::symbolize::Frame;
+use crate::{images::split_address, symbolize::Frame};
 
 use super::{RenderError, Renderer, Report, stack};
 
@@ -248,13 +248,15 @@ pub fn build(report: &Report) -> proto::Profile {
     let mut addr_module: HashMap<u64, String> = HashMap::new();
     for &addr in &addrs {
         if let Some(m) = module_of(addr) {
+            // The address in its own program image (see `images`: later images are tagged).
+            let real = split_address(addr).1;
             let info = modules.entry(m.clone()).or_insert(MappingInfo {
                 id: 0,
-                start: addr,
-                limit: addr.saturating_add(1),
+                start: real,
+                limit: real.saturating_add(1),
             });
-            info.start = info.start.min(addr);
-            info.limit = info.limit.max(addr.saturating_add(1));
+            info.start = info.start.min(real);
+            info.limit = info.limit.max(real.saturating_add(1));
             addr_module.insert(addr, m);
         }
     }
@@ -268,10 +270,15 @@ pub fn build(report: &Report) -> proto::Profile {
             m.id = id;
         }
         let build_id = if *name == binary {
-            run.build_id.as_deref().map_or(0, |b| strings.get(b))
+            run.build_id.as_deref()
         } else {
-            0
+            // A program the target exec'd during the run.
+            run.execs
+                .iter()
+                .find(|e| e.binary.as_os_str() == name.as_str())
+                .and_then(|e| e.build_id.as_deref())
         };
+        let build_id = build_id.map_or(0, |b| strings.get(b));
         mapping.push(proto::Mapping {
             id,
             memory_start: start,
@@ -309,7 +316,7 @@ pub fn build(report: &Report) -> proto::Profile {
         location.push(proto::Location {
             id,
             mapping_id,
-            address: addr,
+            address: split_address(addr).1,
             line,
             is_folded: false,
         });

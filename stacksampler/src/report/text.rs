@@ -53,18 +53,29 @@ impl Renderer for TextRenderer {
     }
 }
 
+/// `Go go1.27.3`, or what the binary is when it is not Go.
+fn go_words(version: Option<&str>) -> String {
+    version.map_or_else(|| "not a known Go binary".to_owned(), |v| format!("Go {v}"))
+}
+
 fn write_header(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     let run = &report.run;
-    let go = run
-        .go_version
-        .as_deref()
-        .map_or_else(|| "not a known Go binary".to_owned(), |v| format!("Go {v}"));
+    let go = go_words(run.go_version.as_deref());
     writeln!(
         out,
         "stacksampler: pid {} {} ({go})",
         run.pid,
         run.binary.display()
     )?;
+    for exec in &run.execs {
+        let go = go_words(exec.go_version.as_deref());
+        writeln!(
+            out,
+            "exec: after {:.2} s the process ran {} ({go}); its samples are named from it",
+            exec.after_secs,
+            exec.binary.display()
+        )?;
+    }
     writeln!(
         out,
         "sampled {:.2} s at {} Hz per CPU, up to {} frames per stack; ended: {}",

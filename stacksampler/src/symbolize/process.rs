@@ -83,6 +83,17 @@ impl ProcessSymbolizer {
         Ok(this)
     }
 
+    /// A symbolizer that knows no mapping (every user address stays unnamed), for a process
+    /// whose maps could not be read.
+    pub fn empty(pid: u32) -> Self {
+        Self {
+            pid,
+            mappings: Vec::new(),
+            problems: Vec::new(),
+            memo: HashMap::new(),
+        }
+    }
+
     /// The process this symbolizer serves.
     pub fn pid(&self) -> u32 {
         self.pid

@@ -33,6 +33,12 @@ pub fn task_fsbase_offset() -> Result<u32, KernelError> {
     }
 }
 
+/// Byte offset of `task_struct.self_exec_id`, which every `execve` increments: samples carry
+/// it so an exec during a run is seen at the exact sample.
+pub fn task_exec_id_offset() -> Result<u32, KernelError> {
+    member_offset(Path::new(VMLINUX_BTF), "task_struct", &["self_exec_id"])
+}
+
 /// Byte offset of the nested member `path` inside struct `root` in the BTF file `btf_path`.
 pub fn member_offset(btf_path: &Path, root: &str, path: &[&str]) -> Result<u32, KernelError> {
     if !btf_path.exists() {
@@ -114,6 +120,13 @@ mod tests {
         // task_struct is several KiB; thread comes near its end.
         assert!(off > 1024 && off < 16384, "fsbase offset {off}");
         assert_eq!(off % 8, 0);
+    }
+
+    #[test]
+    fn finds_self_exec_id_in_this_kernel() {
+        let off = task_exec_id_offset().expect("this machine has BTF");
+        assert!(off > 0 && off < 16384, "self_exec_id offset {off}");
+        assert_eq!(off % 8, 0, "a u64 member");
     }
 
     #[test]
