@@ -376,7 +376,7 @@ fn exec_during_the_run_names_frames_from_the_new_binary() {
         let pid = shell.pid().to_string();
         let json = dir.path().join("report.json");
         let text = dir.path().join("report.txt");
-        let mut sampler = Command::new(stacksampler_bin())
+        let sampler = Command::new(stacksampler_bin())
             .args(["--pid", &pid, "--duration", "4", "-o"])
             .arg(&json)
             .arg("-o")
