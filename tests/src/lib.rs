@@ -365,3 +365,91 @@ pub mod report {
             .sum()
     }
 }
+
+/// What the kernel holds for the eBPF objects a process had open.
+pub mod kernel {
+    /// eBPF program and map ids a process holds open (from `/proc/PID/fdinfo`).
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct HeldObjects {
+        pub programs: Vec<u32>,
+        pub maps: Vec<u32>,
+    }
+
+    /// The objects `pid` holds now.
+    pub fn held_by(pid: u32) -> HeldObjects {
+        let mut held = HeldObjects::default();
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+            return held;
+        };
+        for info in dir
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        {
+            let field = |key: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            };
+            if let Some(id) = field("prog_id:") {
+                held.programs.push(id);
+            } else if let Some(id) = field("map_id:") {
+                held.maps.push(id);
+            }
+        }
+        for ids in [&mut held.programs, &mut held.maps] {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        held
+    }
+
+    /// eBPF program ids a process holds open.
+    pub fn bpf_program_ids(pid: u32) -> Vec<u32> {
+        held_by(pid).programs
+    }
+
+    /// Polls `pid` (for up to 10 s) until it holds a loaded program: it has attached.
+    pub fn wait_attached(pid: u32) -> HeldObjects {
+        for _ in 0..100 {
+            let held = held_by(pid);
+            if !held.programs.is_empty() {
+                return held;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("process {pid} never loaded an eBPF program");
+    }
+
+    /// Panics when any of `held`'s programs or maps is still loaded in the kernel (read back
+    /// through the bpf syscall's id iteration), or a link still points at one of its programs.
+    pub fn assert_released(held: &HeldObjects, what: &str) {
+        // The kernel frees objects shortly after their last fd closes (RCU): allow a moment.
+        let mut left = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..50 {
+            let programs: Vec<u32> = aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .map(|p| p.id())
+                .filter(|id| held.programs.contains(id))
+                .collect();
+            let maps: Vec<u32> = aya::maps::loaded_maps()
+                .filter_map(Result::ok)
+                .map(|m| m.id())
+                .filter(|id| held.maps.contains(id))
+                .collect();
+            let links: Vec<u32> = aya::programs::loaded_links()
+                .filter_map(Result::ok)
+                .filter(|l| held.programs.contains(&l.program_id()))
+                .map(|l| l.id())
+                .collect();
+            if programs.is_empty() && maps.is_empty() && links.is_empty() {
+                return;
+            }
+            left = (programs, maps, links);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "{what}: still loaded: programs {:?}, maps {:?}, links {:?}",
+            left.0, left.1, left.2
+        );
+    }
+}

@@ -367,25 +367,6 @@ fn non_go_target_is_sampled_with_unknown_goroutines() {
     }
 }
 
-/// eBPF program ids a process holds open (from `/proc/PID/fdinfo`).
-fn bpf_program_ids(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return Vec::new();
-    };
-    let mut ids: Vec<u32> = dir
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
 #[test]
 fn ctrl_c_detaches_everything_and_reports() {
     let _serial = exclusive();
@@ -403,7 +384,7 @@ fn ctrl_c_detaches_everything_and_reports() {
     let mut ids = Vec::new();
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(100));
-        ids = bpf_program_ids(sampler_pid);
+        ids = stacksampler_tests::kernel::bpf_program_ids(sampler_pid);
         if !ids.is_empty() {
             break;
         }
