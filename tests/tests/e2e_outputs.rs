@@ -822,3 +822,128 @@ fn one_run_writes_six_outputs_each_valid() {
     xml_text(&graphviz_svg(&dot));
     assert!(String::from_utf8_lossy(&dot).contains("main.hotLoop"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Strings from the target are inert in every output
+
+/// What Chromium's DOM looks like after the page's scripts ran (`--dump-dom`).
+fn chromium_dom(page: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = Reaped(
+        Command::new("/usr/bin/chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=2000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("file://{}", page.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium"),
+    );
+    let mut stdout = child.0.stdout.take().expect("piped stdout");
+    let read = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let status = child.wait_timeout(Duration::from_secs(120));
+    drop(child);
+    let dom = read.join().unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "chromium --dump-dom failed"
+    );
+    dom
+}
+
+/// A binary whose path holds markup, quotes and a line break, and a goroutine label that tries
+/// to close the SVG text and open a script: every output stays well-formed, nothing runs.
+#[test]
+fn hostile_names_and_labels_stay_inert_in_every_output() {
+    let _serial = exclusive();
+    let tc = primary_go_toolchains().pop().expect("a toolchain");
+    let built = build_go("goroutines", &tc, Variant::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    // An onload handler that would mark the document if the path reached the SVG as markup.
+    let hostile_dir = dir
+        .path()
+        .join("a<svg onload=document.documentElement.setAttribute('data-pwned',1)>\n\"&'b");
+    std::fs::create_dir(&hostile_dir).unwrap();
+    let exe = hostile_dir.join("app<x>");
+    std::fs::copy(&built, &exe).unwrap();
+    let label =
+        "</text><script>document.documentElement.setAttribute('data-pwned',2)</script>\u{1b}[2J";
+    let mut target = GoProcess::spawn(&exe, &["-seconds", "60", "-label-value", label]);
+    target.wait_for_line("ready");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let names = ["r.txt", "r.json", "r.svg", "r.dot", "r.folded", "r.pb.gz"];
+    let mut args = vec!["--state-frames".to_owned()];
+    for n in names {
+        args.push("-o".into());
+        args.push(out_dir.join(n).to_string_lossy().into_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    sample(target.pid(), "2", &args);
+    let read = |n: &str| std::fs::read(out_dir.join(n)).unwrap();
+
+    // Text: the path's line break and the label's escape sequence are escaped, not printed.
+    let text = String::from_utf8(read("r.txt")).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "a raw escape sequence in the text report"
+    );
+    let header = text.lines().next().unwrap_or_default();
+    assert!(header.contains("\\n\"&'b/app<x>"), "header: {header}");
+    assert!(
+        text.contains("labels {req=</text><script>"),
+        "labels shown: {text}"
+    );
+    // JSON: valid, and the label is the program's exact string.
+    let json: serde_json::Value = serde_json::from_slice(&read("r.json")).expect("json");
+    assert_eq!(json["binary"], exe.to_string_lossy().as_ref());
+    let labelled = json["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["labels"]["req"] == label);
+    assert!(labelled, "the exact label in json");
+    // Folded: one stack a line, each ending in its count.
+    let folded = String::from_utf8(read("r.folded")).unwrap();
+    for line in folded.lines() {
+        let count = line.rsplit_once(' ').map(|(_, c)| c);
+        assert!(
+            count.is_some_and(|c| c.parse::<u64>().is_ok()),
+            "folded line {line:?}"
+        );
+    }
+    // SVG: well-formed XML, and Chromium runs none of it.
+    let svg = read("r.svg");
+    xml_text(&svg);
+    let dom = chromium_dom(&out_dir.join("r.svg"));
+    assert!(dom.contains("<svg"), "chromium rendered no SVG");
+    assert!(
+        !dom.contains("data-pwned=\""),
+        "a hostile string ran as script"
+    );
+    // DOT: graphviz parses it.
+    graphviz_svg(&read("r.dot"));
+    // pprof: go tool pprof reads it and knows the label.
+    let (tags, stderr) = go_pprof(&tc.go, &["-tags"], &out_dir.join("r.pb.gz"));
+    assert!(stderr.trim().is_empty(), "pprof warned: {stderr}");
+    assert!(
+        tags.contains("</text><script>"),
+        "-tags lacks the label:\n{tags}"
+    );
+    eprintln!("passed: hostile path and label inert in text, json, folded, SVG, DOT, pprof");
+}

@@ -53,6 +53,24 @@ impl Renderer for TextRenderer {
     }
 }
 
+/// `s` with its control characters escaped (`\n`, `\u{1b}`...): names, paths and labels come
+/// from the target, and one of them must never break a line of the report or drive the
+/// terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `Go go1.27.3`, or what the binary is when it is not Go.
 fn go_words(version: Option<&str>) -> String {
     version.map_or_else(|| "not a known Go binary".to_owned(), |v| format!("Go {v}"))
@@ -65,7 +83,7 @@ fn write_header(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
         out,
         "stacksampler: pid {} {} ({go})",
         run.pid,
-        run.binary.display()
+        printable(&run.binary.to_string_lossy())
     )?;
     for exec in &run.execs {
         let go = go_words(exec.go_version.as_deref());
@@ -73,7 +91,7 @@ fn write_header(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
             out,
             "exec: after {:.2} s the process ran {} ({go}); its samples are named from it",
             exec.after_secs,
-            exec.binary.display()
+            printable(&exec.binary.to_string_lossy())
         )?;
     }
     writeln!(
@@ -117,7 +135,7 @@ fn write_warnings(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     }
     writeln!(out, "\nwarnings:")?;
     for w in &report.warnings {
-        writeln!(out, "  ! {w}")?;
+        writeln!(out, "  ! {}", printable(w))?;
     }
     Ok(())
 }
@@ -139,9 +157,14 @@ fn write_diagnosis(report: &Report, out: &mut dyn Write) -> std::io::Result<()> 
     // Most severe first, keeping the diagnosis' own order within a severity.
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     for f in findings {
-        writeln!(out, "  {:<8} {}", severity_word(f.severity), f.summary)?;
+        writeln!(
+            out,
+            "  {:<8} {}",
+            severity_word(f.severity),
+            printable(&f.summary)
+        )?;
         for d in &f.details {
-            writeln!(out, "           {d}")?;
+            writeln!(out, "           {}", printable(d))?;
         }
     }
     Ok(())
@@ -238,7 +261,7 @@ fn summary_line(report: &Report, row: &Row<'_>, kept: u64) -> String {
     if !labels.is_empty() {
         s.push_str(&format!(
             "  labels {{{}}}",
-            crate::labels::format_set(labels)
+            printable(&crate::labels::format_set(labels))
         ));
     }
     let (n, goids) = stack::goid_sample(row, GOIDS_SHOWN);
@@ -257,10 +280,10 @@ fn summary_line(report: &Report, row: &Row<'_>, kept: u64) -> String {
 
 /// `function (file:line)`, `[inlined]` when inlined into the next frame.
 fn frame_text(f: &SourceFrame) -> String {
-    let mut s = f.frame.function.to_string();
+    let mut s = printable(&f.frame.function).into_owned();
     match (&f.frame.file, f.frame.line) {
-        (Some(file), Some(line)) => s.push_str(&format!(" ({file}:{line})")),
-        (Some(file), None) => s.push_str(&format!(" ({file})")),
+        (Some(file), Some(line)) => s.push_str(&format!(" ({}:{line})", printable(file))),
+        (Some(file), None) => s.push_str(&format!(" ({})", printable(file))),
         _ => {}
     }
     if f.frame.inlined {
@@ -301,6 +324,14 @@ mod tests {
                 frames: 2,
             })
             .collect()
+    }
+
+    #[test]
+    fn control_characters_from_the_target_are_escaped() {
+        assert_eq!(printable("main.f"), "main.f");
+        assert_eq!(printable("/tmp/a\nb"), "/tmp/a\\nb");
+        assert_eq!(printable("x\u{1b}[2Jy"), "x\\u{1b}[2Jy");
+        assert!(matches!(printable("plain"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

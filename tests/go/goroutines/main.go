@@ -65,6 +65,7 @@ func readZero(fd int, buf []byte) {
 
 func main() {
 	seconds := flag.Int("seconds", 60, "exit after this many seconds")
+	labelValue := flag.String("label-value", "42", "value of the labelled spinner's req label")
 	flag.Parse()
 
 	ids := make(chan string, 3)
@@ -89,7 +90,7 @@ func main() {
 		}
 	}()
 	go func() {
-		pprof.Do(context.Background(), pprof.Labels("req", "42"), func(context.Context) {
+		pprof.Do(context.Background(), pprof.Labels("req", *labelValue), func(context.Context) {
 			ids <- fmt.Sprintf("goid labelled %d", goid())
 			n := uint64(1)
 			for {
