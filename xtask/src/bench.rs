@@ -10,7 +10,7 @@ mod kernel;
 mod machine;
 mod memory;
 mod overhead;
-mod proc;
+pub(crate) mod proc;
 mod symbolize;
 mod sysctl;
 mod table;

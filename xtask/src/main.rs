@@ -5,7 +5,9 @@ mod aarch64;
 mod bench;
 mod build;
 mod demo;
+mod fuzz;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -35,6 +37,13 @@ enum Task {
     Test(test::TestArgs),
     /// Run the benchmarks and save the results under `bench/results/`.
     Bench(bench::BenchArgs),
+    /// Run every fuzz target of `fuzz/` (libFuzzer, pinned nightly) for `--secs` seconds each,
+    /// seeded from real Go binaries; fails on a crash.
+    Fuzz(fuzz::FuzzArgs),
+    /// Sample a deep-stack, goroutine-churning program at 999 Hz for `--minutes` (default 60),
+    /// recording the sampler's RSS and CPU every 10 s; fails on RSS growth after warm-up,
+    /// unreported lost samples or a slowed target. Results under `bench/results/`.
+    Soak(soak::SoakArgs),
     /// Cross-build for arm64 and run the end-to-end suite on a real arm64 kernel under
     /// qemu-system-aarch64 (docs/aarch64.md).
     TestAarch64(aarch64::TestAarch64Args),
@@ -49,6 +58,8 @@ fn main() -> anyhow::Result<()> {
         Task::Demo(args) => demo::run(&args),
         Task::Test(args) => test::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Fuzz(args) => fuzz::run(&args),
+        Task::Soak(args) => soak::run(&args),
         Task::TestAarch64(args) => aarch64::run(&args),
     }
 }

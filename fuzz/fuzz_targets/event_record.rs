@@ -1,0 +1,9 @@
+//! A ring-buffer record of the runtime-event probes, as user space decodes it.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use stacksampler::events::decode::RuntimeEvent;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = RuntimeEvent::decode(data);
+});
