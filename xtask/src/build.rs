@@ -1,11 +1,12 @@
-//! `cargo xtask build`: the release binary with the eBPF object embedded.
+//! `cargo xtask build`: the release binary with the committed eBPF object of its target
+//! architecture embedded (rebuilt first when the kernel sources changed since).
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 use crate::{
-    aarch64,
+    aarch64, ebpf,
     util::{cargo, run_cmd, workspace_root},
 };
 
@@ -18,6 +19,7 @@ pub struct BuildArgs {
 
 /// Builds and returns the path of the `stacksampler` executable.
 pub fn run(args: &BuildArgs) -> anyhow::Result<PathBuf> {
+    ebpf::ensure_current()?;
     let mut cmd = cargo();
     cmd.current_dir(workspace_root()).args([
         "build",

