@@ -6,8 +6,8 @@
 //! 1. set-up (idempotent, only here so x86_64 runs do not pay for it): the stable toolchain's
 //!    `aarch64-unknown-linux-musl` std, Debian's `gcc-aarch64-linux-gnu` (the linker) and
 //!    `qemu-system-arm`;
-//! 2. cross-builds the static stacksampler (the eBPF object follows: aya-build takes
-//!    `bpf_target_arch` from the target), the guest runner (`tests/aarch64/runner`) and the arm64
+//! 2. cross-builds the static stacksampler (the eBPF object follows: build.rs embeds the committed
+//!    arm64 object for an aarch64 target), the guest runner (`tests/aarch64/runner`) and the arm64
 //!    Go test programs (Go 1.27 and Debian's Go 1.19, `CGO_ENABLED=0 GOARCH=arm64`);
 //! 3. fetches Debian's arm64 cloud kernel and busybox-static through a private `APT_CONFIG`
 //!    (its own architecture, lists, status and cache: the host's dpkg is never touched), cached

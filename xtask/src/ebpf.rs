@@ -174,7 +174,10 @@ fn build_object(root: &Path, toolchain: &EbpfToolchain, arch: &str) -> anyhow::R
     ] {
         cmd.env_remove(key);
     }
-    eprintln!("build-ebpf: building the {arch} object with {}", toolchain.name);
+    eprintln!(
+        "build-ebpf: building the {arch} object with {}",
+        toolchain.name
+    );
     run_cmd(&mut cmd)?;
     Ok(target_dir.join(BPF_TARGET).join("release").join(EBPF_BIN))
 }
@@ -205,7 +208,8 @@ fn manifest_text(
     sources: &str,
     objects: &[(&str, String)],
 ) -> anyhow::Result<String> {
-    let linker = output(Command::new(toolchain.bpf_linker_dir.join("bpf-linker")).arg("--version"))?;
+    let linker =
+        output(Command::new(toolchain.bpf_linker_dir.join("bpf-linker")).arg("--version"))?;
     let mut text = format!(
         "# The eBPF objects embedded in stacksampler, one per target architecture.\n\
          # Written by `cargo xtask build-ebpf`, checked by `cargo xtask build-ebpf --check`\n\

@@ -112,10 +112,7 @@ fn nightly_sysroot() -> anyhow::Result<String> {
 }
 
 fn ensure_rust_src(sysroot: &Path) -> anyhow::Result<()> {
-    if sysroot
-        .join("lib/rustlib/src/rust/library/core")
-        .exists()
-    {
+    if sysroot.join("lib/rustlib/src/rust/library/core").exists() {
         return Ok(());
     }
     eprintln!("setup: adding rust-src to the {NIGHTLY} toolchain");
@@ -144,9 +141,7 @@ fn ensure_bpf_linker(tools: &Path, sysroot: &Path) -> anyhow::Result<()> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(&format!("libLLVM.so.{LLVM_MAJOR}")))
         })
-        .with_context(|| {
-            format!("no libLLVM.so.{LLVM_MAJOR}* in {}/lib", sysroot.display())
-        })?;
+        .with_context(|| format!("no libLLVM.so.{LLVM_MAJOR}* in {}/lib", sysroot.display()))?;
     // A prefix whose lib/ holds libLLVM.so links to the nightly's own library; the built
     // binary keeps an rpath to it, so the prefix stays where it is.
     let prefix = tools.join("llvm");

@@ -53,14 +53,18 @@ pub struct TestStableArgs {
 
 pub fn run(args: &TestStableArgs) -> anyhow::Result<()> {
     let root = workspace_root();
-    let head = output(Command::new("git").current_dir(&root).args(["rev-parse", "HEAD"]))?
-        .trim()
-        .to_owned();
-    let dirty = output(
+    let head = output(
         Command::new("git")
             .current_dir(&root)
-            .args(["status", "--porcelain", "--untracked-files=no"]),
-    )?;
+            .args(["rev-parse", "HEAD"]),
+    )?
+    .trim()
+    .to_owned();
+    let dirty = output(Command::new("git").current_dir(&root).args([
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+    ]))?;
     if !dirty.trim().is_empty() {
         eprintln!("test-stable: uncommitted changes are not tested (a clone of HEAD {head} is)");
     }
@@ -78,7 +82,12 @@ pub fn run(args: &TestStableArgs) -> anyhow::Result<()> {
 
 fn run_in(root: &Path, base: &Path, head: &str, args: &TestStableArgs) -> anyhow::Result<()> {
     let clone = base.join("src");
-    run_cmd(Command::new("git").args(["clone", "--quiet"]).arg(root).arg(&clone))?;
+    run_cmd(
+        Command::new("git")
+            .args(["clone", "--quiet"])
+            .arg(root)
+            .arg(&clone),
+    )?;
     run_cmd(
         Command::new("git")
             .current_dir(&clone)
@@ -125,7 +134,14 @@ fn run_in(root: &Path, base: &Path, head: &str, args: &TestStableArgs) -> anyhow
     run_cmd(
         stable_only("cargo")
             .current_dir(&clone)
-            .args(["install", "--locked", "--quiet", "--path", "stacksampler", "--root"])
+            .args([
+                "install",
+                "--locked",
+                "--quiet",
+                "--path",
+                "stacksampler",
+                "--root",
+            ])
             .arg(&install)
             .env("CARGO_TARGET_DIR", base.join("target")),
     )?;
@@ -141,7 +157,15 @@ fn run_in(root: &Path, base: &Path, head: &str, args: &TestStableArgs) -> anyhow
         cargo()
             .current_dir(root)
             .env("STACKSAMPLER_BIN", &bin)
-            .args(["test", "--release", "--package", "tests", "--test", E2E_TEST, "--"])
+            .args([
+                "test",
+                "--release",
+                "--package",
+                "tests",
+                "--test",
+                E2E_TEST,
+                "--",
+            ])
             .args(&args.rest),
     )?;
     eprintln!(
