@@ -26,7 +26,8 @@ use clap::Args;
 
 use crate::util::{cargo, output, run_cmd, workspace_root};
 
-/// The end-to-end test file run against the stable-only binary.
+/// The end-to-end test package, and the test file run against the stable-only binary.
+const TESTS_PACKAGE: &str = "stacksampler-tests";
 const E2E_TEST: &str = "e2e_sampling";
 /// Environment variables of the outer cargo run that would steer the inner build.
 const OUTER_CARGO_ENV: &[&str] = &[
@@ -161,7 +162,7 @@ fn run_in(root: &Path, base: &Path, head: &str, args: &TestStableArgs) -> anyhow
                 "test",
                 "--release",
                 "--package",
-                "tests",
+                TESTS_PACKAGE,
                 "--test",
                 E2E_TEST,
                 "--",
