@@ -33,7 +33,8 @@ enum Task {
     /// with `--ebpf` also rust-src for the pinned nightly and bpf-linker built against that
     /// nightly's libLLVM (what `build-ebpf` needs).
     Setup(SetupArgs),
-    /// Build the self-contained `target/release/stacksampler` (eBPF object embedded).
+    /// Build the self-contained `target/release/stacksampler` (the committed eBPF object
+    /// embedded, rebuilt first when the kernel sources changed since it was made).
     Build(build::BuildArgs),
     /// Build, start the bundled Go demo program, sample it as root, print the report and write
     /// every output format under `target/demo/`, then stop the demo.
