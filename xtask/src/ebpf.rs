@@ -281,3 +281,104 @@ fn sha256_hex(data: &[u8]) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A workspace-shaped folder holding only the kernel crates' files.
+    struct FakeRoot(PathBuf);
+
+    impl FakeRoot {
+        fn new(name: &str) -> Self {
+            let root =
+                std::env::temp_dir().join(format!("xtask-ebpf-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            let fake = FakeRoot(root);
+            fake.write("stacksampler-ebpf/src/main.rs", "fn main() {}");
+            fake.write("stacksampler-common/src/lib.rs", "pub struct Config;");
+            fake.write(&format!("{PREBUILT_DIR}/{MANIFEST}"), "toolchain = \"x\"");
+            fake
+        }
+
+        fn write(&self, rel: &str, text: &str) {
+            let path = self.0.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        }
+    }
+
+    impl Drop for FakeRoot {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn sources_digest_follows_kernel_sources_only() {
+        let root = FakeRoot::new("digest");
+        let first = sources_digest(&root.0).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(sources_digest(&root.0).unwrap(), first);
+
+        // The objects and the manifest are outputs: writing them does not make the sources new.
+        root.write(
+            &format!("{PREBUILT_DIR}/{}", object_name("x86_64")),
+            "\x7fELF",
+        );
+        root.write("stacksampler-ebpf/target/release/stacksampler", "built");
+        assert_eq!(sources_digest(&root.0).unwrap(), first);
+
+        // Editing, adding or moving a kernel source file does.
+        root.write("stacksampler-common/src/lib.rs", "pub struct Config(u32);");
+        let edited = sources_digest(&root.0).unwrap();
+        assert_ne!(edited, first);
+        root.write("stacksampler-ebpf/src/programs/uprobe.rs", "");
+        let added = sources_digest(&root.0).unwrap();
+        assert_ne!(added, edited);
+        fs::rename(
+            root.0.join("stacksampler-ebpf/src/programs/uprobe.rs"),
+            root.0.join("stacksampler-ebpf/src/uprobe.rs"),
+        )
+        .unwrap();
+        assert_ne!(sources_digest(&root.0).unwrap(), added);
+    }
+
+    #[test]
+    fn manifest_names_toolchain_sources_and_each_object() {
+        let toolchain = EbpfToolchain {
+            name: "nightly".into(),
+            pinned_name: "nightly-2026-05-19".into(),
+            rustc_version: "1.97.0-nightly (e50aa6fba 2026-05-19)".into(),
+            commit_hash: "e50aa6fba4e63ab34c72bf9acfd2c307c1155d1a".into(),
+            llvm_version: "22.1.4".into(),
+            sysroot: PathBuf::from("/nonexistent"),
+            bpf_linker_dir: PathBuf::from("/nonexistent"),
+        };
+        let objects = [("x86_64", "ab".repeat(32)), ("aarch64", "cd".repeat(32))];
+        // The linker's version comes from running it; a missing linker is an error.
+        assert!(manifest_text(&toolchain, "00", &objects).is_err());
+        let dir = FakeRoot::new("manifest");
+        let linker = dir.0.join("bin/bpf-linker");
+        dir.write("bin/bpf-linker", "#!/bin/sh\necho bpf-linker 0.13.0\n");
+        fs::set_permissions(&linker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let toolchain = EbpfToolchain {
+            bpf_linker_dir: dir.0.join("bin"),
+            ..toolchain
+        };
+        let text = manifest_text(&toolchain, "00", &objects).unwrap();
+        for line in [
+            "toolchain = \"nightly-2026-05-19\"",
+            "rustc = \"1.97.0-nightly (e50aa6fba 2026-05-19)\"",
+            "llvm = \"22.1.4\"",
+            "bpf-linker = \"bpf-linker 0.13.0\"",
+            "sources-sha256 = \"00\"",
+            "[\"stacksampler-x86_64.bpf.o\"]",
+            "[\"stacksampler-aarch64.bpf.o\"]",
+            "bpf_target_arch = \"aarch64\"",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        assert!(text.contains(&format!("sha256 = \"{}\"", "cd".repeat(32))));
+    }
+}
