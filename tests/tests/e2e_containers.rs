@@ -135,6 +135,8 @@ fn warnings(report: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Most samples with an unnamed frame around an exec, in percent.
+const EXEC_UNNAMED_PERCENT: u64 = 2;
 /// Most samples of a role without their goroutine right after an exec, in percent: the kernel
 /// program learns the new program's runtime layout from user space a poll interval later.
 const EXEC_UNKNOWN_PERCENT: u64 = 25;
@@ -412,10 +414,16 @@ fn exec_during_the_run_names_frames_from_the_new_binary() {
             shell_samples >= 1,
             "{what}: no sample of the shell before the exec"
         );
+        // A sample the tick takes inside execve itself (new memory, old registers) can walk
+        // into words of the new stack: a rare unnamed frame, never a wrongly named one.
         let unnamed = count_where(&report, |s| {
             functions(s).iter().any(|f| f.starts_with("0x4"))
         });
-        assert_eq!(unnamed, 0, "{what}: unnamed Go frames after the exec");
+        let total = report["samples"]["total"].as_u64().unwrap_or(0);
+        assert!(
+            unnamed * 100 <= total * EXEC_UNNAMED_PERCENT,
+            "{what}: {unnamed} of {total} samples with unnamed Go frames after the exec"
+        );
         let text = std::fs::read_to_string(&text).expect("text report");
         assert!(
             text.lines().any(|l| l.starts_with("exec: after ")),

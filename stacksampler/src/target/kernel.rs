@@ -49,8 +49,12 @@ pub fn member_offset(btf_path: &Path, root: &str, path: &[&str]) -> Result<u32, 
         message: e.to_string(),
     };
     // Mmap, not the default cache: two lookups do not pay for parsing every type of vmlinux
-    // (about 1.7 s of start-up on a busy 2-core machine).
-    let btf = Btf::from_file_with_backend(btf_path, Backend::Mmap).map_err(btf_err)?;
+    // (about 1.7 s of start-up on a busy 2-core machine). Older kernels (6.1) cannot mmap
+    // /sys/kernel/btf/vmlinux ("No such device"): they get the parsing backend.
+    let btf = match Btf::from_file_with_backend(btf_path, Backend::Mmap) {
+        Ok(btf) => btf,
+        Err(_) => Btf::from_file_with_backend(btf_path, Backend::Cache).map_err(btf_err)?,
+    };
     let mut current = btf
         .resolve_types_by_name(root)
         .map_err(btf_err)?
