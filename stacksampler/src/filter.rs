@@ -1,8 +1,8 @@
 //! Which samples are kept: goroutine state and stack depth filters.
 
-use crate::{config::Config, goruntime::state::StateSet, sample::Sample};
+use crate::{goruntime::state::StateSet, sample::Sample};
 
-/// Sample filter built from the command line.
+/// Which samples a run keeps (`Default`: all).
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     /// Keep only these states (all when `None`).
@@ -37,16 +37,6 @@ impl std::str::FromStr for LabelFilter {
 }
 
 impl Filter {
-    /// The filter the command line asks for.
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            states: config.state,
-            min_depth: config.min_depth,
-            goid: config.goid,
-            labels: config.label.clone(),
-        }
-    }
-
     /// Whether `sample` passes.
     pub fn keep(&self, sample: &Sample) -> bool {
         if sample.depth() < self.min_depth {

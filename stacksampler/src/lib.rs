@@ -2,16 +2,18 @@
 //!
 //! Data flows one way: kernel sample ([`loader`], [`sampler`]) -> decode ([`sample`]) ->
 //! filter ([`filter`]) -> aggregate ([`aggregate`]) -> symbolize unique addresses once
-//! ([`symbolize`]) -> diagnose ([`diagnose`]) -> render ([`report`]). [`run`] wires the stages;
-//! [`config`] is the command line; [`target`] and [`goruntime`] describe the process sampled.
+//! ([`symbolize`]) -> diagnose ([`diagnose`]) -> render ([`report`]). [`run`] wires the stages
+//! of a `record` run, [`events`] the `watch` verb, [`inspect`] the `inspect` verb; [`target`] and
+//! [`goruntime`] describe the process sampled. The library takes typed options: the command
+//! line is the binary's (`main.rs`, `cli.rs`).
 
 pub mod aggregate;
-pub mod config;
 pub mod diagnose;
 pub mod events;
 pub mod filter;
 pub mod goruntime;
 pub mod images;
+pub mod inspect;
 pub mod labels;
 pub mod loader;
 pub mod report;

@@ -1,19 +1,29 @@
-//! The `stacksampler` command: parse the command line, run, write the report.
+//! The `stacksampler` command: parse the command line into a verb, run it, write its report.
+
+mod cli;
 
 use std::{io::Write, process::ExitCode};
 
 use anyhow::Context as _;
-use clap::Parser as _;
-use stacksampler::{config::Config, report, run};
+use cli::{Cli, Command, InspectArgs, RecordArgs, WatchArgs};
+use stacksampler::{inspect, report, run};
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let cli = match Cli::parse_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or(if config.verbose { "info" } else { "warn" }),
+        env_logger::Env::default().default_filter_or(if cli.verbose { "info" } else { "warn" }),
     )
     .format_timestamp(None)
     .init();
-    match real_main(&config) {
+    let result = match &cli.command {
+        Command::Record(args) => record(args, cli.verbose),
+        Command::Watch(args) => watch(args, cli.verbose),
+        Command::Inspect(args) => inspect(args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stacksampler: error: {e:#}");
@@ -22,23 +32,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn real_main(config: &Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
+        .context("starting the async runtime")
+}
+
+fn record(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
+    let options = args.options(verbose);
     // Outputs are created before anything is attached: a bad path must not cost a capture.
-    let plan = report::OutputPlan::from_config(config);
+    let plan = args.output_plan();
     let prepared = plan.prepare()?;
-    if config.watch {
-        return runtime
-            .block_on(stacksampler::events::watch::watch(config))
-            .with_context(|| format!("watching pid {}", config.pid));
-    }
-    let finished = runtime
-        .block_on(run::run(config))
-        .with_context(|| format!("sampling pid {}", config.pid))?;
-    if config.verbose {
+    let finished = async_runtime()?
+        .block_on(run::run(&options))
+        .with_context(|| format!("sampling pid {}", options.pid))?;
+    if verbose {
         let s = &finished.stats;
         eprintln!(
             "stacksampler: {} perf events on the target over {} CPUs, {} delivered, {} lost, {} undecodable; kernel time {:.0} ns per run over {} runs, {:.0} ns per delivered sample",
@@ -65,5 +74,27 @@ fn real_main(config: &Config) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn watch(args: &WatchArgs, verbose: bool) -> anyhow::Result<()> {
+    let options = args.options(verbose);
+    async_runtime()?
+        .block_on(stacksampler::events::watch(&options))
+        .with_context(|| format!("watching pid {}", options.pid))
+}
+
+fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
+    let target = args.target();
+    let inspection = inspect::inspect(&target).with_context(|| match &target {
+        inspect::InspectTarget::Pid(pid) => format!("inspecting pid {pid}"),
+        inspect::InspectTarget::Binary(path) => format!("inspecting {}", path.display()),
+    })?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        inspect::InspectFormat::Text => inspect::render_text(&inspection, &mut out)?,
+        inspect::InspectFormat::Json => inspect::render_json(&inspection, &mut out)?,
+    }
+    out.flush().context("writing the inspection")?;
     Ok(())
 }

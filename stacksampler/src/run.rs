@@ -14,7 +14,6 @@ use tokio::signal::unix::SignalKind;
 
 use crate::{
     aggregate::Profile,
-    config::Config,
     diagnose,
     filter::Filter,
     goruntime::{self, GoVersion},
@@ -167,13 +166,32 @@ impl PreparedImage {
     }
 }
 
-/// Samples the process `config.pid` as `config` says and returns its report.
-pub async fn run(config: &Config) -> Result<Finished, RunError> {
+/// What one sampling run does.
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    /// Process (tgid) to sample.
+    pub pid: u32,
+    /// How long to sample; `None`: until interrupted or the target exits.
+    pub duration: Option<Duration>,
+    /// Samples per second per CPU.
+    pub frequency_hz: u64,
+    /// Frames walked per sample in the kernel.
+    pub max_frames: u32,
+    /// Also record kernel stacks of samples taken in kernel mode.
+    pub kernel_stacks: bool,
+    /// Which samples are kept.
+    pub filter: Filter,
+    /// Kernel-side diagnostics and kernel run-time statistics.
+    pub verbose: bool,
+}
+
+/// Samples the process `opts.pid` as `opts` say and returns its report.
+pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
     target::check_privileges()?;
-    let process = Process::open(config.pid)?;
-    let start_image = ImageFacts::inspect(config.pid, &process.exe);
+    let process = Process::open(opts.pid)?;
+    let start_image = ImageFacts::inspect(opts.pid, &process.exe);
     let mut warnings = start_image.warnings.clone();
-    let mut label_resolver = start_image.label_resolver(config.pid).unwrap_or_else(|w| {
+    let mut label_resolver = start_image.label_resolver(opts.pid).unwrap_or_else(|w| {
         warnings.push(w);
         None
     });
@@ -188,30 +206,30 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     let task_fsbase_offset = target::task_fsbase_offset()?;
     let task_exec_id_offset = target::task_exec_id_offset()?;
     let read_limit =
-        |addr: Option<u64>| addr.and_then(|a| target::process::read_u64(config.pid, a));
+        |addr: Option<u64>| addr.and_then(|a| target::process::read_u64(opts.pid, a));
     let mut maxstacksize_addr = start_image.maxstacksize_addr;
     let mut max_stack_bytes = read_limit(maxstacksize_addr);
     // Open the target's files now: it may exit before the report is symbolized.
-    let mut images = Images::new(config.pid, ProcessSymbolizer::new(config.pid)?);
+    let mut images = Images::new(opts.pid, ProcessSymbolizer::new(opts.pid)?);
 
     let options = LoadOptions {
-        pid: config.pid,
-        frequency_hz: config.frequency,
-        max_frames: config.max_frames,
+        pid: opts.pid,
+        frequency_hz: opts.frequency_hz,
+        max_frames: opts.max_frames,
         task_fsbase_offset,
         task_exec_id_offset,
         go_layout,
-        pidns: Some(target::process::pid_namespace(config.pid)?),
-        verbose: config.verbose,
-        kernel_stacks: config.kernel,
-        kernel_stats: config.verbose,
+        pidns: Some(target::process::pid_namespace(opts.pid)?),
+        verbose: opts.verbose,
+        kernel_stacks: opts.kernel_stacks,
+        kernel_stats: opts.verbose,
     };
     let mut loaded = LoadedSampler::load(&options)?;
     let mut stream = SampleStream::new(loaded.take_samples()?)?;
-    let filter = Filter::from_config(config);
+    let filter = &opts.filter;
     let mut profile = Profile::default();
     // Stacks deeper than the kernel walk are finished from the target's memory.
-    let mut deep = go_layout.and_then(|layout| DeepStackReader::open(config.pid, layout).ok());
+    let mut deep = go_layout.and_then(|layout| DeepStackReader::open(opts.pid, layout).ok());
     let mut morestack = MorestackFrames::default();
     let mut frameless = FramelessPcs::default();
     // Samples of images whose goroutines the kernel reads (a Go binary of known layout; the
@@ -224,7 +242,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     let pending_layout: Cell<Option<Option<GoLayout>>> = Cell::new(None);
     // The executable the target runs, checked every tick: after an exec the new one is opened
     // at once, before the target can exit with it, for its samples still in the ring.
-    let mut exe_seen = ExeIdentity::of(config.pid);
+    let mut exe_seen = ExeIdentity::of(opts.pid);
     let prepared: RefCell<Option<PreparedImage>> = RefCell::new(None);
     let started = Instant::now();
     let mut sink = |mut sample: crate::sample::Sample| {
@@ -237,13 +255,13 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
                 let next = prepared
                     .borrow_mut()
                     .take()
-                    .unwrap_or_else(|| PreparedImage::open(config.pid, &process.exe));
+                    .unwrap_or_else(|| PreparedImage::open(opts.pid, &process.exe));
                 let facts = next.facts;
                 let i = images.add(sample.exec_id, next.symbolizer);
-                label_resolver = facts.label_resolver(config.pid).ok().flatten();
+                label_resolver = facts.label_resolver(opts.pid).ok().flatten();
                 deep = facts
                     .layout
-                    .and_then(|layout| DeepStackReader::open(config.pid, layout).ok());
+                    .and_then(|layout| DeepStackReader::open(opts.pid, layout).ok());
                 maxstacksize_addr = facts.maxstacksize_addr;
                 reads_goroutines.push(facts.is_go && facts.layout.is_some());
                 pending_layout.set(Some(facts.layout));
@@ -291,11 +309,11 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
         }
     };
 
-    let exit_watch = ExitWatch::new(config.pid);
-    let progress = Progress::new(config.verbose);
+    let exit_watch = ExitWatch::new(opts.pid);
+    let progress = Progress::new(opts.verbose);
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let deadline = config.duration.map(Duration::from_secs_f64);
+    let deadline = opts.duration;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
 
     let ended_by = loop {
@@ -311,14 +329,14 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
             _ = exit_watch.exited() => break EndReason::TargetExited,
             _ = tick.tick() => {
                 loaded.flush_logs();
-                let exe_now = ExeIdentity::of(config.pid);
+                let exe_now = ExeIdentity::of(opts.pid);
                 if exe_now.is_some() && exe_now != exe_seen {
                     exe_seen = exe_now;
-                    *prepared.borrow_mut() = Some(PreparedImage::open(config.pid, &process.exe));
+                    *prepared.borrow_mut() = Some(PreparedImage::open(opts.pid, &process.exe));
                 }
                 progress.show(started.elapsed(), stream.received);
                 // pidfd_open is unavailable on very old kernels: poll /proc then.
-                if !exit_watch.has_pidfd() && !target::process::is_alive(config.pid) {
+                if !exit_watch.has_pidfd() && !target::process::is_alive(opts.pid) {
                     break EndReason::TargetExited;
                 }
             }
@@ -356,7 +374,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
                 st.failed, st.referenced
             ));
         }
-        if config.verbose {
+        if opts.verbose {
             eprintln!(
                 "stacksampler: labels: {} labelled samples, {} sets decoded, {} changed before \
                  they could be read, {} unreadable",
@@ -374,7 +392,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     if let Some(w) = unknown_goroutines_warning(go_samples, go_unknown, &counters) {
         warnings.push(w);
     }
-    if go_layout.is_some() && counters.goroutine_read_errors > 0 && config.verbose {
+    if go_layout.is_some() && counters.goroutine_read_errors > 0 && opts.verbose {
         eprintln!(
             "stacksampler: {} samples had no readable goroutine",
             counters.goroutine_read_errors
@@ -386,7 +404,7 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
     if ended_by == EndReason::TargetExited {
         eprintln!(
             "stacksampler: process {} exited after {:.1}s; reporting what was collected",
-            config.pid,
+            opts.pid,
             elapsed.as_secs_f64()
         );
     }
@@ -401,14 +419,14 @@ pub async fn run(config: &Config) -> Result<Finished, RunError> {
 
     let report = Report {
         run: RunInfo {
-            pid: config.pid,
+            pid: opts.pid,
             binary: process.exe.clone(),
             build_id: start_image.build_id.clone(),
             go_version,
             execs,
             duration_secs: elapsed.as_secs_f64(),
-            frequency_hz: config.frequency,
-            max_frames: config.max_frames,
+            frequency_hz: opts.frequency_hz,
+            max_frames: opts.max_frames,
             ended_by,
         },
         profile,

@@ -548,3 +548,44 @@ fn target_output_and_exit_code_are_the_same_with_probes() {
         }
     }
 }
+
+#[test]
+fn watch_output_file_gets_the_json_report() {
+    let _serial = exclusive();
+    let tc = primary_go_toolchains().pop().expect("a toolchain");
+    let exe = build_go("events", &tc, Variant::Normal);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_path = dir.path().join("x.json");
+    let text_path = dir.path().join("x.txt");
+    let err_path = workspace_root().join("target/events-output-stderr.txt");
+    let (p, before) = start_target(&exe, &["-mode", "grow"], &err_path);
+    let json_s = json_path.display().to_string();
+    let text_s = text_path.display().to_string();
+    let pid = p.pid();
+    let watcher = Watcher::start(pid, &["-o", json_s.as_str(), "-o", text_s.as_str()]);
+    let target = run_to_end(p, before);
+    assert_eq!(target.code, Some(0));
+    let (status, lines, stderr) = watcher.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(lines.is_empty(), "stdout has no report with -o: {lines:?}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("x.json written"))
+            .unwrap_or_else(|e| panic!("x.json is not json: {e}"));
+    assert_eq!(report["event"], "report");
+    assert_eq!(report["format_version"], 1);
+    assert_eq!(report["ended_by"], "target_exited");
+    assert_eq!(report["pid"], pid);
+    assert!(
+        report["events"]["by_kind"]["stack_growth"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{report}"
+    );
+    let text = std::fs::read_to_string(&text_path).expect("x.txt written");
+    assert!(text.contains("ended by target exited"), "{text}");
+    assert!(
+        stderr.contains(&format!("wrote {json_s} (json)")),
+        "{stderr}"
+    );
+}

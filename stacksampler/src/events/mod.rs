@@ -23,8 +23,70 @@ pub mod watch;
 pub use decode::{RuntimeEvent, RuntimeEventKind};
 pub use probes::{EventOptions, EventProbes, EventsError};
 pub use tracker::Tracker;
+pub use watch::watch;
+
+use std::{path::PathBuf, time::Duration};
 
 use crate::{goruntime::GoRuntimeError, symbolize::SymbolizeError, target::TargetError};
+
+/// What one watch does.
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    /// Process (tgid) to watch.
+    pub pid: u32,
+    /// How long to watch; `None`: until interrupted or the target exits.
+    pub duration: Option<Duration>,
+    /// Alert once per goroutine whose stack reaches this many bytes.
+    pub stack_alert: Option<u64>,
+    /// Format of standard output, and of files without a known extension.
+    pub format: WatchFormat,
+    /// Files to write the report to (format by extension, else `format`); empty: stdout.
+    pub output: Vec<PathBuf>,
+    /// Status line every second even off a terminal, kernel run-time statistics.
+    pub verbose: bool,
+}
+
+/// Output formats of the watch report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchFormat {
+    /// For a terminal, fatal error first.
+    Text,
+    /// One json document (alerts as json lines before it on standard output).
+    Json,
+}
+
+impl WatchFormat {
+    /// Every format.
+    pub const ALL: [WatchFormat; 2] = [Self::Text, Self::Json];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+
+    /// The format a file name asks for (`.json`, `.txt`), `None` for any other name.
+    pub fn from_path(path: &std::path::Path) -> Option<Self> {
+        match crate::report::OutputFormat::from_path(path)? {
+            crate::report::OutputFormat::Json => Some(Self::Json),
+            crate::report::OutputFormat::Text => Some(Self::Text),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for WatchFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown watch format {s:?} (one of: text, json)"))
+    }
+}
 
 /// Errors that end a watch before it has a report.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +104,12 @@ pub enum WatchError {
     Symbolize(#[from] SymbolizeError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("writing {}: {source}", path.display())]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Parses a size: `1048576`, `512K`, `512KB`, `512KiB`, `1M`, `1MB`, `1MiB`, `1G`...

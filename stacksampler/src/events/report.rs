@@ -101,6 +101,8 @@ pub struct GrowthHistory {
 #[derive(Clone, Debug, Serialize)]
 pub struct AlertOut {
     pub event: &'static str,
+    /// Version of this document's schema.
+    pub format_version: u32,
     pub goid: u64,
     pub stack_bytes: u64,
     pub threshold_bytes: u64,
@@ -125,11 +127,13 @@ pub struct EventStats {
 #[derive(Clone, Debug, Serialize)]
 pub struct WatchReport {
     pub event: &'static str,
+    /// Version of this document's schema (the sampling report's, `report::json`).
+    pub format_version: u32,
     pub pid: u32,
     pub binary: String,
     pub go_version: Option<String>,
     pub duration_s: f64,
-    pub ended_by: String,
+    pub ended_by: crate::report::EndReason,
     pub fatal: Option<FatalReport>,
     pub goroutines: GoroutineSummary,
     pub timeline: Vec<LivePoint>,
@@ -189,6 +193,7 @@ pub fn alert_out(
     let head_len = head.map(|h| symbolize_stack(sym, &a.frames[..h.min(a.frames.len())]).len());
     AlertOut {
         event: "stack_alert",
+        format_version: crate::report::json::FORMAT_VERSION,
         goid: a.goid,
         stack_bytes: a.stack_bytes,
         threshold_bytes: threshold,
@@ -265,7 +270,7 @@ pub struct ReportContext {
     pub binary: String,
     pub go_version: Option<String>,
     pub duration_s: f64,
-    pub ended_by: String,
+    pub ended_by: crate::report::EndReason,
     pub alerts: Vec<AlertOut>,
     pub events: EventStats,
     pub probes: Vec<AttachedProbe>,
@@ -349,6 +354,7 @@ pub fn build(t: &Tracker, sym: &mut dyn Symbolize, ctx: ReportContext) -> WatchR
     let duration = ctx.duration_s.max(1e-9);
     WatchReport {
         event: "report",
+        format_version: crate::report::json::FORMAT_VERSION,
         pid: ctx.pid,
         binary: ctx.binary,
         go_version: ctx.go_version,
@@ -435,7 +441,7 @@ pub fn render_text(r: &WatchReport, verbose: bool) -> String {
         r.binary,
         r.go_version.as_deref().unwrap_or("unknown"),
         r.duration_s,
-        r.ended_by
+        r.ended_by.describe()
     );
     let g = &r.goroutines;
     let _ = writeln!(

@@ -10,16 +10,15 @@ use aya::sys::{Stats, enable_stats};
 use tokio::signal::unix::SignalKind;
 
 use crate::{
-    config::Config,
     goruntime,
-    report::OutputFormat,
+    report::EndReason,
     symbolize::ProcessSymbolizer,
     target::{self, Process},
     target::{ExitWatch, sleep_or_forever},
 };
 
 use super::{
-    WatchError,
+    WatchError, WatchFormat, WatchOptions,
     decode::RuntimeEvent,
     probes::{DEFAULT_CREATE_WALK_LIMIT, EventOptions, EventProbes, load_object},
     report::{self, AlertOut, EventStats, ReportContext, human_bytes},
@@ -47,8 +46,8 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Runs the watch mode for `config` and writes its report to stdout.
-pub async fn watch(config: &Config) -> Result<(), WatchError> {
+/// Runs the watch mode as `config` says and writes its report to stdout.
+pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
     target::check_privileges()?;
     let process = Process::open(config.pid)?;
     let binary = goruntime::inspect(&process.exe_link)?;
@@ -59,7 +58,8 @@ pub async fn watch(config: &Config) -> Result<(), WatchError> {
             binary.warnings.join("; ")
         ))
     })?;
-    let json = config.format == OutputFormat::Json;
+    // Alerts go to standard output as json lines when the report does.
+    let json = config.format == WatchFormat::Json && config.output.is_empty();
     let stats_fd = if config.verbose {
         Some(enable_stats(Stats::RunTime).map_err(super::probes::EventsError::Stats)?)
     } else {
@@ -90,7 +90,7 @@ pub async fn watch(config: &Config) -> Result<(), WatchError> {
     let exit = ExitWatch::new(config.pid);
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let deadline = config.duration.map(Duration::from_secs_f64);
+    let deadline = config.duration;
     let mut status_tick = tokio::time::interval(STATUS_PERIOD);
     let mut timeline_tick = tokio::time::interval(TIMELINE_PERIOD);
     let status = Status::new(config.verbose);
@@ -101,23 +101,23 @@ pub async fn watch(config: &Config) -> Result<(), WatchError> {
     let ended_by = loop {
         let remaining = deadline.map(|d| d.saturating_sub(started.elapsed()));
         if remaining == Some(Duration::ZERO) {
-            break "duration";
+            break EndReason::Duration;
         }
         let mut pending = Vec::new();
         let mut collect = |e: RuntimeEvent| pending.push(e);
         tokio::select! {
             r = probes.next_batch(&mut collect) => r?,
-            _ = sleep_or_forever(remaining) => break "duration",
-            _ = sigint.recv() => break "interrupt",
-            _ = sigterm.recv() => break "interrupt",
-            _ = exit.exited() => break "target exited",
+            _ = sleep_or_forever(remaining) => break EndReason::Duration,
+            _ = sigint.recv() => break EndReason::Interrupted,
+            _ = sigterm.recv() => break EndReason::Interrupted,
+            _ = exit.exited() => break EndReason::TargetExited,
             _ = timeline_tick.tick() => tracker.tick(monotonic_ns()),
             _ = status_tick.tick() => {
                 let rate = tracker.events - last_events;
                 last_events = tracker.events;
                 status.show(&tracker, rate, started.elapsed());
                 if !exit.has_pidfd() && !target::process::is_alive(config.pid) {
-                    break "target exited";
+                    break EndReason::TargetExited;
                 }
             }
         }
@@ -161,7 +161,7 @@ pub async fn watch(config: &Config) -> Result<(), WatchError> {
         binary: process.exe.display().to_string(),
         go_version: binary.version.map(|v| v.to_string()),
         duration_s: elapsed,
-        ended_by: ended_by.into(),
+        ended_by,
         alerts,
         events,
         probes: probes.attached.clone(),
@@ -182,14 +182,33 @@ pub async fn watch(config: &Config) -> Result<(), WatchError> {
             );
         }
     }
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer(&mut out, &report).map_err(std::io::Error::from)?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{}", report::render_text(&report, config.verbose))?;
+    let write = |out: &mut dyn Write, format: WatchFormat| -> std::io::Result<()> {
+        match format {
+            WatchFormat::Json => {
+                serde_json::to_writer(&mut *out, &report).map_err(std::io::Error::from)?;
+                writeln!(out)?;
+            }
+            WatchFormat::Text => write!(out, "{}", report::render_text(&report, config.verbose))?,
+        }
+        out.flush()
+    };
+    if config.output.is_empty() {
+        write(&mut std::io::stdout().lock(), config.format)?;
     }
-    out.flush()?;
+    for path in &config.output {
+        let format = WatchFormat::from_path(path).unwrap_or(config.format);
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(|source| {
+            WatchError::Output {
+                path: path.clone(),
+                source,
+            }
+        })?);
+        write(&mut file, format).map_err(|source| WatchError::Output {
+            path: path.clone(),
+            source,
+        })?;
+        eprintln!("stacksampler: wrote {} ({})", path.display(), format.name());
+    }
     Ok(())
 }
 

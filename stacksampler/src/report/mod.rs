@@ -22,7 +22,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{aggregate::Profile, config::Config, diagnose::Finding, symbolize::Symbols};
+use crate::{aggregate::Profile, diagnose::Finding, symbolize::Symbols};
 
 /// How the run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -83,7 +83,7 @@ pub struct Report {
 }
 
 /// Output formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     /// Ranked stacks for a terminal.
     Text,
@@ -143,6 +143,21 @@ impl OutputFormat {
             Self::Callgraph => "callgraph",
             Self::Dot => "dot",
         }
+    }
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+
+    /// Parses a format [`name`](OutputFormat::name).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|f| f.name()).collect();
+                format!("unknown format {s:?} (one of: {})", names.join(", "))
+            })
     }
 }
 
@@ -250,19 +265,6 @@ pub struct OutputPlan {
 }
 
 impl OutputPlan {
-    /// The plan the command line asks for.
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            files: config.output.clone(),
-            format: config.format,
-            options: RenderOptions {
-                state_frames: config.state_frames,
-                collapse_recursion: config.collapse_recursion,
-                ..RenderOptions::default()
-            },
-        }
-    }
-
     /// Each destination with its format: files by extension (else `format`), or standard
     /// output (`None`) when no file is named.
     pub fn destinations(&self) -> Vec<(Option<&Path>, OutputFormat)> {

@@ -1,0 +1,625 @@
+//! The command line: verbs parsed with clap and turned into the library's typed options.
+//!
+//! This is the only module that knows clap, and it belongs to the binary (`main.rs` declares
+//! it; the library has no `cli` module). Each verb is one [`Command`] variant and one `*Args`
+//! struct with a `to_options`-style conversion; adding a verb (`dump`, `top`, `agent`) is one
+//! variant, one args struct and one arm in `main.rs`.
+//!
+//! The documented legacy forms keep working: a command line that does not start with a verb is
+//! a `record` command line (`stacksampler --pid P ...`), or a `watch` one when it carries
+//! `--watch` ([`Cli::parse_args`] rewrites it before clap sees it, so each verb's own flag set
+//! decides what is accepted: `--watch --frequency 9` is an error, not ignored).
+
+use std::{ffi::OsString, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use stacksampler::{
+    events::{WatchFormat, WatchOptions, parse_size},
+    filter::{Filter, LabelFilter},
+    goruntime::state::StateSet,
+    inspect::{InspectFormat, InspectTarget},
+    report::{OutputFormat, OutputPlan, RenderOptions},
+    run::RecordOptions,
+};
+use stacksampler_common::{DEFAULT_MAX_FRAMES, MAX_STACK_FRAMES};
+
+/// The legacy switch that turns a verb-less command line into `watch`.
+const LEGACY_WATCH_FLAG: &str = "--watch";
+/// Flags of [`Cli`] itself, accepted before or after the verb.
+const GLOBAL_FLAGS: [&str; 2] = ["-v", "--verbose"];
+
+/// Live stack sampler for running Go programs (eBPF).
+///
+/// Needs root (CAP_BPF and CAP_PERFMON) for `record` and `watch`. Without a verb the command
+/// line is a `record` one (`stacksampler --pid P` = `stacksampler record --pid P`), or a `watch`
+/// one with `--watch`.
+#[derive(Debug, Parser)]
+#[command(name = "stacksampler", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Print kernel-side diagnostics (aya-log) and progress details on stderr.
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sample the CPU stacks of every thread of a process, then report (the default verb).
+    ///
+    /// Samples every thread of PID at FREQUENCY Hz per CPU, records each sample's user stack
+    /// (far past the kernel's 127-frame limit) and goroutine, and reports the hottest stacks
+    /// with their goroutine states.
+    Record(RecordArgs),
+    /// Follow the Go runtime through uprobes instead of sampling CPU: stack growth per
+    /// goroutine, goroutine creation and exit (live count, leak sources), fatal errors.
+    ///
+    /// Runs until the target exits, --duration, or Ctrl-C; a live status line goes to stderr.
+    Watch(WatchArgs),
+    /// What stacksampler knows about a process or an executable: Go version, where the runtime
+    /// layout comes from, its offsets, build ids, pclntab and DWARF presence, warnings.
+    Inspect(InspectArgs),
+}
+
+/// The process a verb works on.
+#[derive(Clone, Debug, Args)]
+pub struct TargetArgs {
+    /// Process to sample.
+    #[arg(long, short = 'p')]
+    pub pid: u32,
+}
+
+/// When a run stops by itself.
+#[derive(Clone, Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to run; without it, until Ctrl-C or the target exits.
+    #[arg(long, short = 'd', value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// Which samples are kept.
+#[derive(Clone, Debug, Args)]
+pub struct FilterArgs {
+    /// Keep only goroutines in these states: `Grunning|Gsyscall` or `running,syscall`.
+    #[arg(long)]
+    pub state: Option<StateSet>,
+
+    /// Keep only the goroutine with this id.
+    #[arg(long)]
+    pub goid: Option<u64>,
+
+    /// Keep only goroutines with this pprof label (`pprof.Do`); repeatable, all must match.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<LabelFilter>,
+
+    /// Keep only samples whose user stack has at least N frames.
+    #[arg(long, default_value_t = 0)]
+    pub min_depth: usize,
+}
+
+impl From<&FilterArgs> for Filter {
+    fn from(a: &FilterArgs) -> Self {
+        Self {
+            states: a.state,
+            min_depth: a.min_depth,
+            goid: a.goid,
+            labels: a.label.clone(),
+        }
+    }
+}
+
+/// `stacksampler record`.
+#[derive(Clone, Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub stop: StopArgs,
+
+    /// Samples per second on each CPU.
+    #[arg(long, short = 'F', default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub frequency: u64,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    /// Frames walked per sample in the kernel.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAMES, value_parser = parse_max_frames)]
+    pub max_frames: u32,
+
+    /// Report format for standard output (and for --output files without a known extension):
+    /// text, folded, json, pprof, flamegraph, callgraph or dot.
+    #[arg(long, short = 'f', default_value = "text", value_parser = parse_output_format)]
+    pub format: OutputFormat,
+
+    /// Write the report to FILE instead of standard output; repeatable. The format follows the
+    /// extension (.txt, .folded, .json, .pb.gz, .svg, .dot), else --format.
+    #[arg(long, short = 'o')]
+    pub output: Vec<PathBuf>,
+
+    /// Folded and flame graph output: the goroutine state as the root frame (`[running]`).
+    #[arg(long)]
+    pub state_frames: bool,
+
+    /// Folded output: keep one body of each repeated call cycle instead of every repetition.
+    #[arg(long)]
+    pub collapse_recursion: bool,
+
+    /// Also record the kernel stack of samples taken in kernel mode (system calls, page
+    /// faults), symbolized from /proc/kallsyms, on top of the user stack.
+    #[arg(long)]
+    pub kernel: bool,
+}
+
+impl RecordArgs {
+    /// The library's options for this command line.
+    pub fn options(&self, verbose: bool) -> RecordOptions {
+        RecordOptions {
+            pid: self.target.pid,
+            duration: self.stop.duration,
+            frequency_hz: self.frequency,
+            max_frames: self.max_frames,
+            kernel_stacks: self.kernel,
+            filter: Filter::from(&self.filter),
+            verbose,
+        }
+    }
+
+    /// Where the report goes.
+    pub fn output_plan(&self) -> OutputPlan {
+        OutputPlan {
+            files: self.output.clone(),
+            format: self.format,
+            options: RenderOptions {
+                state_frames: self.state_frames,
+                collapse_recursion: self.collapse_recursion,
+                ..RenderOptions::default()
+            },
+        }
+    }
+}
+
+/// `stacksampler watch`.
+#[derive(Clone, Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub stop: StopArgs,
+
+    /// Alert (stderr line + json event) the moment a goroutine's stack reaches SIZE (1MB,
+    /// 512KiB, 65536; KB/MB/GB are 1024-based), once per goroutine.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub stack_alert: Option<u64>,
+
+    /// Report format for standard output (and for --output files without a known extension):
+    /// text or json.
+    #[arg(long, short = 'f', default_value = "text", value_parser = parse_watch_format)]
+    pub format: WatchFormat,
+
+    /// Write the report to FILE instead of standard output; repeatable. The format follows the
+    /// extension (.txt, .json), else --format.
+    #[arg(long, short = 'o')]
+    pub output: Vec<PathBuf>,
+}
+
+impl WatchArgs {
+    /// The library's options for this command line.
+    pub fn options(&self, verbose: bool) -> WatchOptions {
+        WatchOptions {
+            pid: self.target.pid,
+            duration: self.stop.duration,
+            stack_alert: self.stack_alert,
+            format: self.format,
+            output: self.output.clone(),
+            verbose,
+        }
+    }
+}
+
+/// `stacksampler inspect`.
+#[derive(Clone, Debug, Args)]
+pub struct InspectArgs {
+    /// A running process (its executable, as the process sees it).
+    #[arg(
+        long,
+        short = 'p',
+        required_unless_present = "binary",
+        conflicts_with = "binary"
+    )]
+    pub pid: Option<u32>,
+
+    /// An executable on disk.
+    #[arg(long, value_name = "FILE")]
+    pub binary: Option<PathBuf>,
+
+    /// text or json.
+    #[arg(long, short = 'f', default_value = "text", value_parser = parse_inspect_format)]
+    pub format: InspectFormat,
+}
+
+impl InspectArgs {
+    /// What to inspect.
+    pub fn target(&self) -> InspectTarget {
+        match (&self.binary, self.pid) {
+            (Some(path), _) => InspectTarget::Binary(path.clone()),
+            // clap's group makes exactly one of the two present.
+            (None, pid) => InspectTarget::Pid(pid.unwrap_or_default()),
+        }
+    }
+}
+
+impl Cli {
+    /// Parses a command line (the first element is the program name), legacy forms included.
+    pub fn parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Self::try_parse_from(with_verb(args.into_iter().map(Into::into).collect()))
+    }
+}
+
+/// Inserts the verb a legacy command line implies: `record`, or `watch` for `--watch` (which
+/// is then removed). A line whose first argument is a verb, or a top-level `--help`/`--version`,
+/// is left as it is.
+fn with_verb(mut args: Vec<OsString>) -> Vec<OsString> {
+    // The first argument that is not a global flag.
+    let first = args
+        .iter()
+        .skip(1)
+        .find(|a| !GLOBAL_FLAGS.iter().any(|g| *a == g))
+        .map(|a| a.to_string_lossy().into_owned());
+    if let Some(first) = first.as_deref() {
+        let is_verb = Cli::command_names().any(|name| name == first);
+        let top_level = matches!(first, "-h" | "--help" | "-V" | "--version");
+        if is_verb || top_level {
+            return args;
+        }
+    }
+    let watch = args.iter().skip(1).any(|a| a == LEGACY_WATCH_FLAG);
+    args.retain(|a| a != LEGACY_WATCH_FLAG);
+    args.insert(1, if watch { "watch" } else { "record" }.into());
+    args
+}
+
+impl Cli {
+    /// Names of the verbs (and of clap's `help`).
+    fn command_names() -> impl Iterator<Item = String> {
+        use clap::CommandFactory as _;
+        Self::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .chain(["help".to_owned()])
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("duration must be positive, got {s}"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("duration {s}: {e}"))
+}
+
+fn parse_max_frames(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a frame count"))?;
+    if n == 0 || n as usize > MAX_STACK_FRAMES {
+        return Err(format!(
+            "--max-frames must be 1..={MAX_STACK_FRAMES}, got {n}"
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_output_format(s: &str) -> Result<OutputFormat, String> {
+    s.parse()
+}
+
+fn parse_watch_format(s: &str) -> Result<WatchFormat, String> {
+    s.parse()
+}
+
+fn parse_inspect_format(s: &str) -> Result<InspectFormat, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stacksampler::goruntime::state::GoroutineState;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::parse_args(std::iter::once("stacksampler").chain(args.iter().copied()))
+    }
+
+    fn record(args: &[&str]) -> RecordArgs {
+        match parse(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+        {
+            Command::Record(r) => r,
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
+    fn watch(args: &[&str]) -> WatchArgs {
+        match parse(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+        {
+            Command::Watch(w) => w,
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_documented_command_line() {
+        for prefix in [&[][..], &["record"]] {
+            let args: Vec<&str> = prefix
+                .iter()
+                .copied()
+                .chain([
+                    "--pid",
+                    "42",
+                    "--duration",
+                    "5",
+                    "--state",
+                    "Grunning|Gsyscall",
+                    "--min-depth",
+                    "1024",
+                    "--format",
+                    "folded",
+                ])
+                .collect();
+            let c = record(&args);
+            let o = c.options(false);
+            assert_eq!(o.pid, 42);
+            assert_eq!(o.duration, Some(Duration::from_secs(5)));
+            assert_eq!(o.frequency_hz, 99);
+            assert_eq!(o.max_frames, DEFAULT_MAX_FRAMES);
+            assert!(!o.kernel_stacks && !o.verbose);
+            let states = o.filter.states.unwrap();
+            assert!(states.contains(GoroutineState::Syscall));
+            assert!(!states.contains(GoroutineState::Waiting));
+            assert_eq!(o.filter.min_depth, 1024);
+            assert_eq!(c.output_plan().format, OutputFormat::Folded);
+        }
+    }
+
+    #[test]
+    fn output_is_repeatable_with_render_flags() {
+        let c = record(&[
+            "--pid",
+            "1",
+            "-o",
+            "a.svg",
+            "--output",
+            "b.pb.gz",
+            "--state-frames",
+            "--collapse-recursion",
+            "--format",
+            "dot",
+        ]);
+        let plan = c.output_plan();
+        assert_eq!(
+            plan.files,
+            [PathBuf::from("a.svg"), PathBuf::from("b.pb.gz")]
+        );
+        assert!(plan.options.state_frames && plan.options.collapse_recursion);
+        assert_eq!(plan.format, OutputFormat::Dot);
+        let plan = record(&["--pid", "1"]).output_plan();
+        assert!(plan.files.is_empty());
+        assert!(!plan.options.state_frames && !plan.options.collapse_recursion);
+    }
+
+    #[test]
+    fn parses_goroutine_filters() {
+        let c = record(&[
+            "--pid",
+            "1",
+            "--goid",
+            "17",
+            "--label",
+            "req=42",
+            "--label",
+            "user=a=b",
+            "--state",
+            "waiting,Gsyscall",
+        ]);
+        let f = Filter::from(&c.filter);
+        assert_eq!(f.goid, Some(17));
+        assert_eq!(f.labels.len(), 2);
+        assert_eq!(
+            (f.labels[1].key.as_str(), f.labels[1].value.as_str()),
+            ("user", "a=b")
+        );
+        let f = Filter::from(&record(&["--pid", "1"]).filter);
+        assert!(f.goid.is_none() && f.labels.is_empty());
+        assert!(parse(&["--pid", "1", "--label", "x"]).is_err());
+        assert!(parse(&["--pid", "1", "--goid", "-1"]).is_err());
+    }
+
+    #[test]
+    fn record_flags_and_verbose_anywhere() {
+        let cli = parse(&["-v", "record", "--pid", "3", "--kernel", "-F", "999"]).unwrap();
+        assert!(cli.verbose);
+        let Command::Record(r) = cli.command else {
+            panic!("not record")
+        };
+        let o = r.options(cli.verbose);
+        assert!(o.kernel_stacks && o.verbose);
+        assert_eq!(o.frequency_hz, 999);
+        let cli = parse(&["--pid", "3", "--verbose"]).unwrap();
+        assert!(cli.verbose);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for bad in [
+            &[][..],
+            &["--pid", "x"],
+            &["--pid", "1", "--state", "sleepy"],
+            &["--pid", "1", "--max-frames", "0"],
+            &["--pid", "1", "--max-frames", "99999999"],
+            &["--pid", "1", "--duration", "-3"],
+            &["--pid", "1", "--frequency", "0"],
+            &["--pid", "1", "--format", "xml"],
+            &["record"],
+            &["watch"],
+            &["inspect"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn parses_watch_and_its_legacy_alias() {
+        for args in [
+            &[
+                "watch",
+                "--pid",
+                "7",
+                "--stack-alert",
+                "64KiB",
+                "-d",
+                "3",
+                "--format",
+                "json",
+            ][..],
+            &[
+                "--watch",
+                "--pid",
+                "7",
+                "--stack-alert",
+                "64KiB",
+                "-d",
+                "3",
+                "--format",
+                "json",
+            ],
+            &[
+                "--pid",
+                "7",
+                "--watch",
+                "--stack-alert",
+                "64KiB",
+                "-d",
+                "3",
+                "--format",
+                "json",
+            ],
+        ] {
+            let o = watch(args).options(false);
+            assert_eq!(o.pid, 7, "{args:?}");
+            assert_eq!(o.stack_alert, Some(64 << 10));
+            assert_eq!(o.duration, Some(Duration::from_secs(3)));
+            assert_eq!(o.format, WatchFormat::Json);
+        }
+        let o = watch(&["watch", "--pid", "7", "-o", "x.json"]).options(true);
+        assert_eq!(o.output, [PathBuf::from("x.json")]);
+        assert_eq!(o.format, WatchFormat::Text);
+        assert!(o.verbose && o.stack_alert.is_none());
+    }
+
+    #[test]
+    fn parses_inspect() {
+        let cli = parse(&["inspect", "--pid", "9"]).unwrap();
+        let Command::Inspect(i) = cli.command else {
+            panic!("not inspect")
+        };
+        assert_eq!(i.target(), InspectTarget::Pid(9));
+        assert_eq!(i.format, InspectFormat::Text);
+        let cli = parse(&["inspect", "--binary", "/bin/true", "--format", "json"]).unwrap();
+        let Command::Inspect(i) = cli.command else {
+            panic!("not inspect")
+        };
+        assert_eq!(i.target(), InspectTarget::Binary("/bin/true".into()));
+        assert_eq!(i.format, InspectFormat::Json);
+        // Exactly one of --pid and --binary.
+        assert!(parse(&["inspect", "--pid", "9", "--binary", "/bin/true"]).is_err());
+        assert!(parse(&["inspect", "--format", "json"]).is_err());
+    }
+
+    #[test]
+    fn a_flag_a_verb_does_not_take_is_an_error() {
+        for bad in [
+            // record takes no watch or inspect flags
+            &["record", "--pid", "1", "--stack-alert", "1MB"][..],
+            &["record", "--pid", "1", "--binary", "/bin/true"],
+            &["record", "--pid", "1", "--watch"],
+            &["--pid", "1", "--stack-alert", "1MB"],
+            // watch takes none of the sampling flags
+            &["watch", "--pid", "1", "--frequency", "9"],
+            &["watch", "--pid", "1", "--state", "running"],
+            &["watch", "--pid", "1", "--format", "pprof"],
+            &["--watch", "--pid", "1", "--frequency", "9"],
+            &["--watch", "--pid", "1", "--min-depth", "3"],
+            &["--watch", "--pid", "1", "--kernel"],
+            // inspect takes neither
+            &["inspect", "--pid", "1", "--duration", "3"],
+            &["inspect", "--binary", "/bin/true", "--format", "folded"],
+        ] {
+            let err = parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(
+                matches!(
+                    err.kind(),
+                    clap::error::ErrorKind::UnknownArgument
+                        | clap::error::ErrorKind::InvalidValue
+                        | clap::error::ErrorKind::ValueValidation
+                ),
+                "{bad:?}: {:?} {err}",
+                err.kind()
+            );
+        }
+    }
+
+    /// The library must not know the command line: no library module may use clap or this
+    /// module (the binary's `main.rs` is the only other file allowed to).
+    #[test]
+    fn library_modules_do_not_import_the_cli() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        let mut dirs = vec![src.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read src dir").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let binary_side = [src.join("main.rs"), src.join("cli.rs")];
+        let library: Vec<_> = files.iter().filter(|f| !binary_side.contains(f)).collect();
+        assert!(
+            library.len() > 20,
+            "found only {} library files",
+            library.len()
+        );
+        for file in library {
+            let text = std::fs::read_to_string(file).expect("read source file");
+            for needle in ["clap", "crate::cli", "mod cli", "super::cli"] {
+                assert!(
+                    !text.contains(needle),
+                    "{} mentions {needle:?}: library modules must take typed options",
+                    file.display()
+                );
+            }
+        }
+    }
+}
