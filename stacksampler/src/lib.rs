@@ -1,6 +1,6 @@
 //! stacksampler: an eBPF live stack sampler for running Go programs.
 //!
-//! Data flows one way: kernel sample ([`loader`], [`sampler`]) -> decode ([`sample`]) ->
+//! Data flows one way: kernel sample ([`bpf`]) -> decode ([`sample`]) ->
 //! filter ([`filter`]) -> aggregate ([`aggregate`]) -> symbolize unique addresses once
 //! ([`symbolize`]) -> diagnose ([`diagnose`]) -> render ([`report`]). [`run`] wires the stages
 //! of a `record` run, [`events`] the `watch` verb, [`inspect`] the `inspect` verb; [`target`] and
@@ -8,6 +8,7 @@
 //! line is the binary's (`main.rs`, `cli.rs`).
 
 pub mod aggregate;
+pub mod bpf;
 pub mod diagnose;
 pub mod events;
 pub mod filter;
@@ -15,11 +16,9 @@ pub mod goruntime;
 pub mod images;
 pub mod inspect;
 pub mod labels;
-pub mod loader;
 pub mod report;
 pub mod run;
 pub mod sample;
-pub mod sampler;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;

@@ -14,14 +14,19 @@ use tokio::signal::unix::SignalKind;
 
 use crate::{
     aggregate::Profile,
+    bpf::{
+        self, BpfError, EventOptions, EventProbes, KernelCost, LoadOptions, LoadedSampler,
+        RecordStream,
+        ring::SAMPLES_POLL_INTERVAL,
+        uprobes::{DEFAULT_CREATE_WALK_LIMIT, DEFAULT_DEEP_WALK_LIMIT},
+    },
     diagnose,
+    events::{self, Tracker, decode::RuntimeEvent, watch::monotonic_ns},
     filter::Filter,
     goruntime::{self, GoVersion},
     images::{self, ExeIdentity, ExecInfo, ImageLookup, Images},
     labels::{LabelResolver, ProcMem},
-    loader::{KernelCost, LoadOptions, LoadedSampler, LoaderError},
     report::{EndReason, Report, RunInfo},
-    sampler::SampleStream,
     symbolize::{ProcessSymbolizer, Symbolize, SymbolizeError},
     target::{self, ExitWatch, KernelError, Process, TargetError, sleep_or_forever},
     unwind::{ContinuationStats, DeepStackReader},
@@ -35,7 +40,7 @@ pub enum RunError {
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error(transparent)]
-    Loader(#[from] LoaderError),
+    Bpf(#[from] BpfError),
     #[error("preparing symbolization: {0}")]
     Symbolize(#[from] SymbolizeError),
     #[error("waiting for samples: {0}")]
@@ -224,8 +229,37 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
         kernel_stacks: opts.kernel_stacks,
         kernel_stats: opts.verbose,
     };
-    let mut loaded = LoadedSampler::load(&options)?;
-    let mut stream = SampleStream::new(loaded.take_samples()?)?;
+    let mut ebpf = bpf::load(bpf::Mode::Record { events: false })?;
+    // The fatal-error probes cost nothing until the target dies; they need goroutine ids.
+    let mut fatal_probes = match go_layout {
+        Some(layout) => {
+            let probe_options = EventOptions {
+                pid: opts.pid,
+                layout,
+                deep_walk_limit: DEFAULT_DEEP_WALK_LIMIT,
+                create_walk_limit: DEFAULT_CREATE_WALK_LIMIT,
+                growth: false,
+                goroutines: false,
+            };
+            match EventProbes::attach(&mut ebpf, &probe_options, &process.exe_link) {
+                Ok(probes) => Some(probes),
+                Err(e) => {
+                    warnings.push(format!(
+                        "fatal errors of the target will not be reported: {e}"
+                    ));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let mut loaded = LoadedSampler::attach(ebpf, &options)?;
+    let mut tracker = Tracker::new(monotonic_ns(), None, None);
+    let mut on_event = |e| {
+        tracker.add(e);
+    };
+    let mut stream: RecordStream<crate::sample::Sample> =
+        RecordStream::new(loaded.take_samples()?, Some(SAMPLES_POLL_INTERVAL))?;
     let filter = &opts.filter;
     let mut profile = Profile::default();
     // Stacks deeper than the kernel walk are finished from the target's memory.
@@ -323,6 +357,7 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
         }
         tokio::select! {
             r = stream.next_batch(&mut sink) => { r?; }
+            r = next_events(fatal_probes.as_mut(), &mut on_event) => r?,
             _ = sleep_or_forever(remaining) => break EndReason::Duration,
             _ = sigint.recv() => break EndReason::Interrupted,
             _ = sigterm.recv() => break EndReason::Interrupted,
@@ -347,7 +382,16 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
     };
     let elapsed = started.elapsed();
     stream.drain(&mut sink);
+    if let Some(probes) = fatal_probes.as_mut() {
+        probes.stream.drain(&mut on_event);
+    }
+    drop(fatal_probes);
     progress.finish();
+    let ended_by = if ended_by == EndReason::TargetExited && !tracker.fatal.is_empty() {
+        EndReason::TargetDied
+    } else {
+        ended_by
+    };
 
     // The program may have changed its limit while sampled (debug.SetMaxStack).
     if !execs.is_empty() {
@@ -416,6 +460,8 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
         ..Default::default()
     };
     let diagnosis = diagnose::diagnose(&profile, &symbols, &diagnose_options);
+    // The probes are in the executable the target ran at start (image 0).
+    let fatal = events::report::fatal_report(&mut images.get_mut(0).symbolizer, &tracker.fatal);
 
     let report = Report {
         run: RunInfo {
@@ -433,6 +479,7 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
         symbols,
         diagnosis,
         warnings,
+        fatal,
     };
     let stats = RunStats {
         target_hits: counters.target_hits,
@@ -471,6 +518,17 @@ fn unknown_goroutines_warning(total: u64, unknown: u64, counters: &Counters) -> 
          states, goroutine ids and labels of those samples are missing",
         unknown as f64 * 100.0 / total as f64
     ))
+}
+
+/// The next batch of runtime events, or never when no probes are attached.
+async fn next_events(
+    probes: Option<&mut EventProbes>,
+    sink: &mut impl FnMut(RuntimeEvent),
+) -> std::io::Result<()> {
+    match probes {
+        Some(p) => p.stream.next_batch(sink).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Which return addresses are in `runtime.morestack` (where a stack-growth switch starts),

@@ -194,6 +194,15 @@ pub enum DecodeError {
     FrameCount { claimed: usize, present: usize },
 }
 
+impl crate::bpf::Record for Sample {
+    type Error = DecodeError;
+    const WHAT: &'static str = "sample";
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode(bytes)
+    }
+}
+
 impl Sample {
     /// Decodes one ring buffer record: a [`SampleHeader`] followed by `n_frames` u64 addresses.
     pub fn decode(record: &[u8]) -> Result<Self, DecodeError> {

@@ -212,6 +212,7 @@ mod fixtures {
                 },
             ],
             warnings: vec!["2 samples lost (ring buffer full)".to_owned()],
+            fatal: None,
         }
     }
 
@@ -275,6 +276,7 @@ mod fixtures {
             symbols: s,
             diagnosis: vec![],
             warnings: vec![],
+            fatal: None,
         }
     }
 }

@@ -420,18 +420,8 @@ fn fatal_stack_overflow_is_reported_first_with_its_deep_stack() {
         );
         let fatal = &w.report["fatal"];
         assert_eq!(fatal["message"], "stack overflow", "{label}: {fatal}");
-        let head: Vec<&str> = fatal["head"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f["function"].as_str())
-            .collect();
-        let tail: Vec<&str> = fatal["tail"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f["function"].as_str())
-            .collect();
+        let head = fatal_functions(fatal, "head");
+        let tail = fatal_functions(fatal, "tail");
         assert_eq!(head.len(), 50, "{label}");
         assert_eq!(tail.len(), 50, "{label}");
         assert!(
@@ -588,4 +578,122 @@ fn watch_output_file_gets_the_json_report() {
         stderr.contains(&format!("wrote {json_s} (json)")),
         "{stderr}"
     );
+}
+
+/// A plain sampling run (`stacksampler --pid P`, no verb, no flag about events) of a target that
+/// dies of a stack overflow: the fatal error comes first in the text report and in the json,
+/// and the run says the target died.
+#[test]
+fn plain_record_run_reports_the_fatal_error_first() {
+    let _serial = exclusive();
+    for tc in primary_go_toolchains() {
+        let label = tc.label();
+        let exe = build_go("events", &tc, Variant::Normal);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let json_path = dir.path().join("report.json");
+        let err_path = workspace_root().join(format!("target/events-record-{label}-stderr.txt"));
+        let (p, before) = start_target(
+            &exe,
+            &["-mode", "overflow", "-maxstack", "1048576"],
+            &err_path,
+        );
+        let pid = p.pid().to_string();
+        let json_s = json_path.display().to_string();
+        let text_path = dir.path().join("report.txt");
+        let text_s = text_path.display().to_string();
+        // Text and json from one run; --verbose for the progress line that says sampling has
+        // started.
+        let mut child = Command::new(stacksampler_bin())
+            .args([
+                "--pid",
+                pid.as_str(),
+                "-o",
+                text_s.as_str(),
+                "-o",
+                json_s.as_str(),
+            ])
+            .arg("--verbose")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stacksampler");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut seen = String::new();
+        let mut line = String::new();
+        while !line.contains("stacksampler: sampling") {
+            line.clear();
+            if err.read_line(&mut line).unwrap_or(0) == 0 {
+                panic!("{label}: stacksampler ended before sampling:\n{seen}");
+            }
+            seen.push_str(&line);
+        }
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        let run = run_to_end(p, before);
+        assert_eq!(run.code, Some(2), "{label}: Go's fatal exit code");
+        let out = child.wait_with_output().expect("stacksampler output");
+        assert!(out.status.success(), "{label}: {seen}");
+        let text = std::fs::read_to_string(&text_path).expect("report.txt written");
+        assert!(
+            text.starts_with("FATAL: fatal error: stack overflow (goroutine 1)"),
+            "{label}: text report: {}",
+            &text[..text.len().min(500)]
+        );
+        // The failing goroutine's frames follow (a function line, then its file:line), innermost
+        // first: the recursion.
+        let frames: Vec<&str> = text
+            .lines()
+            .skip(2)
+            .map(str::trim)
+            .filter(|l| !l.starts_with('/'))
+            .take(5)
+            .collect();
+        assert!(
+            frames.iter().all(|f| f.starts_with("main.overflow")),
+            "{label}: first frames {frames:?}"
+        );
+        assert!(text.contains("frames elided"), "{label}");
+        assert!(
+            text.contains("ended: target died of a fatal error"),
+            "{label}: {}",
+            &text[..text.len().min(3000)]
+        );
+
+        let report: Value = serde_json::from_str(
+            &std::fs::read_to_string(&json_path).expect("report.json written"),
+        )
+        .unwrap_or_else(|e| panic!("{label}: report.json is not json: {e}"));
+        assert_eq!(report["ended_by"], "target_died", "{label}");
+        let fatal = &report["fatal"];
+        assert_eq!(fatal["message"], "stack overflow", "{label}: {fatal}");
+        assert_eq!(fatal["goid"], 1, "{label}");
+        let head = fatal_functions(fatal, "head");
+        assert_eq!(head.len(), 50, "{label}");
+        assert!(
+            head.iter().all(|f| *f == "main.overflow"),
+            "{label}: {head:?}"
+        );
+        let tail = fatal_functions(fatal, "tail");
+        assert_eq!(
+            tail[tail.len().saturating_sub(3)..],
+            ["main.main", "runtime.main", "runtime.goexit"],
+            "{label}"
+        );
+        // In the json the fatal error comes before the samples.
+        let raw = std::fs::read_to_string(&json_path).unwrap_or_default();
+        assert!(
+            raw.find("\"fatal\"") < raw.find("\"samples\""),
+            "{label}: fatal after samples"
+        );
+    }
+}
+
+/// Function names of a fatal report's `head` or `tail`.
+fn fatal_functions<'a>(fatal: &'a Value, end: &str) -> Vec<&'a str> {
+    fatal[end]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["function"].as_str())
+        .collect()
 }

@@ -129,3 +129,115 @@ fn a_flag_a_verb_does_not_take_fails_before_anything_is_loaded() {
         );
     }
 }
+
+/// Bytes of kernel memory the bpf maps of process `pid` lock, as the kernel reports them
+/// (`memlock` in `/proc/PID/fdinfo/FD` of each map fd: what `bpftool map show` prints as
+/// `bytes_memlock`), and the number of maps.
+fn bpf_map_memlock(pid: u32) -> (u64, usize) {
+    let mut total = 0;
+    let mut maps = 0;
+    let dir = format!("/proc/{pid}/fdinfo");
+    for entry in std::fs::read_dir(&dir).expect("read fdinfo").flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        if !info.lines().any(|l| l.starts_with("map_type:")) {
+            continue;
+        }
+        maps += 1;
+        total += info
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("a map's fdinfo has memlock");
+    }
+    (total, maps)
+}
+
+/// Runs stacksampler with `args` (it must print `marker` on stderr once attached) and returns
+/// its maps' memlock read while it runs.
+fn memlock_while_running(args: &[&str], marker: &str) -> (u64, usize) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(stacksampler_tests::stacksampler_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn stacksampler");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !line.contains(marker) {
+        line.clear();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = child.wait();
+            panic!("stacksampler {args:?} ended before {marker:?}:\n{seen}");
+        }
+        seen.push_str(&line);
+    }
+    let measured = bpf_map_memlock(child.id());
+    // The rest of stderr, then the run's own end (--duration).
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let status = child.wait().expect("wait stacksampler");
+    assert!(status.success(), "stacksampler {args:?}: {seen}");
+    measured
+}
+
+/// Possible CPUs (`/sys/devices/system/cpu/possible`, e.g. `0-1`): per-CPU arrays have as many
+/// slots.
+fn possible_cpus() -> u64 {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").expect("possible cpus");
+    text.trim()
+        .split(',')
+        .map(|range| match range.split_once('-') {
+            Some((a, b)) => b.parse::<u64>().unwrap_or(0) - a.parse::<u64>().unwrap_or(0) + 1,
+            None => 1,
+        })
+        .sum()
+}
+
+/// The sizes docs/design.md documents ("Kernel memory per mode").
+const MIB: u64 = 1 << 20;
+/// One sample or event scratch slot (header + 16384 frames), rounded up as the kernel does.
+const SCRATCH_SLOT_BYTES: u64 = 132 << 10;
+/// The maps of one entry and aya-log's ring (`AYA_LOGS`, 128 KiB), with their overheads.
+const SMALL_MAPS_BYTES: u64 = 512 << 10;
+
+#[test]
+fn map_memory_per_mode_is_at_most_the_documented_size() {
+    let _serial = exclusive();
+    let tc = primary_go_toolchains().pop().expect("a toolchain");
+    let exe = build_go("events", &tc, Variant::Normal);
+    let cpus = possible_cpus();
+    // The events program idles until told to go; it is never told here.
+    let mut p = GoProcess::spawn(&exe, &["-mode", "grow"]);
+    p.wait_for_line("ready");
+    let pid = p.pid().to_string();
+
+    // record: 16 MiB samples + 1 MiB fatal events + a sample and an event slot per CPU.
+    let record_doc = 17 * MIB + 2 * SCRATCH_SLOT_BYTES * cpus + SMALL_MAPS_BYTES;
+    let (record, maps) = memlock_while_running(
+        &["record", "--pid", pid.as_str(), "-d", "2", "-v"],
+        "sampling",
+    );
+    assert!(maps >= 8, "only {maps} bpf maps seen");
+    assert!(
+        (16 * MIB..=record_doc).contains(&record),
+        "record locks {record} bytes, documented at most {record_doc} ({cpus} CPUs)"
+    );
+    if cpus <= 24 {
+        assert!(record <= 24 * MIB, "record locks {record} bytes");
+    }
+
+    // watch: 8 MiB events + an event slot per CPU; the sample maps shrunk to a page and a slot.
+    let watch_doc = 8 * MIB + SCRATCH_SLOT_BYTES * (cpus + 1) + 4096 + SMALL_MAPS_BYTES;
+    let (watch, _) = memlock_while_running(
+        &["watch", "--pid", pid.as_str(), "-d", "1"],
+        "probes attached",
+    );
+    assert!(
+        (8 * MIB..=watch_doc).contains(&watch),
+        "watch locks {watch} bytes, documented at most {watch_doc} ({cpus} CPUs)"
+    );
+}

@@ -73,6 +73,15 @@ pub enum EventDecodeError {
     Kind(u32),
 }
 
+impl crate::bpf::Record for RuntimeEvent {
+    type Error = EventDecodeError;
+    const WHAT: &'static str = "runtime event";
+
+    fn decode(bytes: &[u8]) -> Result<Self, EventDecodeError> {
+        Self::decode(bytes)
+    }
+}
+
 impl RuntimeEvent {
     /// Decodes one ring buffer record: an [`EventHeader`] followed by `n_frames` u64 values.
     pub fn decode(record: &[u8]) -> Result<Self, EventDecodeError> {

@@ -1,27 +1,23 @@
-//! Runtime events (issue 6): entry uprobes on the Go runtime of a running program.
+//! Runtime events: entry uprobes on the Go runtime of a running program (the probes themselves
+//! are attached by [`crate::bpf::uprobes`]).
 //!
 //! - [`sites`]: where the probes go (file offsets from `.symtab`, or `.gopclntab` when stripped).
-//! - [`probes`]: [`EventProbes::attach`] on an [`aya::Ebpf`] loaded from stacksampler's object,
-//!   then `next_batch`/`drain` of decoded [`RuntimeEvent`]s, counters and per-probe kernel cost.
 //! - [`decode`]: ring buffer records -> [`RuntimeEvent`].
 //! - [`tracker`]: growth sequences per goroutine, live goroutines and their creation stacks,
 //!   fatal errors, `--stack-alert` crossings.
 //! - [`report`]: the report (fatal error first), text and json.
 //! - [`watch`]: the `--watch` mode (no CPU sampling, live status line).
 //!
-//! Adding events to a sampling run: load the object once, call [`EventProbes::attach`] with the
-//! same `Ebpf`, poll [`EventProbes::next_batch`] next to the sample stream, feed a [`Tracker`].
-//! See `docs/runtime-events.md`.
+//! A `record` run attaches the probes to the sampler's object and feeds its own [`Tracker`]
+//! (`crate::run`). See `docs/runtime-events.md`.
 
 pub mod decode;
-pub mod probes;
 pub mod report;
 pub mod sites;
 pub mod tracker;
 pub mod watch;
 
 pub use decode::{RuntimeEvent, RuntimeEventKind};
-pub use probes::{EventOptions, EventProbes, EventsError};
 pub use tracker::Tracker;
 pub use watch::watch;
 
@@ -99,7 +95,7 @@ pub enum WatchError {
     #[error("the Go runtime layout of {0} is unknown: runtime events need it")]
     NoLayout(String),
     #[error(transparent)]
-    Events(#[from] EventsError),
+    Bpf(#[from] crate::bpf::BpfError),
     #[error("preparing symbolization: {0}")]
     Symbolize(#[from] SymbolizeError),
     #[error("{0}")]

@@ -5,11 +5,13 @@ use std::{collections::HashMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use crate::symbolize::{Symbolize, Symbols};
+use crate::{
+    bpf::{AttachedProbe, ProbeCost},
+    symbolize::{Symbolize, Symbols},
+};
 
 use super::{
     decode::{RuntimeEvent, RuntimeEventKind},
-    probes::{AttachedProbe, ProbeCost},
     sites::functions,
     tracker::{LivePoint, StackAlert, Tracker},
 };
@@ -204,7 +206,9 @@ pub fn alert_out(
     }
 }
 
-fn fatal_report(sym: &mut dyn Symbolize, events: &[RuntimeEvent]) -> Option<FatalReport> {
+/// The fatal error among `events` (the message of `runtime.throw`/`fatal`, the stack of the
+/// failing goroutine), symbolized; `None` when there is none.
+pub fn fatal_report(sym: &mut dyn Symbolize, events: &[RuntimeEvent]) -> Option<FatalReport> {
     let with_message = events.iter().find(|e| e.kind == RuntimeEventKind::Fatal);
     let e = with_message.or_else(|| events.first())?;
     let mut frames = e.frames.clone();
@@ -403,35 +407,43 @@ fn frame_line(f: &FrameOut) -> String {
     }
 }
 
+/// The fatal error as text: `FATAL: fatal error: MESSAGE (goroutine N)`, then the failing
+/// goroutine's stack (head, elided count, tail, as Go's own traceback).
+pub fn render_fatal_text(f: &FatalReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "FATAL: fatal error: {} (goroutine {})",
+        f.message, f.goid
+    );
+    let _ = writeln!(
+        s,
+        "  stack of goroutine {}: {} frames{}",
+        f.goid,
+        f.depth,
+        if f.truncated {
+            " (walk limit reached: at least)"
+        } else {
+            ""
+        }
+    );
+    for fr in &f.head {
+        let _ = writeln!(s, "    {}", frame_line(fr));
+    }
+    if f.omitted > 0 {
+        let _ = writeln!(s, "    ...{} frames elided...", f.omitted);
+    }
+    for fr in &f.tail {
+        let _ = writeln!(s, "    {}", frame_line(fr));
+    }
+    s
+}
+
 /// Renders the report as text.
 pub fn render_text(r: &WatchReport, verbose: bool) -> String {
     let mut s = String::new();
     if let Some(f) = &r.fatal {
-        let _ = writeln!(
-            s,
-            "FATAL: fatal error: {} (goroutine {})",
-            f.message, f.goid
-        );
-        let _ = writeln!(
-            s,
-            "  stack of goroutine {}: {} frames{}",
-            f.goid,
-            f.depth,
-            if f.truncated {
-                " (walk limit reached: at least)"
-            } else {
-                ""
-            }
-        );
-        for fr in &f.head {
-            let _ = writeln!(s, "    {}", frame_line(fr));
-        }
-        if f.omitted > 0 {
-            let _ = writeln!(s, "    ...{} frames elided...", f.omitted);
-        }
-        for fr in &f.tail {
-            let _ = writeln!(s, "    {}", frame_line(fr));
-        }
+        s.push_str(&render_fatal_text(f));
         s.push('\n');
     }
     let _ = writeln!(
@@ -517,8 +529,8 @@ pub fn render_text(r: &WatchReport, verbose: bool) -> String {
                 s,
                 "probe cost {}: {} hits, {:.0} ns/hit",
                 c.program,
-                c.run_count,
-                c.mean_ns().unwrap_or(0.0)
+                c.cost.run_count,
+                c.cost.mean_ns().unwrap_or(0.0)
             );
         }
     }

@@ -10,6 +10,10 @@ use aya::sys::{Stats, enable_stats};
 use tokio::signal::unix::SignalKind;
 
 use crate::{
+    bpf::{
+        self, BpfError, EventOptions, EventProbes,
+        uprobes::{DEFAULT_CREATE_WALK_LIMIT, DEFAULT_DEEP_WALK_LIMIT},
+    },
     goruntime,
     report::EndReason,
     symbolize::ProcessSymbolizer,
@@ -20,7 +24,6 @@ use crate::{
 use super::{
     WatchError, WatchFormat, WatchOptions,
     decode::RuntimeEvent,
-    probes::{DEFAULT_CREATE_WALK_LIMIT, EventOptions, EventProbes, load_object},
     report::{self, AlertOut, EventStats, ReportContext, human_bytes},
     tracker::Tracker,
 };
@@ -61,17 +64,18 @@ pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
     // Alerts go to standard output as json lines when the report does.
     let json = config.format == WatchFormat::Json && config.output.is_empty();
     let stats_fd = if config.verbose {
-        Some(enable_stats(Stats::RunTime).map_err(super::probes::EventsError::Stats)?)
+        Some(enable_stats(Stats::RunTime).map_err(BpfError::Stats)?)
     } else {
         None
     };
     let mut symbolizer = ProcessSymbolizer::new(config.pid)?;
-    let mut ebpf = load_object()?;
+    let mut ebpf = bpf::load(bpf::Mode::Watch)?;
     let options = EventOptions {
         pid: config.pid,
         layout,
-        deep_walk_limit: super::probes::DEFAULT_DEEP_WALK_LIMIT,
+        deep_walk_limit: DEFAULT_DEEP_WALK_LIMIT,
         create_walk_limit: DEFAULT_CREATE_WALK_LIMIT,
+        growth: true,
         goroutines: true,
     };
     let mut probes = EventProbes::attach(&mut ebpf, &options, &process.exe_link)?;
@@ -106,7 +110,7 @@ pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
         let mut pending = Vec::new();
         let mut collect = |e: RuntimeEvent| pending.push(e);
         tokio::select! {
-            r = probes.next_batch(&mut collect) => r?,
+            r = probes.stream.next_batch(&mut collect) => r?,
             _ = sleep_or_forever(remaining) => break EndReason::Duration,
             _ = sigint.recv() => break EndReason::Interrupted,
             _ = sigterm.recv() => break EndReason::Interrupted,
@@ -130,7 +134,7 @@ pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
         }
     };
     let mut rest = Vec::new();
-    probes.drain(&mut |e| rest.push(e));
+    probes.stream.drain(&mut |e| rest.push(e));
     for e in rest {
         if let Some(a) = tracker.add(e) {
             let out = report::alert_out(&mut symbolizer, &a, threshold, start_ns);
@@ -144,9 +148,9 @@ pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
     let counters = probes.counters()?;
     let costs = probes.costs();
     let events = EventStats {
-        received: probes.received,
-        lost: counters.lost_ringbuf + probes.decode_errors,
-        decode_errors: probes.decode_errors,
+        received: probes.stream.received,
+        lost: counters.lost_ringbuf + probes.stream.decode_errors,
+        decode_errors: probes.stream.decode_errors,
         read_errors: counters.read_errors,
         by_kind: tracker.counts,
     };
@@ -177,8 +181,8 @@ pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
             eprintln!(
                 "stacksampler: probe {}: {} hits, {:.0} ns per hit in the kernel",
                 c.program,
-                c.run_count,
-                c.mean_ns().unwrap_or(0.0)
+                c.cost.run_count,
+                c.cost.mean_ns().unwrap_or(0.0)
             );
         }
     }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::{
     aggregate::Row,
     diagnose::{Finding, recursion::Segment},
+    events::report::FatalReport,
     goruntime::state::GoroutineState,
     symbolize::FrameKind,
 };
@@ -61,6 +62,9 @@ pub struct JsonReport<'a> {
     /// Programs the target exec'd during the run (absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub execs: Vec<JsonExec<'a>>,
+    /// The fatal error the target died of, when it did (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fatal: Option<&'a FatalReport>,
     pub samples: JsonSamples,
     pub states: Vec<JsonStateCount>,
     pub warnings: &'a [String],
@@ -214,6 +218,7 @@ impl JsonRenderer {
                     build_id: e.build_id.as_deref(),
                 })
                 .collect(),
+            fatal: report.fatal.as_ref(),
             samples: JsonSamples {
                 total: c.total,
                 kept: c.kept,

@@ -34,6 +34,8 @@ pub enum EndReason {
     Interrupted,
     /// The target process exited.
     TargetExited,
+    /// The target died of a Go fatal error (`Report::fatal` has it).
+    TargetDied,
 }
 
 impl EndReason {
@@ -43,6 +45,7 @@ impl EndReason {
             Self::Duration => "duration elapsed",
             Self::Interrupted => "interrupted",
             Self::TargetExited => "target exited",
+            Self::TargetDied => "target died of a fatal error",
         }
     }
 }
@@ -80,6 +83,9 @@ pub struct Report {
     pub diagnosis: Vec<Finding>,
     /// Things the operator should know (no Go layout, lost samples...), one line each.
     pub warnings: Vec<String>,
+    /// The Go fatal error the target died of during the run (shown first by every format
+    /// that has room for it).
+    pub fatal: Option<crate::events::report::FatalReport>,
 }
 
 /// Output formats.

@@ -44,6 +44,9 @@ impl Default for TextRenderer {
 
 impl Renderer for TextRenderer {
     fn render(&self, report: &Report, out: &mut dyn Write) -> Result<(), RenderError> {
+        if let Some(fatal) = &report.fatal {
+            writeln!(out, "{}", crate::events::report::render_fatal_text(fatal))?;
+        }
         write_header(report, out)?;
         write_states(report, out)?;
         write_warnings(report, out)?;

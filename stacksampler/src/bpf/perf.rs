@@ -1,28 +1,25 @@
-//! Loading the embedded eBPF object, configuring it and attaching it to one CPU-clock perf event
-//! per online CPU. Dropping the [`LoadedSampler`] detaches everything and closes every fd, so
-//! nothing stays attached after the run (the kernel frees links and maps with their last fd).
+//! The perf-event sampler: configures the sampling program of a loaded object and attaches it
+//! to one CPU-clock perf event per online CPU. Dropping the [`LoadedSampler`] (which owns the
+//! [`Ebpf`]) detaches everything and closes every fd, so nothing stays attached after the run.
 
 use std::os::fd::OwnedFd;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
         PerfEvent,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
     sys::{Stats, enable_stats},
-    util::{nr_cpus, online_cpus},
+    util::online_cpus,
 };
 use stacksampler_common::{
     CONFIG_KEY, ConfigFlags, Counters, GoLayout, PidNamespace, SamplerConfig,
-    names::{CONFIG_MAP, COUNTERS_MAP, SAMPLE_PROGRAM, SAMPLES_MAP, SCRATCH_MAP},
+    names::{CONFIG_MAP, COUNTERS_MAP, SAMPLE_PROGRAM, SAMPLES_MAP},
 };
 
-/// The eBPF object built by `build.rs` (aya-build) and embedded in this binary, once: the
-/// runtime-event probes (`events::probes`) load the same object.
-pub(crate) static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stacksampler"));
+use super::{BpfError, KernelCost, counters};
 
 /// What to load and where to attach.
 #[derive(Clone, Debug)]
@@ -50,43 +47,6 @@ pub struct LoadOptions {
     pub kernel_stats: bool,
 }
 
-/// Errors loading or attaching.
-#[derive(Debug, thiserror::Error)]
-pub enum LoaderError {
-    #[error(
-        "this stacksampler was built without its eBPF program (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
-    )]
-    NoObject,
-    #[error("loading the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
-    #[error("eBPF program {SAMPLE_PROGRAM}: {0}")]
-    Program(#[from] aya::programs::ProgramError),
-    #[error("eBPF map: {0}")]
-    Map(#[from] aya::maps::MapError),
-    #[error("eBPF object has no {0}")]
-    Missing(&'static str),
-    #[error("listing CPUs ({0}): {1}")]
-    Cpus(&'static str, std::io::Error),
-    #[error("enabling bpf_stats: {0}")]
-    Stats(#[from] aya::sys::SyscallError),
-}
-
-/// Kernel run-time statistics of the sampling program (`bpf_stats`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelCost {
-    /// Times the program ran (all perf events, all processes).
-    pub run_count: u64,
-    /// Total nanoseconds spent in it.
-    pub run_time_ns: u64,
-}
-
-impl KernelCost {
-    /// Mean nanoseconds per run.
-    pub fn mean_ns(&self) -> Option<f64> {
-        (self.run_count > 0).then(|| self.run_time_ns as f64 / self.run_count as f64)
-    }
-}
-
 /// A loaded, attached sampler. Drop it to detach.
 pub struct LoadedSampler {
     ebpf: Ebpf,
@@ -98,21 +58,14 @@ pub struct LoadedSampler {
 }
 
 impl LoadedSampler {
-    /// Loads the program, writes its configuration, and attaches it on every online CPU.
-    pub fn load(options: &LoadOptions) -> Result<Self, LoaderError> {
-        if EBPF_OBJECT.is_empty() {
-            return Err(LoaderError::NoObject);
-        }
+    /// Loads the sampling program of `ebpf` (see [`super::load`]), writes its configuration,
+    /// and attaches it on every online CPU. The sampler owns `ebpf` from now on.
+    pub fn attach(mut ebpf: Ebpf, options: &LoadOptions) -> Result<Self, BpfError> {
         let stats = if options.kernel_stats {
             Some(enable_stats(Stats::RunTime)?)
         } else {
             None
         };
-        let possible = nr_cpus().map_err(|(what, e)| LoaderError::Cpus(what, e))?;
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(SCRATCH_MAP, possible as u32)
-            .load(EBPF_OBJECT)?;
-
         let logger = if options.verbose {
             match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(l) => Some(l),
@@ -152,17 +105,20 @@ impl LoadedSampler {
 
         let program: &mut PerfEvent = ebpf
             .program_mut(SAMPLE_PROGRAM)
-            .ok_or(LoaderError::Missing(SAMPLE_PROGRAM))?
-            .try_into()?;
-        program.load()?;
-        let cpus = online_cpus().map_err(|(what, e)| LoaderError::Cpus(what, e))?;
+            .ok_or(BpfError::Missing(SAMPLE_PROGRAM))?
+            .try_into()
+            .map_err(BpfError::program(SAMPLE_PROGRAM))?;
+        program.load().map_err(BpfError::program(SAMPLE_PROGRAM))?;
+        let cpus = online_cpus().map_err(|(what, e)| BpfError::Cpus(what, e))?;
         for cpu in &cpus {
-            program.attach(
-                PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                PerfEventScope::AllProcessesOneCpu { cpu: *cpu },
-                SamplePolicy::Frequency(options.frequency_hz),
-                false,
-            )?;
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu: *cpu },
+                    SamplePolicy::Frequency(options.frequency_hz),
+                    false,
+                )
+                .map_err(BpfError::program(SAMPLE_PROGRAM))?;
         }
         Ok(Self {
             ebpf,
@@ -175,7 +131,7 @@ impl LoadedSampler {
 
     /// Tells the running program the target's new Go layout (after an `exec`); `None` leaves
     /// goroutine fields unknown from now on.
-    pub fn set_go_layout(&mut self, layout: Option<GoLayout>) -> Result<(), LoaderError> {
+    pub fn set_go_layout(&mut self, layout: Option<GoLayout>) -> Result<(), BpfError> {
         let mut config = self.config;
         config.go = layout.unwrap_or_default();
         config.flags &= !ConfigFlags::GO_LAYOUT_KNOWN;
@@ -193,46 +149,34 @@ impl LoadedSampler {
     }
 
     /// Takes the sample ring buffer (once).
-    pub fn take_samples(&mut self) -> Result<RingBuf<MapData>, LoaderError> {
+    pub fn take_samples(&mut self) -> Result<RingBuf<MapData>, BpfError> {
         let map = self
             .ebpf
             .take_map(SAMPLES_MAP)
-            .ok_or(LoaderError::Missing(SAMPLES_MAP))?;
+            .ok_or(BpfError::Missing(SAMPLES_MAP))?;
         Ok(RingBuf::try_from(map)?)
     }
 
     /// Sums the per-CPU counters.
-    pub fn counters(&self) -> Result<Counters, LoaderError> {
+    pub fn counters(&self) -> Result<Counters, BpfError> {
         let map: PerCpuArray<_, Counters> = PerCpuArray::try_from(
             self.ebpf
                 .map(COUNTERS_MAP)
-                .ok_or(LoaderError::Missing(COUNTERS_MAP))?,
+                .ok_or(BpfError::Missing(COUNTERS_MAP))?,
         )?;
-        let mut sum = Counters::default();
-        for c in map.get(&0, 0)?.iter() {
-            sum.target_hits += c.target_hits;
-            sum.delivered += c.delivered;
-            sum.lost_ringbuf += c.lost_ringbuf;
-            sum.kernel_mode += c.kernel_mode;
-            sum.truncated += c.truncated;
-            sum.goroutine_read_errors += c.goroutine_read_errors;
-            sum.goroutine_tid_mismatch += c.goroutine_tid_mismatch;
-        }
-        Ok(sum)
+        counters::sum(&map)
     }
 
     /// Run count and run time of the program so far (zero unless `kernel_stats` was asked).
-    pub fn kernel_cost(&self) -> Result<KernelCost, LoaderError> {
+    pub fn kernel_cost(&self) -> Result<KernelCost, BpfError> {
         let program: &PerfEvent = self
             .ebpf
             .program(SAMPLE_PROGRAM)
-            .ok_or(LoaderError::Missing(SAMPLE_PROGRAM))?
-            .try_into()?;
-        let info = program.info()?;
-        Ok(KernelCost {
-            run_count: info.run_count(),
-            run_time_ns: info.run_time().as_nanos() as u64,
-        })
+            .ok_or(BpfError::Missing(SAMPLE_PROGRAM))?
+            .try_into()
+            .map_err(BpfError::program(SAMPLE_PROGRAM))?;
+        let info = program.info().map_err(BpfError::program(SAMPLE_PROGRAM))?;
+        Ok(KernelCost::of(&info))
     }
 
     /// Forwards pending kernel-side log records (with `--verbose`).
@@ -244,10 +188,10 @@ impl LoadedSampler {
 }
 
 /// Writes the one entry of the program's configuration map.
-fn write_config(ebpf: &mut Ebpf, config: SamplerConfig) -> Result<(), LoaderError> {
+fn write_config(ebpf: &mut Ebpf, config: SamplerConfig) -> Result<(), BpfError> {
     let mut config_map: Array<_, SamplerConfig> = Array::try_from(
         ebpf.map_mut(CONFIG_MAP)
-            .ok_or(LoaderError::Missing(CONFIG_MAP))?,
+            .ok_or(BpfError::Missing(CONFIG_MAP))?,
     )?;
     config_map.set(CONFIG_KEY, config, 0)?;
     Ok(())

@@ -1,0 +1,120 @@
+//! The eBPF object embedded in the binary, loaded once per run with every map sized for the
+//! mode that runs.
+//!
+//! aya creates every map of the object at load, and array maps are preallocated: a map left at
+//! its compiled size costs its full size in locked kernel memory whether the run uses it or not.
+//! So each [`Mode`] sizes all of them: the per-CPU scratch arrays to the machine's possible
+//! CPUs (or one slot when the mode never writes them) and each ring buffer to what the mode
+//! sends through it (or one page). docs/design.md lists the resulting figures.
+
+use aya::{Ebpf, EbpfLoader, util::nr_cpus};
+use stacksampler_common::{event_names, names};
+
+use super::BpfError;
+
+/// The eBPF object built by `build.rs` (aya-build) and embedded in this binary.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stacksampler"));
+
+/// Sample ring of a `record` run: room for 128 samples of the largest kind (16384 frames) or
+/// thousands of ordinary ones between two user-space polls (the object's compiled size).
+pub const SAMPLES_RING_BYTES: u32 = 16 << 20;
+/// Event ring when stack growth and goroutine creation/exit are followed: a few dozen
+/// full-depth events or tens of thousands of creation/exit events between two polls.
+pub const EVENTS_RING_BYTES: u32 = 8 << 20;
+/// Event ring when only fatal errors are followed: a fatal error sends two records of at most
+/// 128 KiB (`runtime.throw` and `runtime.fatalthrow`), with room for a few more.
+pub const FATAL_EVENTS_RING_BYTES: u32 = 1 << 20;
+/// A ring buffer the mode never writes: one page (the smallest the kernel takes).
+pub const IDLE_RING_BYTES: u32 = 4096;
+/// A scratch array the mode never writes: one slot.
+const IDLE_SLOTS: u32 = 1;
+
+/// What a run attaches, which decides every map's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// CPU sampling, with the fatal-error probes; `events` adds stack growth and goroutine
+    /// creation/exit.
+    Record { events: bool },
+    /// Runtime events only, no CPU sampling.
+    Watch,
+}
+
+/// Sizes of the maps that depend on the mode (the others are one entry each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// `SCRATCH` slots (one sample buffer per CPU).
+    pub sample_scratch_slots: u32,
+    /// `SAMPLES` ring bytes.
+    pub samples_ring_bytes: u32,
+    /// `EVENT_SCRATCH` slots (one event buffer per CPU).
+    pub event_scratch_slots: u32,
+    /// `EVENTS` ring bytes.
+    pub events_ring_bytes: u32,
+}
+
+impl Mode {
+    /// The map sizes of this mode on a machine with `possible_cpus`.
+    pub fn map_sizes(self, possible_cpus: u32) -> MapSizes {
+        match self {
+            Self::Record { events } => MapSizes {
+                sample_scratch_slots: possible_cpus,
+                samples_ring_bytes: SAMPLES_RING_BYTES,
+                event_scratch_slots: possible_cpus,
+                events_ring_bytes: if events {
+                    EVENTS_RING_BYTES
+                } else {
+                    FATAL_EVENTS_RING_BYTES
+                },
+            },
+            Self::Watch => MapSizes {
+                sample_scratch_slots: IDLE_SLOTS,
+                samples_ring_bytes: IDLE_RING_BYTES,
+                event_scratch_slots: possible_cpus,
+                events_ring_bytes: EVENTS_RING_BYTES,
+            },
+        }
+    }
+}
+
+/// Loads the object with every map sized for `mode`; no program is loaded or attached yet.
+pub fn load(mode: Mode) -> Result<Ebpf, BpfError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(BpfError::NoObject);
+    }
+    let possible = nr_cpus().map_err(|(what, e)| BpfError::Cpus(what, e))? as u32;
+    let sizes = mode.map_sizes(possible);
+    Ok(EbpfLoader::new()
+        .map_max_entries(names::SCRATCH_MAP, sizes.sample_scratch_slots)
+        .map_max_entries(names::SAMPLES_MAP, sizes.samples_ring_bytes)
+        .map_max_entries(event_names::SCRATCH_MAP, sizes.event_scratch_slots)
+        .map_max_entries(event_names::EVENTS_MAP, sizes.events_ring_bytes)
+        .load(EBPF_OBJECT)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_mode_sizes_only_what_it_uses() {
+        let record = Mode::Record { events: false }.map_sizes(8);
+        assert_eq!(record.sample_scratch_slots, 8);
+        assert_eq!(record.event_scratch_slots, 8);
+        assert_eq!(record.events_ring_bytes, FATAL_EVENTS_RING_BYTES);
+        let with_events = Mode::Record { events: true }.map_sizes(8);
+        assert_eq!(with_events.events_ring_bytes, EVENTS_RING_BYTES);
+        let watch = Mode::Watch.map_sizes(8);
+        assert_eq!(watch.sample_scratch_slots, IDLE_SLOTS);
+        assert_eq!(watch.samples_ring_bytes, IDLE_RING_BYTES);
+        assert_eq!(watch.events_ring_bytes, EVENTS_RING_BYTES);
+        // Ring buffers must be a power-of-two number of pages.
+        for bytes in [
+            SAMPLES_RING_BYTES,
+            EVENTS_RING_BYTES,
+            FATAL_EVENTS_RING_BYTES,
+            IDLE_RING_BYTES,
+        ] {
+            assert!(bytes.is_power_of_two() && bytes >= 4096, "{bytes}");
+        }
+    }
+}
