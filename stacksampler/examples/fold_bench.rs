@@ -4,7 +4,7 @@
 
 use std::{hint::black_box, time::Instant};
 
-use stacksampler::diagnose::recursion::{FoldOptions, cycles, fold};
+use stacksampler::diagnose::cycles::{FoldOptions, cycles, fold};
 
 /// Deterministic xorshift64* generator.
 struct Rng(u64);

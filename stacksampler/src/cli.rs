@@ -14,12 +14,15 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use stacksampler::{
-    events::{WatchFormat, WatchOptions, parse_size},
-    filter::{Filter, LabelFilter},
+    events::{WatchFormat, WatchOptions, WatchOutputPlan},
     goruntime::state::StateSet,
     inspect::{InspectFormat, InspectTarget},
+    record::{
+        RecordOptions,
+        filter::{Filter, LabelFilter},
+    },
     report::{OutputFormat, OutputPlan, RenderOptions},
-    run::RecordOptions,
+    units::parse_size,
 };
 use stacksampler_common::{DEFAULT_MAX_FRAMES, MAX_STACK_FRAMES};
 
@@ -51,7 +54,7 @@ pub enum Command {
     ///
     /// Samples every thread of PID at FREQUENCY Hz per CPU, records each sample's user stack
     /// (far past the kernel's 127-frame limit) and goroutine, and reports the hottest stacks
-    /// with their goroutine states.
+    /// with their goroutine states. A fatal error of the target is reported first.
     Record(RecordArgs),
     /// Follow the Go runtime through uprobes instead of sampling CPU: stack growth per
     /// goroutine, goroutine creation and exit (live count, leak sources), fatal errors.
@@ -152,6 +155,11 @@ pub struct RecordArgs {
     /// faults), symbolized from /proc/kallsyms, on top of the user stack.
     #[arg(long)]
     pub kernel: bool,
+
+    /// Also record runtime events into the report: stack growth per goroutine, goroutine
+    /// creation and exit (a target's fatal error is always recorded).
+    #[arg(long)]
+    pub events: bool,
 }
 
 impl RecordArgs {
@@ -163,6 +171,7 @@ impl RecordArgs {
             frequency_hz: self.frequency,
             max_frames: self.max_frames,
             kernel_stacks: self.kernel,
+            events: self.events,
             filter: Filter::from(&self.filter),
             verbose,
         }
@@ -214,8 +223,15 @@ impl WatchArgs {
             pid: self.target.pid,
             duration: self.stop.duration,
             stack_alert: self.stack_alert,
+            verbose,
+        }
+    }
+
+    /// Where the report goes.
+    pub fn output_plan(&self, verbose: bool) -> WatchOutputPlan {
+        WatchOutputPlan {
+            files: self.output.clone(),
             format: self.format,
-            output: self.output.clone(),
             verbose,
         }
     }
@@ -389,7 +405,7 @@ mod tests {
             assert_eq!(o.duration, Some(Duration::from_secs(5)));
             assert_eq!(o.frequency_hz, 99);
             assert_eq!(o.max_frames, DEFAULT_MAX_FRAMES);
-            assert!(!o.kernel_stacks && !o.verbose);
+            assert!(!o.kernel_stacks && !o.events && !o.verbose);
             let states = o.filter.states.unwrap();
             assert!(states.contains(GoroutineState::Syscall));
             assert!(!states.contains(GoroutineState::Waiting));
@@ -453,13 +469,16 @@ mod tests {
 
     #[test]
     fn record_flags_and_verbose_anywhere() {
-        let cli = parse(&["-v", "record", "--pid", "3", "--kernel", "-F", "999"]).unwrap();
+        let cli = parse(&[
+            "-v", "record", "--pid", "3", "--kernel", "--events", "-F", "999",
+        ])
+        .unwrap();
         assert!(cli.verbose);
         let Command::Record(r) = cli.command else {
             panic!("not record")
         };
         let o = r.options(cli.verbose);
-        assert!(o.kernel_stacks && o.verbose);
+        assert!(o.kernel_stacks && o.events && o.verbose);
         assert_eq!(o.frequency_hz, 999);
         let cli = parse(&["--pid", "3", "--verbose"]).unwrap();
         assert!(cli.verbose);
@@ -521,15 +540,18 @@ mod tests {
                 "json",
             ],
         ] {
-            let o = watch(args).options(false);
+            let w = watch(args);
+            let o = w.options(false);
             assert_eq!(o.pid, 7, "{args:?}");
             assert_eq!(o.stack_alert, Some(64 << 10));
             assert_eq!(o.duration, Some(Duration::from_secs(3)));
-            assert_eq!(o.format, WatchFormat::Json);
+            assert_eq!(w.output_plan(false).format, WatchFormat::Json);
         }
-        let o = watch(&["watch", "--pid", "7", "-o", "x.json"]).options(true);
-        assert_eq!(o.output, [PathBuf::from("x.json")]);
-        assert_eq!(o.format, WatchFormat::Text);
+        let w = watch(&["watch", "--pid", "7", "-o", "x.json"]);
+        let plan = w.output_plan(true);
+        assert_eq!(plan.files, [PathBuf::from("x.json")]);
+        assert_eq!(plan.format, WatchFormat::Text);
+        let o = w.options(true);
         assert!(o.verbose && o.stack_alert.is_none());
     }
 
@@ -564,6 +586,7 @@ mod tests {
             &["watch", "--pid", "1", "--frequency", "9"],
             &["watch", "--pid", "1", "--state", "running"],
             &["watch", "--pid", "1", "--format", "pprof"],
+            &["watch", "--pid", "1", "--events"],
             &["--watch", "--pid", "1", "--frequency", "9"],
             &["--watch", "--pid", "1", "--min-depth", "3"],
             &["--watch", "--pid", "1", "--kernel"],

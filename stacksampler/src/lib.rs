@@ -1,24 +1,25 @@
 //! stacksampler: an eBPF live stack sampler for running Go programs.
 //!
-//! Data flows one way: kernel sample ([`bpf`]) -> decode ([`sample`]) ->
-//! filter ([`filter`]) -> aggregate ([`aggregate`]) -> symbolize unique addresses once
-//! ([`symbolize`]) -> diagnose ([`diagnose`]) -> render ([`report`]). [`run`] wires the stages
-//! of a `record` run, [`events`] the `watch` verb, [`inspect`] the `inspect` verb; [`target`] and
-//! [`goruntime`] describe the process sampled. The library takes typed options: the command
-//! line is the binary's (`main.rs`, `cli.rs`).
+//! Data flows one way: kernel sample ([`bpf`]) -> decode ([`sample`]) -> complete from the
+//! target's memory and filter ([`record`]: `deep_stack`, `labels`, `filter`) -> aggregate
+//! ([`aggregate`]) -> symbolize unique addresses once ([`symbolize`]) -> diagnose ([`diagnose`])
+//! -> render ([`report`]). [`record`] wires the stages of a `record` run, [`events`] the `watch`
+//! verb, [`inspect`] the `inspect` verb, [`session`] their stop conditions; [`target`] and
+//! [`goruntime`] describe the process sampled. The library takes typed options and never
+//! prints: the command line and the terminal are the binary's (`main.rs`, `cli.rs`,
+//! `status.rs`).
 
 pub mod aggregate;
 pub mod bpf;
 pub mod diagnose;
 pub mod events;
-pub mod filter;
 pub mod goruntime;
 pub mod images;
 pub mod inspect;
-pub mod labels;
+pub mod record;
 pub mod report;
-pub mod run;
 pub mod sample;
+pub mod session;
 pub mod symbolize;
 pub mod target;
-pub mod unwind;
+pub mod units;

@@ -1,12 +1,14 @@
 //! The `stacksampler` command: parse the command line into a verb, run it, write its report.
 
 mod cli;
+mod status;
 
 use std::{io::Write, process::ExitCode};
 
 use anyhow::Context as _;
 use cli::{Cli, Command, InspectArgs, RecordArgs, WatchArgs};
-use stacksampler::{inspect, report, run};
+use stacksampler::{events::WatchFormat, inspect, record, report, report::EndReason};
+use status::StatusLine;
 
 fn main() -> ExitCode {
     let cli = match Cli::parse_args(std::env::args_os()) {
@@ -44,9 +46,26 @@ fn record(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
     // Outputs are created before anything is attached: a bad path must not cost a capture.
     let plan = args.output_plan();
     let prepared = plan.prepare()?;
+    let mut status = StatusLine::new(verbose, false);
     let finished = async_runtime()?
-        .block_on(run::run(&options))
+        .block_on(record::run(&options, &mut status))
         .with_context(|| format!("sampling pid {}", options.pid))?;
+    let run = &finished.report.run;
+    if matches!(
+        run.ended_by,
+        EndReason::TargetExited | EndReason::TargetDied
+    ) {
+        eprintln!(
+            "stacksampler: process {} exited after {:.1}s{}; reporting what was collected",
+            run.pid,
+            run.duration_secs,
+            if run.ended_by == EndReason::TargetDied {
+                " of a Go fatal error"
+            } else {
+                ""
+            }
+        );
+    }
     if verbose {
         let s = &finished.stats;
         eprintln!(
@@ -79,9 +98,30 @@ fn record(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
 
 fn watch(args: &WatchArgs, verbose: bool) -> anyhow::Result<()> {
     let options = args.options(verbose);
-    async_runtime()?
-        .block_on(stacksampler::events::watch(&options))
-        .with_context(|| format!("watching pid {}", options.pid))
+    // Outputs are created before anything is attached: a bad path must not cost a watch.
+    let plan = args.output_plan(verbose);
+    let prepared = plan.prepare()?;
+    // Alerts go to standard output as json lines when the report does.
+    let alerts_to_stdout = plan.files.is_empty() && plan.format == WatchFormat::Json;
+    let mut status = StatusLine::new(verbose, alerts_to_stdout);
+    let report = async_runtime()?
+        .block_on(stacksampler::events::watch(&options, &mut status))
+        .with_context(|| format!("watching pid {}", options.pid))?;
+    if verbose {
+        for c in &report.probe_cost {
+            eprintln!(
+                "stacksampler: probe {}: {} hits, {:.0} ns per hit in the kernel",
+                c.program,
+                c.cost.run_count,
+                c.cost.mean_ns().unwrap_or(0.0)
+            );
+        }
+    }
+    let written = plan.write(&report, prepared, &mut std::io::stdout().lock())?;
+    for (path, format) in written {
+        eprintln!("stacksampler: wrote {} ({})", path.display(), format.name());
+    }
+    Ok(())
 }
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use bytes::Buf as _;
 
 use crate::{
     goruntime::state::GoroutineState,
-    unwind::{Continuation, CutWalk},
+    record::deep_stack::{Continuation, CutWalk},
 };
 
 /// The goroutine a sample is attributed to.
@@ -79,7 +79,7 @@ pub struct LabelRef {
 }
 
 /// The labels of one sample: the kernel's reference, and the set once user space decoded it
-/// (`crate::labels::LabelResolver`).
+/// (`crate::record::labels::LabelResolver`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SampleLabels {
     /// `None` when the goroutine had no labels or they were not read.

@@ -213,6 +213,7 @@ mod fixtures {
             ],
             warnings: vec!["2 samples lost (ring buffer full)".to_owned()],
             fatal: None,
+            runtime_events: None,
         }
     }
 
@@ -277,6 +278,7 @@ mod fixtures {
             diagnosis: vec![],
             warnings: vec![],
             fatal: None,
+            runtime_events: None,
         }
     }
 }

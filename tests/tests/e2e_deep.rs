@@ -188,6 +188,13 @@ fn overflowing_target_is_reported_before_it_dies() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("exited"), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    // The target's death is in the report, with its cause.
+    assert_eq!(report["ended_by"], "target_died");
+    assert_eq!(
+        report["fatal"]["message"], "stack overflow",
+        "{}",
+        report["fatal"]
+    );
     let findings = recursion_findings(&report);
     assert!(
         !findings.is_empty(),

@@ -601,38 +601,18 @@ fn plain_record_run_reports_the_fatal_error_first() {
         let json_s = json_path.display().to_string();
         let text_path = dir.path().join("report.txt");
         let text_s = text_path.display().to_string();
-        // Text and json from one run; --verbose for the progress line that says sampling has
-        // started.
-        let mut child = Command::new(stacksampler_bin())
-            .args([
-                "--pid",
-                pid.as_str(),
-                "-o",
-                text_s.as_str(),
-                "-o",
-                json_s.as_str(),
-            ])
-            .arg("--verbose")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn stacksampler");
-        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut seen = String::new();
-        let mut line = String::new();
-        while !line.contains("stacksampler: sampling") {
-            line.clear();
-            if err.read_line(&mut line).unwrap_or(0) == 0 {
-                panic!("{label}: stacksampler ended before sampling:\n{seen}");
-            }
-            seen.push_str(&line);
-        }
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        let child = start_recorder(&[
+            "--pid",
+            pid.as_str(),
+            "-o",
+            text_s.as_str(),
+            "-o",
+            json_s.as_str(),
+        ]);
         let run = run_to_end(p, before);
         assert_eq!(run.code, Some(2), "{label}: Go's fatal exit code");
-        let out = child.wait_with_output().expect("stacksampler output");
-        assert!(out.status.success(), "{label}: {seen}");
+        let status = finish_recorder(child);
+        assert!(status.success(), "{label}: stacksampler failed");
         let text = std::fs::read_to_string(&text_path).expect("report.txt written");
         assert!(
             text.starts_with("FATAL: fatal error: stack overflow (goroutine 1)"),
@@ -696,4 +676,113 @@ fn fatal_functions<'a>(fatal: &'a Value, end: &str) -> Vec<&'a str> {
         .flatten()
         .filter_map(|f| f["function"].as_str())
         .collect()
+}
+
+/// Starts a sampling run (`--verbose` added) and returns once it samples (its progress line).
+fn start_recorder(args: &[&str]) -> Child {
+    let mut child = Command::new(stacksampler_bin())
+        .args(args)
+        .arg("--verbose")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stacksampler");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !line.contains("stacksampler: sampling") {
+        line.clear();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = child.wait();
+            panic!("stacksampler {args:?} ended before sampling:\n{seen}");
+        }
+        seen.push_str(&line);
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    child
+}
+
+/// Waits (bounded) for a sampling run to end by itself after its target exited.
+fn finish_recorder(mut child: Child) -> ExitStatus {
+    let deadline = Instant::now() + WATCH_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("stacksampler did not end after its target exited");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `record --events`: stack growth and goroutine creation in the sampling report.
+#[test]
+fn record_events_adds_stack_growth_and_goroutines_to_the_report() {
+    let _serial = exclusive();
+    let tc = primary_go_toolchains().pop().expect("a toolchain");
+    let exe = build_go("events", &tc, Variant::Normal);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_path = dir.path().join("r.json");
+    let text_path = dir.path().join("r.txt");
+    let err_path = workspace_root().join("target/events-record-events-stderr.txt");
+    let (p, before) = start_target(&exe, &["-mode", "grow"], &err_path);
+    let pid = p.pid().to_string();
+    let (json_s, text_s) = (
+        json_path.display().to_string(),
+        text_path.display().to_string(),
+    );
+    let child = start_recorder(&[
+        "record",
+        "--pid",
+        pid.as_str(),
+        "--events",
+        "-o",
+        json_s.as_str(),
+        "-o",
+        text_s.as_str(),
+    ]);
+    let run = run_to_end(p, before);
+    assert_eq!(run.code, Some(0));
+    let goid = line_value(&run.stdout, "goid ");
+    assert!(finish_recorder(child).success());
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("r.json written"))
+            .expect("r.json is json");
+    assert_eq!(report["ended_by"], "target_exited");
+    assert!(
+        report.get("fatal").is_none(),
+        "no fatal error: {}",
+        report["fatal"]
+    );
+    let events = &report["runtime_events"];
+    assert!(
+        events["events"]["by_kind"]["stack_growth"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 8,
+        "{events}"
+    );
+    let history = events["stack_growth"]
+        .as_array()
+        .and_then(|h| h.iter().find(|g| g["goid"].as_u64() == Some(goid)))
+        .unwrap_or_else(|| panic!("no growth history for goroutine {goid}: {events}"));
+    let last = history["steps"]
+        .as_array()
+        .and_then(|s| s.last())
+        .and_then(|s| s["bytes"].as_u64())
+        .unwrap_or(0);
+    assert!(last >= 2 << 20, "{history}");
+    // The growing goroutine was created before the run; its exit is seen.
+    assert!(
+        events["goroutines"]["exited"].as_u64().unwrap_or(0) >= 1,
+        "{events}"
+    );
+    assert!(report["samples"]["total"].as_u64().unwrap_or(0) > 0);
+    let text = std::fs::read_to_string(&text_path).expect("r.txt written");
+    assert!(text.contains("runtime events:"), "{text}");
+    assert!(text.contains(&format!("goroutine {goid}: ")), "{text}");
 }

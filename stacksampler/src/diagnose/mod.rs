@@ -7,20 +7,20 @@
 //! Cycles are detected on function identity: each address is expanded into its inline frames and
 //! each frame compared by function name only, so `recA -> recB` cycles whose calls sit on
 //! different lines still fold (see [`recursion`]). Every row's addresses are read from the trie
-//! once; deep rows of one recursion share one full analysis (see the `chimney` module), so a
+//! once; deep rows of one recursion share one full analysis (see the `runaway_recursion` module), so a
 //! million-frame stack is expanded once, not once per sample.
 
-mod chimney;
+pub mod cycles;
 mod pileup;
-pub mod recursion;
+mod runaway_recursion;
 mod stack;
 
 use serde::Serialize;
 
 use crate::{aggregate::Profile, symbolize::Symbols};
 
-pub use chimney::KIND as RUNAWAY_RECURSION;
 pub use pileup::KIND as GOROUTINE_PILEUP;
+pub use runaway_recursion::KIND as RUNAWAY_RECURSION;
 pub use stack::FrameInfo;
 
 /// How urgent a finding is.
@@ -55,7 +55,7 @@ pub struct Finding {
     pub data: serde_json::Value,
 }
 
-/// Go's default maximum goroutine stack size on 64-bit targets (`runtime.maxstacksize`, 1 GB).
+/// Go's default maximum goroutine stack size on 64-bit targets (`runtime.maxstacksize`, 1e9 bytes: 953.7 MiB).
 pub const DEFAULT_MAX_STACK_BYTES: u64 = 1_000_000_000;
 
 /// Thresholds of the diagnosis. Every field has a documented default ([`Default`]).
@@ -64,7 +64,7 @@ pub const DEFAULT_MAX_STACK_BYTES: u64 = 1_000_000_000;
 pub struct DiagnoseOptions {
     /// Repetitions of a cycle that make a runaway recursion. Default 50.
     pub min_recursion_repeat: usize,
-    /// Longest cycle body looked for, in frames. Default [`recursion::MAX_PERIOD`] (64).
+    /// Longest cycle body looked for, in frames. Default [`cycles::MAX_PERIOD`] (64).
     pub max_cycle_len: usize,
     /// The target's real `runtime.maxstacksize` in bytes, when the caller could read it; `None`
     /// means Go's default ([`DEFAULT_MAX_STACK_BYTES`]).
@@ -86,7 +86,7 @@ impl Default for DiagnoseOptions {
     fn default() -> Self {
         Self {
             min_recursion_repeat: 50,
-            max_cycle_len: recursion::MAX_PERIOD,
+            max_cycle_len: cycles::MAX_PERIOD,
             max_stack_bytes: None,
             critical_stack_fraction: 0.5,
             critical_horizon_secs: 600.0,
@@ -124,7 +124,7 @@ impl DiagnoseOptions {
 /// then the larger first).
 pub fn diagnose(profile: &Profile, symbols: &Symbols, options: &DiagnoseOptions) -> Vec<Finding> {
     let mut expander = stack::Expander::new(symbols);
-    let mut chimneys = chimney::Analyzer::new(options, &expander);
+    let mut chimneys = runaway_recursion::Analyzer::new(options, &expander);
     let mut piles = pileup::PileUps::new(options);
     // Deepest first, so that shallower samples of a recursion reuse the deepest one's analysis.
     let mut rows: Vec<_> = profile.stacks.iter().collect();
@@ -138,7 +138,7 @@ pub fn diagnose(profile: &Profile, symbols: &Symbols, options: &DiagnoseOptions)
         chimneys.add_row(
             &mut expander,
             &addrs,
-            chimney::RowFacts {
+            runaway_recursion::RowFacts {
                 state: key.state,
                 stats,
             },

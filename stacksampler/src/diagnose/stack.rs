@@ -181,22 +181,6 @@ impl FrameInfo {
     }
 }
 
-/// Bytes for people, in decimal units as Go's own limit is (`1 GB` = 10^9 bytes): `512 B`,
-/// `1.2 kB`, `3.4 MB`, `1.0 GB`.
-pub(crate) fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
-    if b < 1000 {
-        return format!("{b} B");
-    }
-    let mut v = b as f64 / 1000.0;
-    let mut unit = 0;
-    while v >= 999.95 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 /// Seconds for people: `45 s`, `12 min`, `3.5 h`.
 pub(crate) fn human_secs(s: f64) -> String {
     if s < 120.0 {
@@ -214,10 +198,6 @@ mod tests {
 
     #[test]
     fn human_units() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1500), "1.5 kB");
-        assert_eq!(human_bytes(999_990), "1.0 MB");
-        assert_eq!(human_bytes(1_000_000_000), "1.0 GB");
         assert_eq!(human_secs(30.0), "30 s");
         assert_eq!(human_secs(600.0), "10 min");
     }

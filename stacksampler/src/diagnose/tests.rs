@@ -154,8 +154,8 @@ fn mutual_recursion_20000_deep() {
     assert_eq!(f.data["goids"], serde_json::json!([18]));
     assert_eq!(
         f.summary,
-        "goroutine 18 recurses main.recA -> main.recB 10000 times (20003 frames, 1.6 MB of stack), \
-         entered from main.main at main.go:42; 0.2% of the 1.0 GB limit"
+        "goroutine 18 recurses main.recA -> main.recB 10000 times (20003 frames, 1.5 MiB of stack), \
+         entered from main.main at main.go:42; 0.2% of the 953.7 MiB limit"
     );
     assert!(
         f.details.iter().any(|d| d == "  main.recA (main.go:12)"),
@@ -173,7 +173,7 @@ fn mutual_recursion_20000_deep() {
 fn growing_recursion_near_a_lowered_limit_is_critical() {
     let m = Mutual::new();
     let mut p = Profile::default();
-    // Sampled once a second while it grows by 2000 frames (160 kB) a second.
+    // Sampled once a second while it grows by 2000 frames (156.2 KiB) a second.
     for k in 0..10u64 {
         let depth = 10_000 + 2_000 * k as usize;
         p.add(&sample(
@@ -186,7 +186,7 @@ fn growing_recursion_near_a_lowered_limit_is_critical() {
     }
     let default = diagnose(&p, &m.syms.symbols, &DiagnoseOptions::default());
     assert_eq!(default.len(), 1);
-    // 1 GB away at 160 kB/s: over an hour, not critical yet.
+    // 953.7 MiB away at 156.2 KiB/s: over an hour, not critical yet.
     assert_eq!(default[0].severity, Severity::Warning);
     let growth = default[0].data["growth_bytes_per_sec"].as_f64().unwrap();
     assert!((growth - 160_000.0).abs() < 1.0, "{growth}");
@@ -206,7 +206,7 @@ fn growing_recursion_near_a_lowered_limit_is_critical() {
         (eta - ((64 << 20) - 2_240_000) as f64 / 160_000.0).abs() < 1.0,
         "{eta}"
     );
-    assert!(f.summary.contains("growing 160.0 kB/s"), "{}", f.summary);
+    assert!(f.summary.contains("growing 156.2 KiB/s"), "{}", f.summary);
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! - [`watch`]: the `--watch` mode (no CPU sampling, live status line).
 //!
 //! A `record` run attaches the probes to the sampler's object and feeds its own [`Tracker`]
-//! (`crate::run`). See `docs/runtime-events.md`.
+//! (`crate::record`). See `docs/runtime-events.md`.
 
 pub mod decode;
 pub mod report;
@@ -21,7 +21,9 @@ pub use decode::{RuntimeEvent, RuntimeEventKind};
 pub use tracker::Tracker;
 pub use watch::watch;
 
-use std::{path::PathBuf, time::Duration};
+use std::{io::Write, path::PathBuf, time::Duration};
+
+use report::WatchReport;
 
 use crate::{goruntime::GoRuntimeError, symbolize::SymbolizeError, target::TargetError};
 
@@ -34,12 +36,87 @@ pub struct WatchOptions {
     pub duration: Option<Duration>,
     /// Alert once per goroutine whose stack reaches this many bytes.
     pub stack_alert: Option<u64>,
+    /// Kernel run-time statistics of the probes.
+    pub verbose: bool,
+}
+
+/// Where a watch report goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchOutputPlan {
+    /// Files (format by extension, else `format`); empty: standard output.
+    pub files: Vec<PathBuf>,
     /// Format of standard output, and of files without a known extension.
     pub format: WatchFormat,
-    /// Files to write the report to (format by extension, else `format`); empty: stdout.
-    pub output: Vec<PathBuf>,
-    /// Status line every second even off a terminal, kernel run-time statistics.
+    /// Text: list the probes and their kernel cost.
     pub verbose: bool,
+}
+
+/// The files of a [`WatchOutputPlan`], opened before anything is attached (temporary files
+/// beside each destination, renamed over it when the report is complete, as for `record`).
+pub struct PreparedWatchOutputs {
+    files: Vec<(PathBuf, WatchFormat, tempfile::NamedTempFile)>,
+}
+
+impl WatchOutputPlan {
+    /// Opens every output file now.
+    pub fn prepare(&self) -> Result<PreparedWatchOutputs, WatchError> {
+        let files = self
+            .files
+            .iter()
+            .map(|path| {
+                let format = WatchFormat::from_path(path).unwrap_or(self.format);
+                crate::report::create_temp_beside(path)
+                    .map(|temp| (path.clone(), format, temp))
+                    .map_err(|source| WatchError::Output {
+                        path: path.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(PreparedWatchOutputs { files })
+    }
+
+    /// Writes `report` into the prepared files (renamed into place), or to `stdout` when no
+    /// file is named; returns the files written with their formats.
+    pub fn write(
+        &self,
+        report: &WatchReport,
+        prepared: PreparedWatchOutputs,
+        stdout: &mut dyn Write,
+    ) -> Result<Vec<(PathBuf, WatchFormat)>, WatchError> {
+        if self.files.is_empty() {
+            write_report(report, self.format, self.verbose, stdout)?;
+            return Ok(Vec::new());
+        }
+        let mut written = Vec::new();
+        for (path, format, mut temp) in prepared.files {
+            let output_error = |source| WatchError::Output {
+                path: path.clone(),
+                source,
+            };
+            write_report(report, format, self.verbose, temp.as_file_mut()).map_err(output_error)?;
+            temp.persist(&path).map_err(|e| output_error(e.error))?;
+            written.push((path, format));
+        }
+        Ok(written)
+    }
+}
+
+/// Writes `report` in `format` to `out`.
+pub fn write_report(
+    report: &WatchReport,
+    format: WatchFormat,
+    verbose: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    match format {
+        WatchFormat::Json => {
+            serde_json::to_writer(&mut *out, report).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        WatchFormat::Text => write!(out, "{}", report::render_text(report, verbose))?,
+    }
+    out.flush()
 }
 
 /// Output formats of the watch report.
@@ -106,47 +183,4 @@ pub enum WatchError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Parses a size: `1048576`, `512K`, `512KB`, `512KiB`, `1M`, `1MB`, `1MiB`, `1G`...
-///
-/// `KB`/`MB`/`GB` are binary (1024-based), as Go's runtime sizes stacks.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 1MB, 512KiB, 65536)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
-    };
-    let bytes = value * mult as f64;
-    if !(bytes >= 1.0 && bytes.is_finite() && bytes < u64::MAX as f64) {
-        return Err(format!("size must be positive, got {s:?}"));
-    }
-    Ok(bytes as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1MB"), Ok(1 << 20));
-        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert_eq!(parse_size("1.5M"), Ok(3 << 19));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("1XB").is_err());
-        assert!(parse_size("MB").is_err());
-    }
 }

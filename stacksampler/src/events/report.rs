@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::{
     bpf::{AttachedProbe, ProbeCost},
     symbolize::{Symbolize, Symbols},
+    units::human_bytes,
 };
 
 use super::{
@@ -386,20 +387,6 @@ pub fn build(t: &Tracker, sym: &mut dyn Symbolize, ctx: ReportContext) -> WatchR
     }
 }
 
-/// Human size: `8 KiB`, `1 MiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (name, size) in UNITS {
-        if n >= size && n.is_multiple_of(size) {
-            return format!("{} {name}", n / size);
-        }
-        if n >= size {
-            return format!("{:.1} {name}", n as f64 / size as f64);
-        }
-    }
-    format!("{n} B")
-}
-
 fn frame_line(f: &FrameOut) -> String {
     match (&f.file, f.line) {
         (Some(file), Some(line)) => format!("{}\n        {file}:{line}", f.function),
@@ -455,6 +442,14 @@ pub fn render_text(r: &WatchReport, verbose: bool) -> String {
         r.duration_s,
         r.ended_by.describe()
     );
+    s.push_str(&render_events_text(r, verbose));
+    s
+}
+
+/// The body of the report as text, without the fatal error and the header: goroutines, their
+/// creation sites, stack growth, alerts, event counts (a `record --events` report shows it too).
+pub fn render_events_text(r: &WatchReport, verbose: bool) -> String {
+    let mut s = String::new();
     let g = &r.goroutines;
     let _ = writeln!(
         s,

@@ -1,13 +1,9 @@
-//! `stacksampler --watch --pid P`: the runtime-event probes without CPU sampling, a live status
-//! line on stderr, `--stack-alert` alerts as they happen, and a report at the end.
+//! `stacksampler watch --pid P`: the runtime-event probes without CPU sampling, a status and
+//! `--stack-alert` alerts as they happen (to an [`Observer`]), and a report at the end.
 
-use std::{
-    io::{IsTerminal, Write},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use aya::sys::{Stats, enable_stats};
-use tokio::signal::unix::SignalKind;
 
 use crate::{
     bpf::{
@@ -15,23 +11,20 @@ use crate::{
         uprobes::{DEFAULT_CREATE_WALK_LIMIT, DEFAULT_DEEP_WALK_LIMIT},
     },
     goruntime,
-    report::EndReason,
+    session::{Notice, Observer, Session, Step, WatchStatus},
     symbolize::ProcessSymbolizer,
     target::{self, Process},
-    target::{ExitWatch, sleep_or_forever},
 };
 
 use super::{
-    WatchError, WatchFormat, WatchOptions,
+    WatchError, WatchOptions,
     decode::RuntimeEvent,
-    report::{self, AlertOut, EventStats, ReportContext, human_bytes},
+    report::{self, AlertOut, EventStats, ReportContext, WatchReport},
     tracker::Tracker,
 };
 
-/// Status line period.
-const STATUS_PERIOD: Duration = Duration::from_secs(1);
-/// Period of the live goroutine count points.
-const TIMELINE_PERIOD: Duration = Duration::from_secs(1);
+/// Period of the status line and of the live goroutine count points.
+const TICK_PERIOD: Duration = Duration::from_secs(1);
 /// `runtime.g.atomicstatus` of a dead goroutine, and the scan bit.
 const G_DEAD: u32 = 6;
 const G_SCAN: u32 = 0x1000;
@@ -49,8 +42,11 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Runs the watch mode as `config` says and writes its report to stdout.
-pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
+/// Watches as `config` says, telling `observer` what happens, and returns the report.
+pub async fn watch(
+    config: &WatchOptions,
+    observer: &mut dyn Observer,
+) -> Result<WatchReport, WatchError> {
     target::check_privileges()?;
     let process = Process::open(config.pid)?;
     let binary = goruntime::inspect(&process.exe_link)?;
@@ -61,8 +57,6 @@ pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
             binary.warnings.join("; ")
         ))
     })?;
-    // Alerts go to standard output as json lines when the report does.
-    let json = config.format == WatchFormat::Json && config.output.is_empty();
     let stats_fd = if config.verbose {
         Some(enable_stats(Stats::RunTime).map_err(BpfError::Stats)?)
     } else {
@@ -83,52 +77,44 @@ pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
     let start_ns = monotonic_ns();
     // The timeline's first point comes from the interval's immediate first tick.
     let mut tracker = Tracker::new(start_ns, config.stack_alert, at_attach);
-    eprintln!(
-        "stacksampler: watching pid {} ({} probes attached{})",
-        config.pid,
-        probes.attached.len(),
-        at_attach.map_or(String::new(), |n| format!(", {n} goroutines"))
-    );
+    observer.notice(Notice::Watching {
+        pid: config.pid,
+        probes: probes.attached.len(),
+        goroutines: at_attach,
+    });
 
     let started = Instant::now();
-    let exit = ExitWatch::new(config.pid);
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let deadline = config.duration;
-    let mut status_tick = tokio::time::interval(STATUS_PERIOD);
-    let mut timeline_tick = tokio::time::interval(TIMELINE_PERIOD);
-    let status = Status::new(config.verbose);
+    let mut session = Session::start(config.pid, config.duration, TICK_PERIOD)?;
     let mut alerts: Vec<AlertOut> = Vec::new();
     let threshold = config.stack_alert.unwrap_or(0);
     let mut last_events = 0u64;
 
     let ended_by = loop {
-        let remaining = deadline.map(|d| d.saturating_sub(started.elapsed()));
-        if remaining == Some(Duration::ZERO) {
-            break EndReason::Duration;
-        }
         let mut pending = Vec::new();
         let mut collect = |e: RuntimeEvent| pending.push(e);
         tokio::select! {
             r = probes.stream.next_batch(&mut collect) => r?,
-            _ = sleep_or_forever(remaining) => break EndReason::Duration,
-            _ = sigint.recv() => break EndReason::Interrupted,
-            _ = sigterm.recv() => break EndReason::Interrupted,
-            _ = exit.exited() => break EndReason::TargetExited,
-            _ = timeline_tick.tick() => tracker.tick(monotonic_ns()),
-            _ = status_tick.tick() => {
-                let rate = tracker.events - last_events;
-                last_events = tracker.events;
-                status.show(&tracker, rate, started.elapsed());
-                if !exit.has_pidfd() && !target::process::is_alive(config.pid) {
-                    break EndReason::TargetExited;
+            step = session.next() => match step {
+                Step::End(reason) => break reason,
+                Step::Tick => {
+                    tracker.tick(monotonic_ns());
+                    let rate = tracker.events - last_events;
+                    last_events = tracker.events;
+                    observer.notice(Notice::WatchStatus(WatchStatus {
+                        elapsed: started.elapsed(),
+                        live: tracker.live(),
+                        net_change: tracker.net_change(),
+                        created: tracker.created,
+                        biggest: tracker.biggest,
+                        events_per_s: rate,
+                    }));
                 }
-            }
+            },
         }
         for e in pending {
             if let Some(a) = tracker.add(e) {
                 let out = report::alert_out(&mut symbolizer, &a, threshold, start_ns);
-                announce(&out, json, &status);
+                observer.notice(Notice::Alert(&out));
                 alerts.push(out);
             }
         }
@@ -138,12 +124,12 @@ pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
     for e in rest {
         if let Some(a) = tracker.add(e) {
             let out = report::alert_out(&mut symbolizer, &a, threshold, start_ns);
-            announce(&out, json, &status);
+            observer.notice(Notice::Alert(&out));
             alerts.push(out);
         }
     }
     tracker.tick(monotonic_ns());
-    status.finish();
+    observer.notice(Notice::Finished);
     let elapsed = started.elapsed().as_secs_f64();
     let counters = probes.counters()?;
     let costs = probes.costs();
@@ -155,10 +141,10 @@ pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
         by_kind: tracker.counts,
     };
     if events.lost > 0 {
-        eprintln!(
-            "stacksampler: warning: {} events were lost (ring buffer full or undecodable)",
+        observer.notice(Notice::Warning(&format!(
+            "{} events were lost (ring buffer full or undecodable)",
             events.lost
-        );
+        )));
     }
     let ctx = ReportContext {
         pid: config.pid,
@@ -175,66 +161,7 @@ pub async fn watch(config: &WatchOptions) -> Result<(), WatchError> {
     drop(probes);
     drop(ebpf);
     drop(stats_fd);
-    let report = report::build(&tracker, &mut symbolizer, ctx);
-    if config.verbose {
-        for c in &report.probe_cost {
-            eprintln!(
-                "stacksampler: probe {}: {} hits, {:.0} ns per hit in the kernel",
-                c.program,
-                c.cost.run_count,
-                c.cost.mean_ns().unwrap_or(0.0)
-            );
-        }
-    }
-    let write = |out: &mut dyn Write, format: WatchFormat| -> std::io::Result<()> {
-        match format {
-            WatchFormat::Json => {
-                serde_json::to_writer(&mut *out, &report).map_err(std::io::Error::from)?;
-                writeln!(out)?;
-            }
-            WatchFormat::Text => write!(out, "{}", report::render_text(&report, config.verbose))?,
-        }
-        out.flush()
-    };
-    if config.output.is_empty() {
-        write(&mut std::io::stdout().lock(), config.format)?;
-    }
-    for path in &config.output {
-        let format = WatchFormat::from_path(path).unwrap_or(config.format);
-        let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(|source| {
-            WatchError::Output {
-                path: path.clone(),
-                source,
-            }
-        })?);
-        write(&mut file, format).map_err(|source| WatchError::Output {
-            path: path.clone(),
-            source,
-        })?;
-        eprintln!("stacksampler: wrote {} ({})", path.display(), format.name());
-    }
-    Ok(())
-}
-
-/// Prints an alert: a line for people on stderr, and its json on stdout (json format) or stderr.
-fn announce(a: &AlertOut, json: bool, status: &Status) {
-    status.clear();
-    eprintln!(
-        "stacksampler: ALERT goroutine {} stack reached {} (alert at {}), {} frames: {}",
-        a.goid,
-        human_bytes(a.stack_bytes),
-        human_bytes(a.threshold_bytes),
-        a.depth,
-        a.folded
-    );
-    let line = serde_json::to_string(a).unwrap_or_default();
-    if json {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    } else {
-        eprintln!("{line}");
-    }
+    Ok(report::build(&tracker, &mut symbolizer, ctx))
 }
 
 /// Counts goroutines not dead in `runtime.allgs` (non-PIE binaries with a symbol table).
@@ -277,55 +204,4 @@ fn count_live_goroutines(
         }
     }
     Some(live)
-}
-
-/// The live one-line status on stderr (rewritten in place on a terminal; a line per second
-/// with `--verbose` otherwise).
-struct Status {
-    enabled: bool,
-    tty: bool,
-}
-
-impl Status {
-    fn new(verbose: bool) -> Self {
-        let tty = std::io::stderr().is_terminal();
-        Self {
-            enabled: tty || verbose,
-            tty,
-        }
-    }
-
-    fn show(&self, t: &Tracker, events_per_s: u64, elapsed: Duration) {
-        if !self.enabled {
-            return;
-        }
-        let goroutines = match t.live() {
-            Some(n) => format!("{n} goroutines"),
-            None => format!("{:+} goroutines", t.net_change()),
-        };
-        let biggest = t.biggest.map_or("-".to_owned(), |(id, b)| {
-            format!("{} (goroutine {id})", human_bytes(b))
-        });
-        let line = format!(
-            "stacksampler: {:.0}s  {goroutines}  {} created  biggest stack {biggest}  {events_per_s} events/s",
-            elapsed.as_secs_f64(),
-            t.created
-        );
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r{line}\x1b[K");
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-    }
-
-    fn clear(&self) {
-        if self.enabled && self.tty {
-            let _ = write!(std::io::stderr(), "\r\x1b[K");
-        }
-    }
-
-    fn finish(&self) {
-        self.clear();
-    }
 }

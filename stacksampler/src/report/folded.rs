@@ -7,7 +7,7 @@
 
 use std::{borrow::Cow, collections::BTreeMap, io::Write};
 
-use crate::{aggregate::Row, diagnose::recursion::Segment};
+use crate::{aggregate::Row, diagnose::cycles::Segment};
 
 use super::{
     RenderError, Renderer, Report,

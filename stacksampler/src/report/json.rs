@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::{
     aggregate::Row,
-    diagnose::{Finding, recursion::Segment},
-    events::report::FatalReport,
+    diagnose::{Finding, cycles::Segment},
+    events::report::{FatalReport, WatchReport},
     goruntime::state::GoroutineState,
     symbolize::FrameKind,
 };
@@ -65,6 +65,9 @@ pub struct JsonReport<'a> {
     /// The fatal error the target died of, when it did (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fatal: Option<&'a FatalReport>,
+    /// Runtime events of the run (`record --events`; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_events: Option<&'a WatchReport>,
     pub samples: JsonSamples,
     pub states: Vec<JsonStateCount>,
     pub warnings: &'a [String],
@@ -219,6 +222,7 @@ impl JsonRenderer {
                 })
                 .collect(),
             fatal: report.fatal.as_ref(),
+            runtime_events: report.runtime_events.as_ref(),
             samples: JsonSamples {
                 total: c.total,
                 kept: c.kept,

@@ -86,6 +86,9 @@ pub struct Report {
     /// The Go fatal error the target died of during the run (shown first by every format
     /// that has room for it).
     pub fatal: Option<crate::events::report::FatalReport>,
+    /// Stack growth and goroutine creation/exit seen during the run (`record --events`), in the
+    /// watch report's model (its `fatal` is [`Report::fatal`]).
+    pub runtime_events: Option<crate::events::report::WatchReport>,
 }
 
 /// Output formats.
@@ -376,7 +379,7 @@ impl OutputPlan {
 }
 
 /// A new temporary file in `path`'s folder, named after it.
-fn create_temp_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+pub(crate) fn create_temp_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

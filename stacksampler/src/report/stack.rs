@@ -3,7 +3,7 @@
 
 use crate::{
     aggregate::{NodeId, Row},
-    diagnose::recursion::{self, Segment},
+    diagnose::cycles::{self, Segment},
     goruntime::{GoVersion, waitreason},
     symbolize::Frame,
 };
@@ -41,7 +41,7 @@ pub fn fold(frames: &[SourceFrame]) -> Vec<Segment> {
         .iter()
         .map(|f| (f.addr, &*f.frame.function))
         .collect();
-    recursion::fold(&keys)
+    cycles::fold(&keys)
 }
 
 /// Number of frames a segment covers.

@@ -9,7 +9,7 @@ use std::io::Write;
 
 use crate::{
     aggregate::Row,
-    diagnose::{Severity, recursion::Segment},
+    diagnose::{Severity, cycles::Segment},
     goruntime::state::GoroutineState,
 };
 
@@ -51,6 +51,14 @@ impl Renderer for TextRenderer {
         write_states(report, out)?;
         write_warnings(report, out)?;
         write_diagnosis(report, out)?;
+        if let Some(events) = &report.runtime_events {
+            writeln!(out, "runtime events:")?;
+            writeln!(
+                out,
+                "{}",
+                crate::events::report::render_events_text(events, false)
+            )?;
+        }
         self.write_stacks(report, out)?;
         Ok(())
     }
@@ -264,7 +272,7 @@ fn summary_line(report: &Report, row: &Row<'_>, kept: u64) -> String {
     if !labels.is_empty() {
         s.push_str(&format!(
             "  labels {{{}}}",
-            printable(&crate::labels::format_set(labels))
+            printable(&crate::record::labels::format_set(labels))
         ));
     }
     let (n, goids) = stack::goid_sample(row, GOIDS_SHOWN);

@@ -1,7 +1,7 @@
 //! Runaway recursion ("chimney"): a cycle repeated at least `min_recursion_repeat` times.
 //!
 //! Rows are fed deepest first. The first deep row of a recursion is analyzed in full (expanded into
-//! function ids and folded, [`recursion::cycles`]) and kept as a [`Family`]; a later row that shares
+//! function ids and folded, [`cycles::cycles`]) and kept as a [`Family`]; a later row that shares
 //! all of its root side with a family but a short tip (fewer expanded frames than the repetition
 //! threshold, so the tip cannot hold a new chimney of its own) reuses the family's cycles: the
 //! shared part is compared as raw addresses, only the tip is expanded, and each cycle's repetitions
@@ -14,12 +14,13 @@ use serde_json::json;
 
 use super::{
     DiagnoseOptions, Finding, Severity,
-    recursion::{self, Cycle, FoldOptions},
-    stack::{ExpandedStack, Expander, FrameInfo, FuncId, human_bytes, human_secs},
+    cycles::{self, Cycle, FoldOptions},
+    stack::{ExpandedStack, Expander, FrameInfo, FuncId, human_secs},
 };
 use crate::{
     aggregate::{GAP_MARKER, StackStats},
     goruntime::state::GoroutineState,
+    units::human_bytes,
 };
 
 /// Machine-readable kind of the finding.
@@ -149,7 +150,7 @@ impl Analyzer {
             .position(|a| *a == GAP_MARKER)
             .map(|i| stack.start_of_addr(i));
         let exact_depth = (row.stats.depth.1 as usize).max(addrs.len());
-        let cycles = recursion::cycles(&stack.funcs, &self.fold);
+        let cycles = cycles::cycles(&stack.funcs, &self.fold);
         // Runs adjacent to the gap, allowing up to one period of phase shift.
         let head_run = gap_at.and_then(|g| {
             cycles

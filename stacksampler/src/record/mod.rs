@@ -1,16 +1,18 @@
-//! One sampling run, stage by stage: check the target -> load and attach -> stream samples
+//! The `record` verb: one sampling run, stage by stage: check the target -> load and attach -> stream samples
 //! through the filter into the profile until the run ends -> detach -> symbolize the profile's
 //! unique addresses once -> diagnose -> [`Report`].
 
+pub mod deep_stack;
+pub mod filter;
+pub mod labels;
+
 use std::{
     cell::{Cell, RefCell},
-    io::{IsTerminal, Write},
     path::Path,
     time::{Duration, Instant},
 };
 
 use stacksampler_common::{Counters, GoLayout, LabelFormat};
-use tokio::signal::unix::SignalKind;
 
 use crate::{
     aggregate::Profile,
@@ -21,16 +23,25 @@ use crate::{
         uprobes::{DEFAULT_CREATE_WALK_LIMIT, DEFAULT_DEEP_WALK_LIMIT},
     },
     diagnose,
-    events::{self, Tracker, decode::RuntimeEvent, watch::monotonic_ns},
-    filter::Filter,
+    events::{
+        self, Tracker,
+        decode::RuntimeEvent,
+        report::{EventStats, ReportContext},
+        watch::monotonic_ns,
+    },
     goruntime::{self, GoVersion},
     images::{self, ExeIdentity, ExecInfo, ImageLookup, Images},
-    labels::{LabelResolver, ProcMem},
+    record::deep_stack::{ContinuationStats, DeepStackReader},
+    record::filter::Filter,
+    record::labels::{LabelResolver, ProcMem},
     report::{EndReason, Report, RunInfo},
+    session::{Notice, Observer, Session, Step},
     symbolize::{ProcessSymbolizer, Symbolize, SymbolizeError},
-    target::{self, ExitWatch, KernelError, Process, TargetError, sleep_or_forever},
-    unwind::{ContinuationStats, DeepStackReader},
+    target::{self, KernelError, Process, TargetError},
 };
+
+/// Period of the run's housekeeping: kernel logs, the exec check, the progress line.
+const TICK_PERIOD: Duration = Duration::from_millis(250);
 
 /// Errors that end a run before it has a report.
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +195,8 @@ pub struct RecordOptions {
     pub max_frames: u32,
     /// Also record kernel stacks of samples taken in kernel mode.
     pub kernel_stacks: bool,
+    /// Also follow stack growth and goroutine creation/exit (fatal errors always are).
+    pub events: bool,
     /// Which samples are kept.
     pub filter: Filter,
     /// Kernel-side diagnostics and kernel run-time statistics.
@@ -191,7 +204,8 @@ pub struct RecordOptions {
 }
 
 /// Samples the process `opts.pid` as `opts` say and returns its report.
-pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
+/// Progress, warnings and details go to `observer` while it runs.
+pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Finished, RunError> {
     target::check_privileges()?;
     let process = Process::open(opts.pid)?;
     let start_image = ImageFacts::inspect(opts.pid, &process.exe);
@@ -204,14 +218,13 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
     let is_go = start_image.is_go;
     let go_version = start_image.version.as_ref().map(|v| v.to_string());
     for w in &warnings {
-        eprintln!("stacksampler: warning: {w}");
+        observer.notice(Notice::Warning(w));
     }
     let warned_at_start = warnings.len();
 
     let task_fsbase_offset = target::task_fsbase_offset()?;
     let task_exec_id_offset = target::task_exec_id_offset()?;
-    let read_limit =
-        |addr: Option<u64>| addr.and_then(|a| target::process::read_u64(opts.pid, a));
+    let read_limit = |addr: Option<u64>| addr.and_then(|a| target::process::read_u64(opts.pid, a));
     let mut maxstacksize_addr = start_image.maxstacksize_addr;
     let mut max_stack_bytes = read_limit(maxstacksize_addr);
     // Open the target's files now: it may exit before the report is symbolized.
@@ -229,24 +242,29 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
         kernel_stacks: opts.kernel_stacks,
         kernel_stats: opts.verbose,
     };
-    let mut ebpf = bpf::load(bpf::Mode::Record { events: false })?;
-    // The fatal-error probes cost nothing until the target dies; they need goroutine ids.
-    let mut fatal_probes = match go_layout {
+    let mut ebpf = bpf::load(bpf::Mode::Record {
+        events: opts.events,
+    })?;
+    // The fatal-error probes cost nothing until the target dies (`--events` adds growth and
+    // goroutine creation/exit); they need goroutine ids.
+    let mut event_probes = match go_layout {
         Some(layout) => {
             let probe_options = EventOptions {
                 pid: opts.pid,
                 layout,
                 deep_walk_limit: DEFAULT_DEEP_WALK_LIMIT,
                 create_walk_limit: DEFAULT_CREATE_WALK_LIMIT,
-                growth: false,
-                goroutines: false,
+                growth: opts.events,
+                goroutines: opts.events,
             };
             match EventProbes::attach(&mut ebpf, &probe_options, &process.exe_link) {
                 Ok(probes) => Some(probes),
                 Err(e) => {
-                    warnings.push(format!(
-                        "fatal errors of the target will not be reported: {e}"
-                    ));
+                    warnings.push(if opts.events {
+                        format!("runtime events of the target will not be reported: {e}")
+                    } else {
+                        format!("fatal errors of the target will not be reported: {e}")
+                    });
                     None
                 }
             }
@@ -343,38 +361,27 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
         }
     };
 
-    let exit_watch = ExitWatch::new(opts.pid);
-    let progress = Progress::new(opts.verbose);
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let deadline = opts.duration;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut session = Session::start(opts.pid, opts.duration, TICK_PERIOD)?;
 
     let ended_by = loop {
-        let remaining = deadline.map(|d| d.saturating_sub(started.elapsed()));
-        if remaining == Some(Duration::ZERO) {
-            break EndReason::Duration;
-        }
         tokio::select! {
             r = stream.next_batch(&mut sink) => { r?; }
-            r = next_events(fatal_probes.as_mut(), &mut on_event) => r?,
-            _ = sleep_or_forever(remaining) => break EndReason::Duration,
-            _ = sigint.recv() => break EndReason::Interrupted,
-            _ = sigterm.recv() => break EndReason::Interrupted,
-            _ = exit_watch.exited() => break EndReason::TargetExited,
-            _ = tick.tick() => {
-                loaded.flush_logs();
-                let exe_now = ExeIdentity::of(opts.pid);
-                if exe_now.is_some() && exe_now != exe_seen {
-                    exe_seen = exe_now;
-                    *prepared.borrow_mut() = Some(PreparedImage::open(opts.pid, &process.exe));
+            r = next_events(event_probes.as_mut(), &mut on_event) => r?,
+            step = session.next() => match step {
+                Step::End(reason) => break reason,
+                Step::Tick => {
+                    loaded.flush_logs();
+                    let exe_now = ExeIdentity::of(opts.pid);
+                    if exe_now.is_some() && exe_now != exe_seen {
+                        exe_seen = exe_now;
+                        *prepared.borrow_mut() = Some(PreparedImage::open(opts.pid, &process.exe));
+                    }
+                    observer.notice(Notice::Sampling {
+                        elapsed: started.elapsed(),
+                        samples: stream.received,
+                    });
                 }
-                progress.show(started.elapsed(), stream.received);
-                // pidfd_open is unavailable on very old kernels: poll /proc then.
-                if !exit_watch.has_pidfd() && !target::process::is_alive(opts.pid) {
-                    break EndReason::TargetExited;
-                }
-            }
+            },
         }
         if let Some(layout) = pending_layout.take() {
             loaded.set_go_layout(layout)?;
@@ -382,11 +389,34 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
     };
     let elapsed = started.elapsed();
     stream.drain(&mut sink);
-    if let Some(probes) = fatal_probes.as_mut() {
+    // What `--events` adds to the report, known once the probes are drained.
+    let mut events_context = None;
+    if let Some(probes) = event_probes.as_mut() {
         probes.stream.drain(&mut on_event);
+        if opts.events {
+            let counters = probes.counters()?;
+            events_context = Some(ReportContext {
+                pid: opts.pid,
+                binary: process.exe.display().to_string(),
+                go_version: go_version.clone(),
+                duration_s: elapsed.as_secs_f64(),
+                ended_by: EndReason::Duration,
+                alerts: Vec::new(),
+                events: EventStats {
+                    received: probes.stream.received,
+                    lost: counters.lost_ringbuf + probes.stream.decode_errors,
+                    decode_errors: probes.stream.decode_errors,
+                    read_errors: counters.read_errors,
+                    by_kind: tracker.counts,
+                },
+                probes: probes.attached.clone(),
+                probe_cost: probes.costs(),
+                creation_goids_known: probes.creation_goids_known,
+            });
+        }
     }
-    drop(fatal_probes);
-    progress.finish();
+    drop(event_probes);
+    observer.notice(Notice::Finished);
     let ended_by = if ended_by == EndReason::TargetExited && !tracker.fatal.is_empty() {
         EndReason::TargetDied
     } else {
@@ -418,13 +448,11 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
                 st.failed, st.referenced
             ));
         }
-        if opts.verbose {
-            eprintln!(
-                "stacksampler: labels: {} labelled samples, {} sets decoded, {} changed before \
-                 they could be read, {} unreadable",
-                st.referenced, st.decoded, st.stale, st.failed
-            );
-        }
+        observer.notice(Notice::Detail(format!(
+            "labels: {} labelled samples, {} sets decoded, {} changed before they could be \
+             read, {} unreadable",
+            st.referenced, st.decoded, st.stale, st.failed
+        )));
     }
     profile.counts.lost = counters.lost_ringbuf + decode_errors;
     if counters.lost_ringbuf > 0 {
@@ -436,21 +464,14 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
     if let Some(w) = unknown_goroutines_warning(go_samples, go_unknown, &counters) {
         warnings.push(w);
     }
-    if go_layout.is_some() && counters.goroutine_read_errors > 0 && opts.verbose {
-        eprintln!(
-            "stacksampler: {} samples had no readable goroutine",
+    if go_layout.is_some() && counters.goroutine_read_errors > 0 {
+        observer.notice(Notice::Detail(format!(
+            "{} samples had no readable goroutine",
             counters.goroutine_read_errors
-        );
+        )));
     }
     for w in &warnings[warned_at_start..] {
-        eprintln!("stacksampler: warning: {w}");
-    }
-    if ended_by == EndReason::TargetExited {
-        eprintln!(
-            "stacksampler: process {} exited after {:.1}s; reporting what was collected",
-            opts.pid,
-            elapsed.as_secs_f64()
-        );
+        observer.notice(Notice::Warning(w));
     }
 
     let addresses = profile.trie.unique_addresses();
@@ -462,6 +483,14 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
     let diagnosis = diagnose::diagnose(&profile, &symbols, &diagnose_options);
     // The probes are in the executable the target ran at start (image 0).
     let fatal = events::report::fatal_report(&mut images.get_mut(0).symbolizer, &tracker.fatal);
+    tracker.tick(monotonic_ns());
+    let runtime_events = events_context.map(|mut ctx| {
+        ctx.ended_by = ended_by;
+        let mut report = events::report::build(&tracker, &mut images.get_mut(0).symbolizer, ctx);
+        // The fatal error is the report's own, first.
+        report.fatal = None;
+        report
+    });
 
     let report = Report {
         run: RunInfo {
@@ -480,6 +509,7 @@ pub async fn run(opts: &RecordOptions) -> Result<Finished, RunError> {
         diagnosis,
         warnings,
         fatal,
+        runtime_events,
     };
     let stats = RunStats {
         target_hits: counters.target_hits,
@@ -566,46 +596,5 @@ impl FramelessPcs {
             .known
             .entry((image, pc))
             .or_insert_with(|| symbolizer.go_frame_size_at(pc) == Some(0))
-    }
-}
-
-/// A one-line progress display on stderr (only on a terminal, or with `--verbose`).
-struct Progress {
-    enabled: bool,
-    tty: bool,
-    last: std::cell::Cell<Instant>,
-}
-
-impl Progress {
-    fn new(verbose: bool) -> Self {
-        let tty = std::io::stderr().is_terminal();
-        Self {
-            enabled: tty || verbose,
-            tty,
-            last: std::cell::Cell::new(Instant::now()),
-        }
-    }
-
-    fn show(&self, elapsed: Duration, samples: u64) {
-        if !self.enabled || self.last.get().elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        self.last.set(Instant::now());
-        let line = format!(
-            "stacksampler: sampling {:.0}s, {samples} samples",
-            elapsed.as_secs_f64()
-        );
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r{line}\x1b[K");
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-    }
-
-    fn finish(&self) {
-        if self.enabled && self.tty {
-            let _ = write!(std::io::stderr(), "\r\x1b[K");
-        }
     }
 }
