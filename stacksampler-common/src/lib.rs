@@ -270,7 +270,7 @@ mod pod {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Runtime events (issue 6): entry uprobes on the Go runtime. Appended; nothing above changes.
+// Runtime events: entry uprobes on the Go runtime (config, event record, counters).
 // ---------------------------------------------------------------------------------------------
 
 /// Frames kept at the innermost end of an event's stack ([`EventRecord::frames`]

