@@ -611,7 +611,7 @@ mod tests {
     }
 
     /// The library must not know the command line: no library module may use clap or this
-    /// module (the binary's `main.rs` is the only other file allowed to).
+    /// module (the binary's `main.rs` is the only other file allowed to), nor print.
     #[test]
     fn library_modules_do_not_import_the_cli() {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -627,7 +627,7 @@ mod tests {
                 }
             }
         }
-        let binary_side = [src.join("main.rs"), src.join("cli.rs")];
+        let binary_side = [src.join("main.rs"), src.join("cli.rs"), src.join("status.rs")];
         let library: Vec<_> = files.iter().filter(|f| !binary_side.contains(f)).collect();
         assert!(
             library.len() > 20,
@@ -640,6 +640,14 @@ mod tests {
                 assert!(
                     !text.contains(needle),
                     "{} mentions {needle:?}: library modules must take typed options",
+                    file.display()
+                );
+            }
+            // The library returns data and notices; only the binary prints.
+            for needle in ["println!(", "eprint!(", "print!(", "stderr()", "stdout()"] {
+                assert!(
+                    !text.contains(needle),
+                    "{} prints ({needle:?}): report through session::Observer instead",
                     file.display()
                 );
             }
