@@ -740,6 +740,9 @@ fn record_events_adds_stack_growth_and_goroutines_to_the_report() {
         "--pid",
         pid.as_str(),
         "--events",
+        // The growth takes a fraction of a second of CPU: sample densely enough to see it.
+        "--frequency",
+        "999",
         "-o",
         json_s.as_str(),
         "-o",
