@@ -8,6 +8,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod diagnose;
+pub mod dump;
 pub mod events;
 pub mod filter;
 pub mod goruntime;

@@ -7,6 +7,10 @@ use clap::Parser as _;
 use stacksampler::{config::Config, report, run};
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "dump") {
+        return dump_main(&args[1..]);
+    }
     let config = Config::parse();
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or(if config.verbose { "info" } else { "warn" }),
@@ -64,6 +68,81 @@ fn real_main(config: &Config) -> anyhow::Result<()> {
                 w.format.name()
             );
         }
+    }
+    Ok(())
+}
+
+/// `stacksampler dump ...`.
+fn dump_main(args: &[std::ffi::OsString]) -> ExitCode {
+    let args = stacksampler::dump::cli::DumpArgs::parse_from(args);
+    match dump(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stacksampler: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dump(args: &stacksampler::dump::cli::DumpArgs) -> anyhow::Result<()> {
+    use stacksampler::dump;
+    if let Some(path) = &args.output {
+        check_output_path(path)?;
+    }
+    let d = dump::dump(dump::DumpOptions { pid: args.pid })
+        .with_context(|| format!("dumping pid {}", args.pid))?;
+    for w in &d.warnings {
+        eprintln!("stacksampler: warning: {w}");
+    }
+    if d.inconsistent > 0 {
+        eprintln!(
+            "stacksampler: {} goroutines kept changing while read (marked \"changed during read\")",
+            d.inconsistent
+        );
+    }
+    match &args.output {
+        Some(path) => {
+            // Written next to the destination, then renamed: never a half-written file.
+            let tmp = path.with_file_name(format!(
+                ".{}.tmp",
+                path.file_name()
+                    .map_or("dump".into(), |n| n.to_string_lossy())
+            ));
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?,
+            );
+            dump::cli::write(&d, args, &mut file)
+                .and_then(|()| file.flush())
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "stacksampler: wrote {} ({} goroutines)",
+                path.display(),
+                d.goroutines.len()
+            );
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            dump::cli::write(&d, args, &mut out)
+                .and_then(|()| out.flush())
+                .context("writing the dump")?;
+        }
+    }
+    Ok(())
+}
+
+/// Fails early when `path` cannot be created (its folder is missing).
+fn check_output_path(path: &std::path::Path) -> anyhow::Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = parent
+        && !dir.is_dir()
+    {
+        anyhow::bail!(
+            "cannot write {}: {} is not a folder",
+            path.display(),
+            dir.display()
+        );
     }
     Ok(())
 }

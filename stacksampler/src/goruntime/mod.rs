@@ -6,6 +6,7 @@
 //! per-version [`table`]. An unknown Go release without DWARF gets no layout and one warning:
 //! goroutine fields are then reported unknown, never read at guessed offsets.
 
+pub mod allgs;
 pub mod buildinfo;
 pub mod dwarf;
 pub mod labels;

@@ -1,0 +1,267 @@
+//! The dump as Go prints it: `goroutine?debug=2` (one block per goroutine) and `debug=1`
+//! (identical stacks grouped, most common first), so tools that parse Go's dumps parse these.
+//!
+//! Differences from Go's own output, all forced by reading from outside: arguments are not
+//! printed (every function line ends in `(...)`, as Go prints inlined calls); running goroutines
+//! show `goroutine running on other thread; stack unavailable`, as Go's crash tracebacks do; a
+//! goroutine that kept changing while it was read gets `, changed during read` in its header;
+//! the grouped form keys groups by state too and prints it on a `# state:` line.
+
+use std::{collections::HashMap, io::Write};
+
+use super::{CreatedBy, Dump, DumpFrame, Goroutine, StackSource};
+
+/// Nanoseconds in the unit Go's header counts waits in.
+const NS_PER_MINUTE: u64 = 60_000_000_000;
+/// The only runtime frame Go shows in the middle of a stack.
+const GOPANIC: &str = "runtime.gopanic";
+/// Package prefix of the runtime, whose unexported functions Go's tracebacks hide.
+const RUNTIME_PREFIX: &str = "runtime.";
+/// The outermost frame of every goroutine, hidden by Go everywhere.
+const GOEXIT: &str = "runtime.goexit";
+
+/// Which goroutines to print.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TextOptions {
+    /// Also the runtime's own goroutines (Go's dumps hide them).
+    pub system: bool,
+}
+
+/// Whether Go's traceback (at the default `GOTRACEBACK` level) shows a frame of `name`.
+pub fn shows_frame(name: &str, first: bool) -> bool {
+    if name == GOPANIC && !first {
+        return true;
+    }
+    name.contains('.') && (!name.starts_with(RUNTIME_PREFIX) || is_exported_runtime(name))
+}
+
+/// `runtime.Foo` or `runtime.(*T).Foo` with an exported name.
+fn is_exported_runtime(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(RUNTIME_PREFIX) else {
+        return false;
+    };
+    let rest = rest.trim_start_matches("(*").trim_start_matches('(');
+    rest.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+}
+
+fn listed<'a>(dump: &'a Dump, options: TextOptions) -> impl Iterator<Item = &'a Goroutine> {
+    dump.goroutines
+        .iter()
+        .filter(move |g| options.system || !g.system)
+}
+
+/// The header's bracket: status, scan, minutes waited, thread lock, read consistency.
+pub fn header_status(g: &Goroutine) -> String {
+    let mut s = g.status_text.clone();
+    if g.scan {
+        s.push_str(" (scan)");
+    }
+    if let Some(minutes) = g.waiting_ns.map(|ns| ns / NS_PER_MINUTE)
+        && minutes >= 1
+    {
+        s.push_str(&format!(", {minutes} minutes"));
+    }
+    if g.locked_to_thread {
+        s.push_str(", locked to thread");
+    }
+    if g.inconsistent {
+        s.push_str(", changed during read");
+    }
+    s
+}
+
+fn write_frame(out: &mut dyn Write, f: &DumpFrame) -> std::io::Result<()> {
+    writeln!(out, "{}(...)", f.function)?;
+    write!(
+        out,
+        "\t{}:{}",
+        f.file.as_deref().unwrap_or("?"),
+        f.line.unwrap_or(0)
+    )?;
+    match f.offset {
+        Some(off) if off > 0 => writeln!(out, " +{off:#x}"),
+        _ => writeln!(out),
+    }
+}
+
+fn write_created_by(out: &mut dyn Write, c: &CreatedBy) -> std::io::Result<()> {
+    write!(out, "created by {}", c.function)?;
+    if let Some(parent) = c.parent_goid {
+        write!(out, " in goroutine {parent}")?;
+    }
+    write!(
+        out,
+        "\n\t{}:{}",
+        c.file.as_deref().unwrap_or("?"),
+        c.line.unwrap_or(0)
+    )?;
+    match c.offset {
+        Some(off) if off > 0 => writeln!(out, " +{off:#x}"),
+        _ => writeln!(out),
+    }
+}
+
+/// The frames Go would print for `frames` (hidden runtime frames dropped).
+pub fn shown<'a>(frames: impl Iterator<Item = &'a DumpFrame>) -> Vec<&'a DumpFrame> {
+    frames
+        .enumerate()
+        .filter(|(i, f)| !f.wrapper && shows_frame(&f.function, *i == 0))
+        .map(|(_, f)| f)
+        .collect()
+}
+
+/// One goroutine's block in `debug=2` form.
+pub fn write_goroutine(out: &mut dyn Write, g: &Goroutine) -> std::io::Result<()> {
+    writeln!(out, "goroutine {} [{}]:", g.goid, header_status(g))?;
+    match g.stack.source {
+        StackSource::NotCaptured => {
+            writeln!(
+                out,
+                "\tgoroutine running on other thread; stack unavailable"
+            )?;
+        }
+        StackSource::Unreadable => writeln!(out, "\tgoroutine stack unreadable")?,
+        StackSource::Sched | StackSource::Syscall => {
+            for f in shown(g.stack.frames.iter()) {
+                write_frame(out, f)?;
+            }
+            if g.stack.elided > 0 || !g.stack.tail.is_empty() {
+                writeln!(out, "...{} frames elided...", g.stack.elided)?;
+                for f in g
+                    .stack
+                    .tail
+                    .iter()
+                    .filter(|f| !f.wrapper && shows_frame(&f.function, false))
+                {
+                    write_frame(out, f)?;
+                }
+            }
+        }
+    }
+    if let Some(c) = &g.created_by
+        && g.goid != 1
+        && shows_frame(&c.function, false)
+    {
+        write_created_by(out, c)?;
+    }
+    Ok(())
+}
+
+/// Every goroutine in `debug=2` form.
+pub fn write_text(dump: &Dump, options: TextOptions, out: &mut dyn Write) -> std::io::Result<()> {
+    for (i, g) in listed(dump, options).enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        write_goroutine(out, g)?;
+    }
+    Ok(())
+}
+
+/// Goroutines with one stack, state and label set.
+struct Group<'a> {
+    first: &'a Goroutine,
+    count: u64,
+}
+
+/// Identical stacks grouped, in `debug=1` form, most common first.
+pub fn write_grouped(
+    dump: &Dump,
+    options: TextOptions,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let mut index: HashMap<(Vec<u64>, &str, &[(String, String)]), usize> = HashMap::new();
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut total = 0;
+    for g in listed(dump, options) {
+        total += 1;
+        let pcs: Vec<u64> = physical_pcs(g);
+        let key = (pcs, g.status_text.as_str(), g.labels.as_slice());
+        match index.get(&key) {
+            Some(&i) => groups[i].count += 1,
+            None => {
+                index.insert(key, groups.len());
+                groups.push(Group { first: g, count: 1 });
+            }
+        }
+    }
+    // Stable: equal counts keep the order of first appearance.
+    groups.sort_by(|a, b| b.count.cmp(&a.count));
+    writeln!(out, "goroutine profile: total {total}")?;
+    for group in groups {
+        let g = group.first;
+        let pcs = physical_pcs(g);
+        write!(out, "{} @", group.count)?;
+        for pc in &pcs {
+            write!(out, " {pc:#x}")?;
+        }
+        writeln!(out)?;
+        if !g.labels.is_empty() {
+            let labels: Vec<String> = g
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k:?}:{v:?}"))
+                .collect();
+            writeln!(out, "# labels: {{{}}}", labels.join(", "))?;
+        }
+        writeln!(out, "# state: {}", header_status(g))?;
+        if g.stack.source == StackSource::NotCaptured {
+            writeln!(
+                out,
+                "#\tgoroutine running on other thread; stack unavailable"
+            )?;
+        }
+        // Leading runtime frames are hidden, unless nothing else would be shown.
+        let frames: Vec<&DumpFrame> = g
+            .stack
+            .all_frames()
+            .filter(|f| &*f.function != GOEXIT)
+            .collect();
+        let skip = frames
+            .iter()
+            .position(|f| !f.function.starts_with(RUNTIME_PREFIX))
+            .unwrap_or(0);
+        for f in &frames[skip..] {
+            let at = if f.offset == Some(0) { f.pc } else { f.pc - 1 };
+            writeln!(
+                out,
+                "#\t{at:#x}\t{}+{:#x}\t{}:{}",
+                f.function,
+                f.offset.unwrap_or(0),
+                f.file.as_deref().unwrap_or("?"),
+                f.line.unwrap_or(0)
+            )?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// The resume addresses of a goroutine's stack, one per call (inlined frames share theirs).
+pub fn physical_pcs(g: &Goroutine) -> Vec<u64> {
+    let mut pcs: Vec<u64> = Vec::new();
+    for f in g.stack.all_frames() {
+        if !f.inlined {
+            pcs.push(f.pc);
+        }
+    }
+    pcs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hides_runtime_frames_as_go_does() {
+        assert!(!shows_frame("runtime.gopark", true));
+        assert!(!shows_frame("runtime.chanrecv1", false));
+        assert!(shows_frame("runtime.Gosched", false));
+        assert!(shows_frame("runtime.(*Func).Name", false));
+        assert!(shows_frame("runtime.gopanic", false));
+        assert!(!shows_frame("runtime.gopanic", true));
+        assert!(shows_frame("runtime/pprof.Do", false));
+        assert!(shows_frame("main.main", true));
+        assert!(!shows_frame("nodot", false));
+    }
+}
