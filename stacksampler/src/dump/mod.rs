@@ -169,14 +169,15 @@ pub enum DumpError {
     #[error("{0}")]
     NoLayout(String),
     /// The goroutine list could not be found or read.
-    #[error("cannot find the goroutine list of {binary}: {source}")]
+    #[error("cannot find the goroutine list of {binary}")]
     AllGs {
         binary: String,
+        #[source]
         source: goruntime::allgs::AllGsError,
     },
     #[error(transparent)]
     Symbolize(#[from] crate::symbolize::SymbolizeError),
-    #[error("cannot read {what}: {source}")]
+    #[error("cannot read {what}")]
     Io {
         what: String,
         source: std::io::Error,

@@ -250,11 +250,7 @@ pub fn dump(options: DumpOptions) -> Result<Dump, DumpError> {
         })?,
         bytes: Cell::new(0),
     };
-    let bias = if binary.is_pie {
-        target::process::pie_base(pid, &process.exe).unwrap_or(0)
-    } else {
-        0
-    };
+    let bias = binary.load_bias(pid, &process.exe).unwrap_or(0);
     let image = if binary.symbols.allgs.is_none() {
         let mut file = File::open(&process.exe_link).map_err(|source| DumpError::Io {
             what: process.exe_link.display().to_string(),

@@ -217,11 +217,7 @@ fn count_live_goroutines(
     layout: &stacksampler_common::GoLayout,
 ) -> Option<u64> {
     let mem = crate::labels::ProcMem::open(pid).ok()?;
-    let bias = if binary.is_pie {
-        target::process::pie_base(pid, exe)?
-    } else {
-        0
-    };
+    let bias = binary.load_bias(pid, exe)?;
     let at = goruntime::allgs::locate(binary, None, bias, layout.g_goid, &mem).ok()?;
     goruntime::allgs::count_live(&mem, &at, layout.g_atomicstatus).ok()
 }
