@@ -86,9 +86,14 @@ fn dump_main(args: &[std::ffi::OsString]) -> ExitCode {
 
 fn dump(args: &stacksampler::dump::cli::DumpArgs) -> anyhow::Result<()> {
     use stacksampler::dump;
-    if let Some(path) = &args.output {
-        check_output_path(path)?;
-    }
+    // The destination is checked (and its temporary file made) before reading the target.
+    let temp = match &args.output {
+        Some(path) => Some(
+            report::create_temp_beside(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        ),
+        None => None,
+    };
     let d = dump::dump(dump::DumpOptions { pid: args.pid })
         .with_context(|| format!("dumping pid {}", args.pid))?;
     for w in &d.warnings {
@@ -100,49 +105,31 @@ fn dump(args: &stacksampler::dump::cli::DumpArgs) -> anyhow::Result<()> {
             d.inconsistent
         );
     }
-    match &args.output {
-        Some(path) => {
-            // Written next to the destination, then renamed: never a half-written file.
-            let tmp = path.with_file_name(format!(
-                ".{}.tmp",
-                path.file_name()
-                    .map_or("dump".into(), |n| n.to_string_lossy())
-            ));
-            let mut file = std::io::BufWriter::new(
-                std::fs::File::create(&tmp)
-                    .with_context(|| format!("creating {}", tmp.display()))?,
-            );
-            dump::cli::write(&d, args, &mut file)
-                .and_then(|()| file.flush())
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    match (&args.output, temp) {
+        (Some(path), Some(temp)) => {
+            let mut out = std::io::BufWriter::new(temp);
+            dump::cli::write(&d, args, &mut out)
+                .and_then(|()| out.flush())
+                .with_context(|| format!("writing {}", path.display()))?;
+            let temp = out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("writing {}", path.display()))?;
+            temp.persist(path)
+                .map_err(|e| e.error)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!(
                 "stacksampler: wrote {} ({} goroutines)",
                 path.display(),
                 d.goroutines.len()
             );
         }
-        None => {
+        _ => {
             let mut out = std::io::stdout().lock();
             dump::cli::write(&d, args, &mut out)
                 .and_then(|()| out.flush())
                 .context("writing the dump")?;
         }
-    }
-    Ok(())
-}
-
-/// Fails early when `path` cannot be created (its folder is missing).
-fn check_output_path(path: &std::path::Path) -> anyhow::Result<()> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(dir) = parent
-        && !dir.is_dir()
-    {
-        anyhow::bail!(
-            "cannot write {}: {} is not a folder",
-            path.display(),
-            dir.display()
-        );
     }
     Ok(())
 }
