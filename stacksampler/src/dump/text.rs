@@ -221,13 +221,18 @@ pub fn write_grouped(
             .iter()
             .position(|f| !f.function.starts_with(RUNTIME_PREFIX))
             .unwrap_or(0);
-        for f in &frames[skip..] {
-            let at = if f.offset == Some(0) { f.pc } else { f.pc - 1 };
+        for (i, f) in frames.iter().enumerate().skip(skip) {
+            // Inlined frames share the offset of the real function's frame at their pc.
+            let offset = frames[i..]
+                .iter()
+                .take_while(|o| o.pc == f.pc)
+                .find_map(|o| o.offset)
+                .unwrap_or(0);
+            let at = if offset == 0 { f.pc } else { f.pc - 1 };
             writeln!(
                 out,
-                "#\t{at:#x}\t{}+{:#x}\t{}:{}",
+                "#\t{at:#x}\t{}+{offset:#x}\t{}:{}",
                 f.function,
-                f.offset.unwrap_or(0),
                 f.file.as_deref().unwrap_or("?"),
                 f.line.unwrap_or(0)
             )?;

@@ -1303,6 +1303,7 @@ mod tests {
             gofunc: None,
             entries: Box::default(),
             buckets: Vec::new(),
+            wrapper_id: std::sync::OnceLock::new(),
         }
     }
 
