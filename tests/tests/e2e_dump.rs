@@ -205,7 +205,10 @@ fn dump_agrees_with_go_for_every_parked_goroutine() {
             assert_eq!(by_start("main.syscallRead")["stack"]["source"], "syscall");
             let spinner = gs
                 .iter()
-                .find(|g| g["start_function"] == "main.spin")
+                .find(|g| {
+                    g["start_function"] == "main.spin"
+                        || g["stack"]["frames"][0]["function"] == "main.spin"
+                })
                 .expect("spinning goroutine");
             if spinner["state"] == "running" {
                 assert_eq!(spinner["stack"]["source"], "not_captured", "{label}");
@@ -302,4 +305,100 @@ fn a_program_not_written_in_go_is_one_line_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("is not a Go program"), "{err}");
     sleeper.close_stdin();
+}
+
+/// Calls of `deepRecurse` under the deep goroutine (plus the outermost one).
+const DEEP_CALLS: u64 = 5000;
+
+#[test]
+fn deep_stacks_have_their_exact_depth_and_outermost_frames() {
+    let _guard = exclusive();
+    for tc in primary_go_toolchains() {
+        let exe = build_go("dumpstates", &tc, Variant::Normal);
+        let deep = DEEP_CALLS.to_string();
+        let mut target = GoProcess::spawn(&exe, &["-deep", &deep]);
+        target.wait_for_line("ready");
+        let pid = target.pid().to_string();
+        let out = run_stacksampler(&["dump", "--pid", &pid, "--format", "json"]);
+        assert!(out.status.success(), "{}", out.stderr);
+        let json = out.json();
+        let g = json["goroutines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| {
+                g["stack"]["frames"][0]["function"] == "runtime.gopark"
+                    && g["stack"]["frames"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|f| f["function"] == "main.deepRecurse")
+            })
+            .expect("the deep goroutine")
+            .clone();
+        let count = |key: &str| {
+            g["stack"][key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["function"] == "main.deepRecurse")
+                .count() as u64
+        };
+        let stack = &g["stack"];
+        assert_eq!(stack["truncated"], false, "{}", tc.label());
+        assert_eq!(
+            count("frames") + count("tail") + stack["elided"].as_u64().unwrap(),
+            DEEP_CALLS + 1,
+            "{}: head {} tail {} elided {}",
+            tc.label(),
+            count("frames"),
+            count("tail"),
+            stack["elided"]
+        );
+        // The outermost frames are kept: the recursion's entry, then goexit.
+        let tail = stack["tail"].as_array().unwrap();
+        assert_eq!(tail.last().unwrap()["function"], "runtime.goexit");
+        let text = run_stacksampler(&["dump", "--pid", &pid]);
+        assert!(text.stdout.contains(" frames elided..."), "{}", tc.label());
+    }
+}
+
+/// A copy of `exe` whose build information names `go1.99` instead of its release.
+fn patched_to_go_1_99(exe: &Path) -> std::path::PathBuf {
+    let mut data = std::fs::read(exe).unwrap();
+    let magic = stacksampler::goruntime::buildinfo::MAGIC;
+    let at = data
+        .windows(magic.len())
+        .position(|w| w == magic)
+        .expect("build info");
+    let version_at = at
+        + data[at..]
+            .windows(4)
+            .position(|w| w == b"go1.")
+            .expect("version in build info");
+    data[version_at + 4] = b'9';
+    data[version_at + 5] = b'9';
+    let out = exe.with_file_name(format!(
+        "{}-go1.99",
+        exe.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&out, &data).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    out
+}
+
+#[test]
+fn a_go_release_without_a_known_layout_is_one_line_error() {
+    let _guard = exclusive();
+    let tc = primary_go_toolchains().pop().unwrap();
+    let exe = patched_to_go_1_99(&build_go("dumpstates", &tc, Variant::Stripped));
+    let mut target = GoProcess::spawn(&exe, &[]);
+    target.wait_for_line("ready");
+    let out = run_stacksampler(&["dump", "--pid", &target.pid().to_string()]);
+    assert!(!out.status.success());
+    let err = out.stderr.trim();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("go1.99"), "{err}");
+    assert!(err.contains("runtime layout table"), "{err}");
 }

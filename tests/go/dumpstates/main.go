@@ -88,9 +88,19 @@ func leak(ch chan int, depth int) {
 	<-ch
 }
 
+//go:noinline
+func deepRecurse(ch chan int, n int) {
+	if n > 0 {
+		deepRecurse(ch, n-1)
+		return
+	}
+	<-ch
+}
+
 func main() {
 	dump := flag.String("dump", "", "file for the runtime's goroutine dump (debug=2)")
 	extra := flag.Int("extra", 0, "extra goroutines parked in chan receive")
+	deep := flag.Int("deep", 0, "a goroutine parked under this many calls of deepRecurse")
 	flag.Parse()
 
 	// Never closed or sent on: the extra goroutines stay parked.
@@ -124,6 +134,10 @@ func main() {
 		go leak(never, i%3)
 	}
 	want := before + 12 + *extra
+	if *deep > 0 {
+		go deepRecurse(make(chan int), *deep)
+		want++
+	}
 	for runtime.NumGoroutine() < want {
 		time.Sleep(10 * time.Millisecond)
 	}
