@@ -99,6 +99,10 @@ fn dump(args: &stacksampler::dump::cli::DumpArgs) -> anyhow::Result<()> {
     for w in &d.warnings {
         eprintln!("stacksampler: warning: {w}");
     }
+    for f in &d.findings {
+        let severity = format!("{:?}", f.severity).to_lowercase();
+        eprintln!("stacksampler: {severity}: {}", f.summary);
+    }
     if d.inconsistent > 0 {
         eprintln!(
             "stacksampler: {} goroutines kept changing while read (marked \"changed during read\")",

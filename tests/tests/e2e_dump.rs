@@ -235,6 +235,22 @@ fn dump_agrees_with_go_for_every_parked_goroutine() {
     eprintln!("{}", figures.join("\n"));
 }
 
+/// The 1-based line of `dumpstates/main.go` holding `needle`, first after the line holding
+/// `after`.
+fn source_line(after: &str, needle: &str) -> u64 {
+    let src = std::fs::read_to_string(
+        stacksampler_tests::workspace_root().join("tests/go/dumpstates/main.go"),
+    )
+    .unwrap();
+    let lines: Vec<&str> = src.lines().collect();
+    let start = lines.iter().position(|l| l.contains(after)).unwrap();
+    let at = lines[start..]
+        .iter()
+        .position(|l| l.contains(needle.trim_start_matches('\t')))
+        .unwrap();
+    (start + at + 1) as u64
+}
+
 #[test]
 fn ten_thousand_goroutines_agree_with_go() {
     let _guard = exclusive();
@@ -260,9 +276,28 @@ fn ten_thousand_goroutines_agree_with_go() {
             run.json["bytes_read"],
             run.json["elapsed_s"].as_f64().unwrap_or(0.0)
         );
-        // The grouped form puts the 10,000 leaked goroutines' three stacks first.
-        let exe_pid_free = &run.json["goroutines"];
-        assert!(exe_pid_free.as_array().unwrap().len() >= 10_012);
+        assert!(run.json["goroutines"].as_array().unwrap().len() >= 10_012);
+        // The pile-up: the 10,000 leaked goroutines, at leak's receive, created in main.main.
+        let finding = &run.json["findings"][0];
+        assert_eq!(
+            finding["kind"], "goroutine_pileup",
+            "{}",
+            run.json["findings"]
+        );
+        assert_eq!(finding["data"]["goroutines"], 10_000);
+        assert_eq!(finding["data"]["status"], "chan receive");
+        assert_eq!(finding["data"]["blocking"]["function"], "main.leak");
+        assert_eq!(
+            finding["data"]["blocking"]["line"],
+            source_line("func leak", "\t<-ch"),
+            "{finding}"
+        );
+        assert_eq!(finding["data"]["created_by"]["function"], "main.main");
+        assert_eq!(
+            finding["data"]["created_by"]["line"],
+            source_line("func main", "go leak(never"),
+            "{finding}"
+        );
     }
 }
 

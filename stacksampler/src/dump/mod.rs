@@ -10,6 +10,7 @@
 //! The library returns a [`Dump`]; the binary writes it.
 
 pub mod cli;
+pub mod pileup;
 pub mod pprof;
 pub mod read;
 pub mod text;
@@ -54,6 +55,8 @@ pub struct Dump {
     pub goroutines: Vec<Goroutine>,
     /// What limited the dump, one sentence each.
     pub warnings: Vec<String>,
+    /// Pile-ups: many goroutines blocked at one call, created at one site ([`pileup`]).
+    pub findings: Vec<crate::diagnose::Finding>,
 }
 
 /// One goroutine.

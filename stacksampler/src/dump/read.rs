@@ -299,7 +299,7 @@ pub fn dump(options: DumpOptions) -> Result<Dump, DumpError> {
     }
     let goroutines = resolve(raw, &binary, &mem, symbolizer, now_ns);
     let bytes_read = mem.bytes.get() + deep.stats.bytes_read;
-    Ok(Dump {
+    let mut dump = Dump {
         pid,
         binary: binary_name,
         go_version: binary.version.as_ref().map(ToString::to_string),
@@ -313,7 +313,10 @@ pub fn dump(options: DumpOptions) -> Result<Dump, DumpError> {
         dead,
         goroutines,
         warnings,
-    })
+        findings: Vec::new(),
+    };
+    dump.findings = super::pileup::find(&dump, &crate::diagnose::DiagnoseOptions::default());
+    Ok(dump)
 }
 
 /// Reads the goroutines and their stacks.
