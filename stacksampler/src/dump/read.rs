@@ -44,6 +44,8 @@ pub const HEAD_FRAMES: usize = 100;
 const STACK_READ_BYTES: u64 = 64 * 1024;
 /// Times a goroutine that changed during its read is read again.
 const MAX_REREADS: u32 = 3;
+/// Most iovecs one `process_vm_readv` takes (`UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
 /// Size of a frame record: saved frame pointer, return address.
 const RECORD_BYTES: u64 = 16;
 /// Functions of package `runtime` that Go does not count as system goroutines.
@@ -64,6 +66,7 @@ pub struct DumpOptions {
 
 /// The target's memory, counting the bytes read.
 struct TargetMem {
+    pid: u32,
     file: File,
     bytes: Cell<u64>,
 }
@@ -77,6 +80,60 @@ impl ReadMemory for TargetMem {
 }
 
 impl TargetMem {
+    /// Reads every `(address, buffer)` of `reqs`, [`IOV_MAX`] per `process_vm_readv` call (one
+    /// system call instead of one `pread` each); returns which were read. A request the batch
+    /// call could not read is retried alone, so one bad address costs only itself.
+    fn read_batch(&self, reqs: &mut [(u64, &mut [u8])]) -> Vec<bool> {
+        let mut done = vec![false; reqs.len()];
+        let mut at = 0;
+        while at < reqs.len() {
+            let end = (at + IOV_MAX).min(reqs.len());
+            let batch = &mut reqs[at..end];
+            let local: Vec<libc::iovec> = batch
+                .iter_mut()
+                .map(|(_, buf)| libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                })
+                .collect();
+            let remote: Vec<libc::iovec> = batch
+                .iter()
+                .map(|(addr, buf)| libc::iovec {
+                    iov_base: *addr as usize as *mut libc::c_void,
+                    iov_len: buf.len(),
+                })
+                .collect();
+            // SAFETY: every local iovec points into a live, exclusively borrowed buffer of
+            // exactly its length; the remote ones are only read by the kernel.
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid as libc::pid_t,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            let mut left = usize::try_from(n).unwrap_or(0);
+            self.bytes.set(self.bytes.get() + left as u64);
+            let mut i = at;
+            while i < end && left >= reqs[i].1.len() {
+                left -= reqs[i].1.len();
+                done[i] = true;
+                i += 1;
+            }
+            if i < end {
+                // The first request the call could not read completely: alone, then go on.
+                let (addr, buf) = &mut reqs[i];
+                done[i] = self.read(*addr, buf).is_some();
+                i += 1;
+            }
+            at = i;
+        }
+        done
+    }
+
     fn u64(&self, addr: u64) -> Option<u64> {
         let mut b = [0u8; 8];
         self.read(addr, &mut b)?;
@@ -164,12 +221,17 @@ impl GReader {
     fn read(&self, mem: &TargetMem, g: u64) -> Option<RawG> {
         let mut b = vec![0u8; self.len];
         mem.read(g, &mut b)?;
+        Some(self.decode(&b))
+    }
+
+    /// Decodes the `len` bytes of a `g`.
+    fn decode(&self, b: &[u8]) -> RawG {
         let word = |off: u32| {
             let at = off as usize;
             u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
         };
         let l = &self.layout;
-        Some(RawG {
+        RawG {
             status: word(l.g_atomicstatus) as u32,
             goid: word(l.g_goid),
             waitreason: b[l.g_waitreason as usize],
@@ -191,7 +253,7 @@ impl GReader {
                 sp: word(l.g_syscallsp),
                 bp: l.g_syscallbp.map_or(0, word),
             },
-        })
+        }
     }
 }
 
@@ -244,6 +306,7 @@ pub fn dump(options: DumpOptions) -> Result<Dump, DumpError> {
         )));
     };
     let mem = TargetMem {
+        pid,
         file: File::open(format!("/proc/{pid}/mem")).map_err(|source| DumpError::Io {
             what: format!("/proc/{pid}/mem"),
             source,
@@ -331,33 +394,108 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// Every live goroutine of the list, the number of dead ones, and whether the target went
     /// away midway.
+    ///
+    /// In three batched passes: every `g`, then every stack, then every `g` again; goroutines
+    /// that changed between their two reads are then read again one by one.
     fn read_all(
         &mut self,
         pid: u32,
         at: &AllGs,
     ) -> Result<(Vec<RawGoroutine>, u64, bool), allgs::AllGsError> {
-        let gs = allgs::read_g_pointers(self.mem, at)?;
-        let mut out = Vec::with_capacity(gs.len());
+        let addrs = allgs::read_g_pointers(self.mem, at)?;
+        let first = self.read_gs(&addrs);
         let mut dead = 0;
-        for addr in gs {
-            let Some(g) = self.g.read(self.mem, addr) else {
-                if !target::process::is_alive(pid) {
-                    return Ok((out, dead, true));
-                }
+        let mut live: Vec<(u64, RawG)> = Vec::with_capacity(addrs.len());
+        let mut unread = 0;
+        for (&addr, g) in addrs.iter().zip(first) {
+            let Some(g) = g else {
+                unread += 1;
                 continue;
             };
             match g.state() {
-                GoroutineState::Dead => {
-                    dead += 1;
-                    continue;
-                }
-                GoroutineState::Idle => continue,
-                _ => {}
+                GoroutineState::Dead => dead += 1,
+                GoroutineState::Idle => {}
+                _ => live.push((addr, g)),
             }
-            out.push(self.read_goroutine(addr, g));
+        }
+        if unread > 0 && !target::process::is_alive(pid) {
+            return Ok((Vec::new(), dead, true));
+        }
+        // Stacks: where each walk starts and the bytes above it.
+        let starts: Vec<Result<Regs, StackSource>> =
+            live.iter().map(|(_, g)| self.start(g)).collect();
+        let mut copies: Vec<Vec<u8>> = live
+            .iter()
+            .zip(&starts)
+            .map(|((_, g), start)| match start {
+                Ok(regs) if regs.pc != 0 && regs.sp >= g.stack_lo && regs.sp < g.stack_hi => {
+                    vec![0u8; (g.stack_hi - regs.sp).min(STACK_READ_BYTES) as usize]
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        let copied = {
+            let mut reqs: Vec<(u64, &mut [u8])> = starts
+                .iter()
+                .zip(copies.iter_mut())
+                .map(|(start, copy)| (start.map_or(0, |r| r.sp), copy.as_mut_slice()))
+                .collect();
+            self.mem.read_batch(&mut reqs)
+        };
+        let stacks: Vec<RawStack> = live
+            .iter()
+            .zip(starts)
+            .zip(copies.iter().zip(copied))
+            .map(|(((addr, g), start), (copy, ok))| match start {
+                Err(source) => RawStack::empty(source),
+                Ok(_) if copy.is_empty() || !ok => RawStack::empty(StackSource::Unreadable),
+                Ok(regs) => self.walk_copy(*addr, g, regs, copy),
+            })
+            .collect();
+        drop(copies);
+        let live_addrs: Vec<u64> = live.iter().map(|(a, _)| *a).collect();
+        let second = self.read_gs(&live_addrs);
+        let mut out = Vec::with_capacity(live.len());
+        for (((addr, g), stack), after) in live.into_iter().zip(stacks).zip(second) {
+            match after {
+                Some(after) if after.resume_point() == g.resume_point() => out.push(RawGoroutine {
+                    addr,
+                    g,
+                    stack,
+                    inconsistent: false,
+                }),
+                Some(after) => {
+                    self.reread += 1;
+                    out.push(self.read_goroutine(addr, after));
+                }
+                None => {
+                    if !target::process::is_alive(pid) {
+                        return Ok((out, dead, true));
+                    }
+                }
+            }
         }
         let gone = !target::process::is_alive(pid);
         Ok((out, dead, gone))
+    }
+
+    /// Reads the `g` at each address (batched).
+    fn read_gs(&self, addrs: &[u64]) -> Vec<Option<RawG>> {
+        let len = self.g.len;
+        let mut bytes = vec![0u8; addrs.len() * len];
+        let ok = {
+            let mut reqs: Vec<(u64, &mut [u8])> = addrs
+                .iter()
+                .copied()
+                .zip(bytes.chunks_exact_mut(len))
+                .collect();
+            self.mem.read_batch(&mut reqs)
+        };
+        bytes
+            .chunks_exact(len)
+            .zip(ok)
+            .map(|(b, ok)| ok.then(|| self.g.decode(b)))
+            .collect()
     }
 
     /// Walks one goroutine's stack, re-reading it while its `g` changes under the walk.
@@ -416,20 +554,27 @@ impl Reader<'_> {
             Ok(r) => r,
             Err(source) => return RawStack::empty(source),
         };
+        let (lo, hi) = (g.stack_lo, g.stack_hi);
+        if regs.pc == 0 || regs.sp < lo || regs.sp >= hi {
+            return RawStack::empty(StackSource::Unreadable);
+        }
+        let mut copy = vec![0u8; (hi - regs.sp).min(STACK_READ_BYTES) as usize];
+        if self.mem.read(regs.sp, &mut copy).is_none() {
+            return RawStack::empty(StackSource::Unreadable);
+        }
+        self.walk_copy(addr, g, regs, &copy)
+    }
+
+    /// Walks `g`'s frame-pointer chain from `regs` in `copy` (its stack from `regs.sp` up),
+    /// reading the frames above the copy from the target.
+    fn walk_copy(&mut self, addr: u64, g: &RawG, regs: Regs, copy: &[u8]) -> RawStack {
         let source = if g.state() == GoroutineState::Syscall {
             StackSource::Syscall
         } else {
             StackSource::Sched
         };
         let (lo, hi) = (g.stack_lo, g.stack_hi);
-        if regs.pc == 0 || regs.sp < lo || regs.sp >= hi {
-            return RawStack::empty(StackSource::Unreadable);
-        }
-        let len = (hi - regs.sp).min(STACK_READ_BYTES);
-        let mut copy = vec![0u8; len as usize];
-        if self.mem.read(regs.sp, &mut copy).is_none() {
-            return RawStack::empty(StackSource::Unreadable);
-        }
+        let len = copy.len() as u64;
         let record = |fp: u64| -> Option<(u64, u64)> {
             let off = fp.checked_sub(regs.sp)?;
             if off + RECORD_BYTES <= len {
