@@ -8,7 +8,9 @@
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use stacksampler_tests::{
-    GoProcess, GoToolchain, Variant, build_go, exclusive, primary_go_toolchains, run_stacksampler,
+    GoProcess, GoToolchain, Variant, build_go, exclusive,
+    goroutines::{claiming_go_minor, descendant_running},
+    primary_go_toolchains, run_stacksampler,
 };
 
 /// One goroutine of a `debug=2` dump, as text.
@@ -398,36 +400,11 @@ fn deep_stacks_have_their_exact_depth_and_outermost_frames() {
     }
 }
 
-/// A copy of `exe` whose build information names `go1.99` instead of its release.
-fn patched_to_go_1_99(exe: &Path) -> std::path::PathBuf {
-    let mut data = std::fs::read(exe).unwrap();
-    let magic = stacksampler::goruntime::buildinfo::MAGIC;
-    let at = data
-        .windows(magic.len())
-        .position(|w| w == magic)
-        .expect("build info");
-    let version_at = at
-        + data[at..]
-            .windows(4)
-            .position(|w| w == b"go1.")
-            .expect("version in build info");
-    data[version_at + 4] = b'9';
-    data[version_at + 5] = b'9';
-    let out = exe.with_file_name(format!(
-        "{}-go1.99",
-        exe.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::write(&out, &data).unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
-    out
-}
-
 #[test]
 fn a_go_release_without_a_known_layout_is_one_line_error() {
     let _guard = exclusive();
     let tc = primary_go_toolchains().pop().unwrap();
-    let exe = patched_to_go_1_99(&build_go("dumpstates", &tc, Variant::Stripped));
+    let exe = claiming_go_minor(&build_go("dumpstates", &tc, Variant::Stripped), "99");
     let mut target = GoProcess::spawn(&exe, &[]);
     target.wait_for_line("ready");
     let out = run_stacksampler(&["dump", "--pid", &target.pid().to_string()]);
@@ -436,4 +413,39 @@ fn a_go_release_without_a_known_layout_is_one_line_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("go1.99"), "{err}");
     assert!(err.contains("runtime layout table"), "{err}");
+}
+
+#[test]
+fn a_target_in_its_own_pid_namespace_agrees_with_go() {
+    let _guard = exclusive();
+    for tc in primary_go_toolchains() {
+        let exe = build_go("dumpstates", &tc, Variant::PieCgo);
+        let dir = tempfile::tempdir().unwrap();
+        let go_file = dir.path().join("go-dump.txt");
+        let mut unshare = GoProcess::spawn_command(
+            Command::new("unshare")
+                .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+                .arg(&exe)
+                .args(["-dump", go_file.to_str().unwrap()]),
+        );
+        unshare.wait_for_line("ready");
+        let name = exe.file_name().unwrap().to_str().unwrap();
+        let pid = descendant_running(unshare.pid(), name).expect("the program's host pid");
+        let out = run_stacksampler(&["dump", "--pid", &pid.to_string()]);
+        assert!(out.status.success(), "{}", out.stderr);
+        let go_dump = std::fs::read_to_string(&go_file).unwrap();
+        let a = compare(&parse_debug2(&go_dump), &parse_debug2(&out.stdout));
+        assert!(
+            a.parked >= 11 && a.problems.is_empty(),
+            "{}: {:?}",
+            tc.label(),
+            a
+        );
+        eprintln!(
+            "{} in a PID namespace: {}/{} parked goroutines agree",
+            tc.label(),
+            a.agreeing,
+            a.parked
+        );
+    }
 }
