@@ -115,6 +115,10 @@ impl TargetMem {
                     0,
                 )
             };
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+                // The target is gone: nothing more can be read.
+                break;
+            }
             let mut left = usize::try_from(n).unwrap_or(0);
             self.bytes.set(self.bytes.get() + left as u64);
             let mut i = at;
@@ -356,8 +360,9 @@ pub fn dump(options: DumpOptions) -> Result<Dump, DumpError> {
     let mut warnings = binary.warnings.clone();
     if incomplete {
         warnings.push(format!(
-            "pid {pid} exited during the dump: {} goroutines were read",
-            raw.len()
+            "pid {pid} exited during the dump: {} goroutines were listed, {} of their stacks read",
+            raw.len(),
+            raw.iter().filter(|g| !g.stack.pcs.is_empty()).count()
         ));
     }
     let goroutines = resolve(raw, &binary, &mem, symbolizer, now_ns);
@@ -418,9 +423,8 @@ impl Reader<'_> {
                 _ => live.push((addr, g)),
             }
         }
-        if unread > 0 && !target::process::is_alive(pid) {
-            return Ok((Vec::new(), dead, true));
-        }
+        // A target gone midway: what was read is kept (the dump says it is incomplete).
+        let mut gone = unread > 0 && !target::process::is_alive(pid);
         // Stacks: where each walk starts and the bytes above it.
         let starts: Vec<Result<Regs, StackSource>> =
             live.iter().map(|(_, g)| self.start(g)).collect();
@@ -464,18 +468,20 @@ impl Reader<'_> {
                     stack,
                     inconsistent: false,
                 }),
-                Some(after) => {
+                Some(after) if !gone => {
                     self.reread += 1;
                     out.push(self.read_goroutine(addr, after));
                 }
-                None => {
-                    if !target::process::is_alive(pid) {
-                        return Ok((out, dead, true));
-                    }
-                }
+                // Unreadable the second time (or the target is gone): as first read.
+                _ => out.push(RawGoroutine {
+                    addr,
+                    g,
+                    stack,
+                    inconsistent: false,
+                }),
             }
         }
-        let gone = !target::process::is_alive(pid);
+        gone |= !target::process::is_alive(pid);
         Ok((out, dead, gone))
     }
 

@@ -255,7 +255,148 @@ pub fn physical_pcs(g: &Goroutine) -> Vec<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::{
+        dump::{CreatedBy, Stack},
+        goruntime::{allgs::AllGsSource, state::GoroutineState},
+    };
+
+    fn frame(function: &str, line: u32, pc: u64, offset: Option<u64>, inlined: bool) -> DumpFrame {
+        DumpFrame {
+            function: Arc::from(function),
+            file: Some(Arc::from("/src/main.go")),
+            line: Some(line),
+            inlined,
+            pc,
+            offset,
+            wrapper: false,
+        }
+    }
+
+    fn goroutine(goid: u64, frames: Vec<DumpFrame>) -> Goroutine {
+        Goroutine {
+            goid,
+            address: 0xc000001000,
+            state: GoroutineState::Waiting,
+            scan: false,
+            wait_reason: Some("chan receive".into()),
+            status_text: "chan receive".into(),
+            waiting_ns: Some(3 * NS_PER_MINUTE + 1),
+            locked_to_thread: true,
+            system: false,
+            labels: vec![("k".into(), "v".into())],
+            start_function: Some(Arc::from("main.worker")),
+            created_by: Some(CreatedBy {
+                function: Arc::from("main.main"),
+                file: Some(Arc::from("/src/main.go")),
+                line: Some(40),
+                offset: Some(0x65),
+                parent_goid: Some(1),
+            }),
+            stack: Stack {
+                source: StackSource::Sched,
+                frames,
+                elided: 0,
+                tail: Vec::new(),
+                truncated: false,
+            },
+            inconsistent: false,
+        }
+    }
+
+    fn dump(goroutines: Vec<Goroutine>) -> Dump {
+        Dump {
+            pid: 1,
+            binary: "/src/app".into(),
+            go_version: Some("go1.27.3".into()),
+            allgs_source: AllGsSource::SymbolTable,
+            time_unix_s: 0.0,
+            elapsed_s: 0.0,
+            bytes_read: 0,
+            reread: 0,
+            inconsistent: 0,
+            incomplete: false,
+            dead: 0,
+            goroutines,
+            warnings: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    fn parked() -> Vec<DumpFrame> {
+        vec![
+            frame("runtime.gopark", 435, 0x1100, Some(0xce), false),
+            frame("runtime.chanrecv1", 506, 0x1200, Some(0x12), false),
+            frame("main.recv", 20, 0x1300, None, true),
+            frame("main.worker", 25, 0x1300, Some(0x25), false),
+            frame("runtime.goexit", 1700, 0x1400, Some(0x1), false),
+        ]
+    }
+
+    #[test]
+    fn prints_goroutines_as_go_does() {
+        let mut text = Vec::new();
+        write_text(
+            &dump(vec![goroutine(18, parked())]),
+            TextOptions::default(),
+            &mut text,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "goroutine 18 [chan receive, 3 minutes, locked to thread]:\n\
+             main.recv(...)\n\t/src/main.go:20\n\
+             main.worker(...)\n\t/src/main.go:25 +0x25\n\
+             created by main.main in goroutine 1\n\t/src/main.go:40 +0x65\n"
+        );
+    }
+
+    #[test]
+    fn groups_identical_stacks_most_common_first() {
+        let mut lone = goroutine(19, vec![frame("main.other", 7, 0x1500, Some(0x5), false)]);
+        lone.labels.clear();
+        let d = dump(vec![lone, goroutine(20, parked()), goroutine(21, parked())]);
+        let mut text = Vec::new();
+        write_grouped(&d, TextOptions::default(), &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.starts_with(
+                "goroutine profile: total 3\n\
+                 2 @ 0x1100 0x1200 0x1300 0x1400\n\
+                 # labels: {\"k\":\"v\"}\n\
+                 # state: chan receive, 3 minutes, locked to thread\n\
+                 #\t0x12ff\tmain.recv+0x25\t/src/main.go:20\n\
+                 #\t0x12ff\tmain.worker+0x25\t/src/main.go:25\n\n\
+                 1 @ 0x1500\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn running_goroutines_have_no_stack_and_system_ones_are_hidden() {
+        let mut running = goroutine(5, Vec::new());
+        running.state = GoroutineState::Running;
+        running.status_text = "running".into();
+        running.waiting_ns = None;
+        running.locked_to_thread = false;
+        running.stack.source = StackSource::NotCaptured;
+        let mut system = goroutine(2, parked());
+        system.system = true;
+        let d = dump(vec![system, running]);
+        let mut text = Vec::new();
+        write_text(&d, TextOptions::default(), &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.starts_with(
+            "goroutine 5 [running]:\n\tgoroutine running on other thread; stack unavailable\n"
+        ));
+        assert!(!text.contains("goroutine 2 "));
+        let mut all = Vec::new();
+        write_text(&d, TextOptions { system: true }, &mut all).unwrap();
+        assert!(String::from_utf8(all).unwrap().contains("goroutine 2 ["));
+    }
 
     #[test]
     fn hides_runtime_frames_as_go_does() {
