@@ -93,6 +93,35 @@ pub struct Goroutine {
     pub inconsistent: bool,
 }
 
+/// What makes goroutines "the same" in grouped outputs: one stack (resume addresses), one
+/// status, one label set.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupKey<'a> {
+    pub pcs: Vec<u64>,
+    pub status: &'a str,
+    pub labels: &'a [(String, String)],
+}
+
+impl Goroutine {
+    /// The resume addresses of its stack, one per call (inlined frames share theirs).
+    pub fn physical_pcs(&self) -> Vec<u64> {
+        self.stack
+            .all_frames()
+            .filter(|f| !f.inlined)
+            .map(|f| f.pc)
+            .collect()
+    }
+
+    /// Its key in grouped outputs.
+    pub fn group_key(&self) -> GroupKey<'_> {
+        GroupKey {
+            pcs: self.physical_pcs(),
+            status: &self.status_text,
+            labels: &self.labels,
+        }
+    }
+}
+
 /// The `go` statement that created a goroutine.
 #[derive(Clone, Debug, Serialize)]
 pub struct CreatedBy {

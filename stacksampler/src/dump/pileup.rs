@@ -73,7 +73,7 @@ pub fn find(dump: &Dump, options: &DiagnoseOptions) -> Vec<Finding> {
         group.longest_wait_ns = group.longest_wait_ns.max(g.waiting_ns);
     }
     groups.retain(|g| g.count >= options.pileup_min_goroutines);
-    groups.sort_by(|a, b| b.count.cmp(&a.count));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.count));
     groups
         .into_iter()
         .map(|group| {

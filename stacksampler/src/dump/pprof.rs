@@ -1,6 +1,6 @@
 //! The dump as a goroutine profile (gzipped `profile.proto`, as Go's own
 //! `/debug/pprof/goroutine`): sample type `goroutine/count`, one sample per identical (stack,
-//! state, wait reason, labels) with the number of goroutines, string labels `state` (Go's
+//! status, labels) with the number of goroutines, string labels `state` (Go's
 //! status text) and `wait_reason`, plus the goroutines' pprof labels. Running goroutines, whose
 //! stacks are not captured, are one sample each group with no locations.
 
@@ -11,7 +11,7 @@ use prost::Message;
 
 use crate::report::pprof::proto;
 
-use super::{Dump, DumpFrame, Goroutine, text::physical_pcs};
+use super::{Dump, DumpFrame, Goroutine, GroupKey};
 
 /// Interned strings, entry 0 `""`.
 #[derive(Default)]
@@ -54,16 +54,10 @@ pub fn build(dump: &Dump) -> proto::Profile {
     };
     let mut locations: HashMap<u64, u64> = HashMap::new();
     let mut functions: HashMap<(Arc<str>, Option<Arc<str>>), u64> = HashMap::new();
-    let mut samples: HashMap<(Vec<u64>, &str, Option<&str>, &[(String, String)]), usize> =
-        HashMap::new();
+    let mut samples: HashMap<GroupKey<'_>, usize> = HashMap::new();
     for g in &dump.goroutines {
-        let pcs = physical_pcs(g);
-        let key = (
-            pcs.clone(),
-            g.status_text.as_str(),
-            g.wait_reason.as_deref(),
-            g.labels.as_slice(),
-        );
+        let key = g.group_key();
+        let pcs = key.pcs.clone();
         if let Some(&i) = samples.get(&key) {
             profile.sample[i].value[0] += 1;
             continue;

@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, io::Write};
 
-use super::{CreatedBy, Dump, DumpFrame, Goroutine, StackSource};
+use super::{CreatedBy, Dump, DumpFrame, Goroutine, GroupKey, StackSource};
 
 /// Nanoseconds in the unit Go's header counts waits in.
 const NS_PER_MINUTE: u64 = 60_000_000_000;
@@ -44,7 +44,7 @@ fn is_exported_runtime(name: &str) -> bool {
     rest.chars().next().is_some_and(|c| c.is_ascii_uppercase())
 }
 
-fn listed<'a>(dump: &'a Dump, options: TextOptions) -> impl Iterator<Item = &'a Goroutine> {
+fn listed(dump: &Dump, options: TextOptions) -> impl Iterator<Item = &Goroutine> {
     dump.goroutines
         .iter()
         .filter(move |g| options.system || !g.system)
@@ -170,13 +170,12 @@ pub fn write_grouped(
     options: TextOptions,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let mut index: HashMap<(Vec<u64>, &str, &[(String, String)]), usize> = HashMap::new();
+    let mut index: HashMap<GroupKey<'_>, usize> = HashMap::new();
     let mut groups: Vec<Group<'_>> = Vec::new();
     let mut total = 0;
     for g in listed(dump, options) {
         total += 1;
-        let pcs: Vec<u64> = physical_pcs(g);
-        let key = (pcs, g.status_text.as_str(), g.labels.as_slice());
+        let key = g.group_key();
         match index.get(&key) {
             Some(&i) => groups[i].count += 1,
             None => {
@@ -186,11 +185,11 @@ pub fn write_grouped(
         }
     }
     // Stable: equal counts keep the order of first appearance.
-    groups.sort_by(|a, b| b.count.cmp(&a.count));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.count));
     writeln!(out, "goroutine profile: total {total}")?;
     for group in groups {
         let g = group.first;
-        let pcs = physical_pcs(g);
+        let pcs = g.physical_pcs();
         write!(out, "{} @", group.count)?;
         for pc in &pcs {
             write!(out, " {pc:#x}")?;
@@ -240,17 +239,6 @@ pub fn write_grouped(
         writeln!(out)?;
     }
     Ok(())
-}
-
-/// The resume addresses of a goroutine's stack, one per call (inlined frames share theirs).
-pub fn physical_pcs(g: &Goroutine) -> Vec<u64> {
-    let mut pcs: Vec<u64> = Vec::new();
-    for f in g.stack.all_frames() {
-        if !f.inlined {
-            pcs.push(f.pc);
-        }
-    }
-    pcs
 }
 
 #[cfg(test)]
