@@ -146,9 +146,16 @@ fn version_and_layout_for_every_toolchain_and_variant() {
             version.family() >= (1, 23),
             "{real_version}: syscallbp"
         );
+        let (Some(waitsince), Some(gopc), Some(startpc), Some(_)) = (
+            dwarf_layout.g_waitsince,
+            dwarf_layout.g_gopc,
+            dwarf_layout.g_startpc,
+            dwarf_layout.g_lockedm,
+        ) else {
+            panic!("{real_version}: a dump member is missing: {dwarf_layout:?}");
+        };
         assert!(
-            dwarf_layout.g_waitsince > dwarf_layout.g_goid
-                && dwarf_layout.g_startpc > dwarf_layout.g_gopc,
+            waitsince > dwarf_layout.g_goid && startpc > gopc,
             "{real_version}: {dwarf_layout:?}"
         );
         verified.push(format!("{real_version} normal (inspect {elapsed:?})"));

@@ -78,13 +78,16 @@ pub struct RuntimeLayout {
     pub g_syscallbp: Option<u32>,
     /// `g.waitsince` (`int64`, `nanotime()` when the goroutine started waiting; set by the GC,
     /// so approximate).
-    pub g_waitsince: u32,
+    ///
+    /// This and the next members are read only by the goroutine dump: `None` when a binary's
+    /// DWARF lacks them, so a renamed member costs the dump that field, not the whole layout.
+    pub g_waitsince: Option<u32>,
     /// `g.lockedm` (`muintptr`: the thread the goroutine is locked to, 0 when not locked).
-    pub g_lockedm: u32,
+    pub g_lockedm: Option<u32>,
     /// `g.gopc` (pc of the `go` statement that created the goroutine).
-    pub g_gopc: u32,
+    pub g_gopc: Option<u32>,
     /// `g.startpc` (entry of the goroutine's function).
-    pub g_startpc: u32,
+    pub g_startpc: Option<u32>,
     /// `g.parentGoid` (`uint64`, the creator's goid; Go 1.21+, `None` before).
     pub g_parent_goid: Option<u32>,
 }

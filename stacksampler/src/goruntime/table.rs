@@ -33,20 +33,20 @@ const GO_1_19: RuntimeLayout = RuntimeLayout {
     gobuf_pc: 8,
     gobuf_bp: 48,
     g_syscallbp: None,
-    g_waitsince: 168,
-    g_lockedm: 232,
-    g_gopc: 296,
-    g_startpc: 312,
+    g_waitsince: Some(168),
+    g_lockedm: Some(232),
+    g_gopc: Some(296),
+    g_startpc: Some(312),
     g_parent_goid: None,
 };
 
 /// Go 1.21 and 1.22: `g.labels` moved to 344, `g.parentGoid` added, trace fields regrouped.
 const GO_1_21: RuntimeLayout = RuntimeLayout {
     g_labels: 344,
-    g_lockedm: 208,
+    g_lockedm: Some(208),
     g_parent_goid: Some(272),
-    g_gopc: 280,
-    g_startpc: 296,
+    g_gopc: Some(280),
+    g_startpc: Some(296),
     ..GO_1_19
 };
 
@@ -57,11 +57,11 @@ const GO_1_23: RuntimeLayout = RuntimeLayout {
     g_waitreason: 184,
     g_labels: 352,
     g_syscallbp: Some(128),
-    g_waitsince: 176,
-    g_lockedm: 216,
+    g_waitsince: Some(176),
+    g_lockedm: Some(216),
     g_parent_goid: Some(280),
-    g_gopc: 288,
-    g_startpc: 304,
+    g_gopc: Some(288),
+    g_startpc: Some(304),
     ..GO_1_21
 };
 
@@ -79,11 +79,11 @@ const GO_1_25: RuntimeLayout = RuntimeLayout {
     m_procid: 64,
     gobuf_bp: 40,
     g_syscallbp: Some(120),
-    g_waitsince: 168,
-    g_lockedm: 208,
+    g_waitsince: Some(168),
+    g_lockedm: Some(208),
     g_parent_goid: Some(272),
-    g_gopc: 280,
-    g_startpc: 296,
+    g_gopc: Some(280),
+    g_startpc: Some(296),
     ..GO_1_23
 };
 
@@ -91,8 +91,8 @@ const GO_1_25: RuntimeLayout = RuntimeLayout {
 const GO_1_26: RuntimeLayout = RuntimeLayout {
     g_labels: 352,
     g_parent_goid: Some(280),
-    g_gopc: 288,
-    g_startpc: 304,
+    g_gopc: Some(288),
+    g_startpc: Some(304),
     ..GO_1_25
 };
 
