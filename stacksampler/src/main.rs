@@ -94,8 +94,9 @@ fn dump(args: &stacksampler::dump::cli::DumpArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let d = dump::dump(dump::DumpOptions { pid: args.pid })
+    let mut d = dump::dump(dump::DumpOptions { pid: args.pid })
         .with_context(|| format!("dumping pid {}", args.pid))?;
+    d.goroutines.retain(|g| args.keeps(g));
     for w in &d.warnings {
         eprintln!("stacksampler: warning: {w}");
     }

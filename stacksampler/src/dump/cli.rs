@@ -4,7 +4,9 @@ use std::{io::Write, path::PathBuf};
 
 use clap::{Parser, ValueEnum};
 
-use super::{Dump, pprof, text};
+use crate::{filter::LabelFilter, goruntime::state::StateSet};
+
+use super::{Dump, Goroutine, pprof, text};
 
 /// Print every goroutine of a running Go program, read from its memory without stopping it.
 ///
@@ -32,6 +34,18 @@ pub struct DumpArgs {
     /// Text: also list the runtime's own goroutines (Go's dumps hide them).
     #[arg(long)]
     pub system: bool,
+
+    /// Keep only goroutines in these states: `waiting,syscall` or `Gwaiting|Gsyscall`.
+    #[arg(long)]
+    pub state: Option<StateSet>,
+
+    /// Keep only the goroutine with this id.
+    #[arg(long)]
+    pub goid: Option<u64>,
+
+    /// Keep only goroutines with this pprof label; repeatable, all must match.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<LabelFilter>,
 }
 
 /// Formats of a dump.
@@ -50,6 +64,18 @@ impl DumpArgs {
         T: Into<std::ffi::OsString> + Clone,
     {
         Self::try_parse_from(args)
+    }
+}
+
+impl DumpArgs {
+    /// Whether `g` passes `--state`, `--goid` and `--label`.
+    pub fn keeps(&self, g: &Goroutine) -> bool {
+        self.state.is_none_or(|s| s.contains(g.state))
+            && self.goid.is_none_or(|id| id == g.goid)
+            && self
+                .label
+                .iter()
+                .all(|f| g.labels.iter().any(|(k, v)| *k == f.key && *v == f.value))
     }
 }
 
@@ -83,5 +109,24 @@ mod tests {
         assert!(a.group && a.format == DumpFormat::Text && a.output.is_none());
         assert!(DumpArgs::from_args(["dump"]).is_err());
         assert!(DumpArgs::from_args(["dump", "--pid", "7", "--format", "svg"]).is_err());
+        assert!(DumpArgs::from_args(["dump", "--pid", "7", "--state", "sleepy"]).is_err());
+    }
+
+    #[test]
+    fn filters_by_state_goid_and_label() {
+        let a = DumpArgs::from_args(["dump", "--pid", "7", "--state", "waiting", "--label", "k=v"])
+            .unwrap();
+        let mut g = crate::dump::test_support::goroutine(1, Vec::new());
+        g.labels.clear();
+        assert!(!a.keeps(&g));
+        g.labels.push(("k".into(), "v".into()));
+        assert!(a.keeps(&g));
+        g.state = crate::goruntime::state::GoroutineState::Running;
+        assert!(!a.keeps(&g));
+        let by_id = DumpArgs::from_args(["dump", "--pid", "7", "--goid", "3"]).unwrap();
+        g.goid = 3;
+        assert!(by_id.keeps(&g));
+        g.goid = 4;
+        assert!(!by_id.keeps(&g));
     }
 }

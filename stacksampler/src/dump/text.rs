@@ -243,75 +243,11 @@ pub fn write_grouped(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::{
-        dump::{CreatedBy, Stack},
-        goruntime::{allgs::AllGsSource, state::GoroutineState},
+        dump::test_support::{dump, frame, goroutine},
+        goruntime::state::GoroutineState,
     };
-
-    fn frame(function: &str, line: u32, pc: u64, offset: Option<u64>, inlined: bool) -> DumpFrame {
-        DumpFrame {
-            function: Arc::from(function),
-            file: Some(Arc::from("/src/main.go")),
-            line: Some(line),
-            inlined,
-            pc,
-            offset,
-            wrapper: false,
-        }
-    }
-
-    fn goroutine(goid: u64, frames: Vec<DumpFrame>) -> Goroutine {
-        Goroutine {
-            goid,
-            address: 0xc000001000,
-            state: GoroutineState::Waiting,
-            scan: false,
-            wait_reason: Some("chan receive".into()),
-            status_text: "chan receive".into(),
-            waiting_ns: Some(3 * NS_PER_MINUTE + 1),
-            locked_to_thread: true,
-            system: false,
-            labels: vec![("k".into(), "v".into())],
-            start_function: Some(Arc::from("main.worker")),
-            created_by: Some(CreatedBy {
-                function: Arc::from("main.main"),
-                file: Some(Arc::from("/src/main.go")),
-                line: Some(40),
-                offset: Some(0x65),
-                parent_goid: Some(1),
-            }),
-            stack: Stack {
-                source: StackSource::Sched,
-                frames,
-                elided: 0,
-                tail: Vec::new(),
-                truncated: false,
-            },
-            inconsistent: false,
-        }
-    }
-
-    fn dump(goroutines: Vec<Goroutine>) -> Dump {
-        Dump {
-            pid: 1,
-            binary: "/src/app".into(),
-            go_version: Some("go1.27.3".into()),
-            allgs_source: AllGsSource::SymbolTable,
-            time_unix_s: 0.0,
-            elapsed_s: 0.0,
-            bytes_read: 0,
-            reread: 0,
-            inconsistent: 0,
-            incomplete: false,
-            dead: 0,
-            goroutines,
-            warnings: Vec::new(),
-            findings: Vec::new(),
-        }
-    }
 
     fn parked() -> Vec<DumpFrame> {
         vec![
