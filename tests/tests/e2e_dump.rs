@@ -449,3 +449,34 @@ fn a_target_in_its_own_pid_namespace_agrees_with_go() {
         );
     }
 }
+
+#[test]
+fn filters_keep_the_goroutines_they_match() {
+    let _guard = exclusive();
+    let tc = primary_go_toolchains().pop().unwrap();
+    let exe = build_go("dumpstates", &tc, Variant::Normal);
+    let mut target = GoProcess::spawn(&exe, &[]);
+    target.wait_for_line("ready");
+    let pid = target.pid().to_string();
+    let json = |extra: &[&str]| {
+        let mut args = vec!["dump", "--pid", &pid, "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = run_stacksampler(&args);
+        assert!(out.status.success(), "{}", out.stderr);
+        out.json()["goroutines"].as_array().unwrap().clone()
+    };
+    let labelled = json(&["--label", "worker=w1"]);
+    assert_eq!(labelled.len(), 1, "{labelled:?}");
+    assert_eq!(labelled[0]["labels"], serde_json::json!([["worker", "w1"]]));
+    let goid = labelled[0]["goid"].as_u64().unwrap();
+    let by_id = json(&["--goid", &goid.to_string()]);
+    assert_eq!(by_id.len(), 1);
+    assert_eq!(by_id[0]["goid"], goid);
+    let in_syscall = json(&["--state", "syscall"]);
+    assert!(!in_syscall.is_empty());
+    assert!(
+        in_syscall.iter().all(|g| g["state"] == "syscall"),
+        "{in_syscall:?}"
+    );
+    assert!(json(&[]).len() > in_syscall.len() + 10);
+}
