@@ -98,11 +98,14 @@ fn dump(args: &stacksampler::dump::cli::DumpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("dumping pid {}", args.pid))?;
     d.goroutines.retain(|g| args.keeps(g));
     for w in &d.warnings {
-        eprintln!("stacksampler: warning: {w}");
+        eprintln!("stacksampler: warning: {}", report::text::printable(w));
     }
     for f in &d.findings {
         let severity = format!("{:?}", f.severity).to_lowercase();
-        eprintln!("stacksampler: {severity}: {}", f.summary);
+        eprintln!(
+            "stacksampler: {severity}: {}",
+            report::text::printable(&f.summary)
+        );
     }
     if d.inconsistent > 0 {
         eprintln!(

@@ -9,6 +9,8 @@
 
 use std::{collections::HashMap, io::Write};
 
+use crate::report::text::printable;
+
 use super::{CreatedBy, Dump, DumpFrame, Goroutine, GroupKey, StackSource};
 
 /// Nanoseconds in the unit Go's header counts waits in.
@@ -70,12 +72,17 @@ pub fn header_status(g: &Goroutine) -> String {
     s
 }
 
+/// A source file for the text (escaped: names and paths come from the target).
+fn file_text(file: Option<&str>) -> std::borrow::Cow<'_, str> {
+    printable(file.unwrap_or("?"))
+}
+
 fn write_frame(out: &mut dyn Write, f: &DumpFrame) -> std::io::Result<()> {
-    writeln!(out, "{}(...)", f.function)?;
+    writeln!(out, "{}(...)", printable(&f.function))?;
     write!(
         out,
         "\t{}:{}",
-        f.file.as_deref().unwrap_or("?"),
+        file_text(f.file.as_deref()),
         f.line.unwrap_or(0)
     )?;
     match f.offset {
@@ -85,14 +92,14 @@ fn write_frame(out: &mut dyn Write, f: &DumpFrame) -> std::io::Result<()> {
 }
 
 fn write_created_by(out: &mut dyn Write, c: &CreatedBy) -> std::io::Result<()> {
-    write!(out, "created by {}", c.function)?;
+    write!(out, "created by {}", printable(&c.function))?;
     if let Some(parent) = c.parent_goid {
         write!(out, " in goroutine {parent}")?;
     }
     write!(
         out,
         "\n\t{}:{}",
-        c.file.as_deref().unwrap_or("?"),
+        file_text(c.file.as_deref()),
         c.line.unwrap_or(0)
     )?;
     match c.offset {
@@ -231,8 +238,8 @@ pub fn write_grouped(
             writeln!(
                 out,
                 "#\t{at:#x}\t{}+{offset:#x}\t{}:{}",
-                f.function,
-                f.file.as_deref().unwrap_or("?"),
+                printable(&f.function),
+                file_text(f.file.as_deref()),
                 f.line.unwrap_or(0)
             )?;
         }
