@@ -294,10 +294,14 @@ fn goals(r: &Results) -> Vec<Goal> {
         goals.push(Goal {
             goal: "100,000 goroutines dumped in under 1 s with no pause of the target".into(),
             met: d.median_read_s < 1.0,
-            met_by_estimate: d.median_read_s < 1.0,
+            met_by_estimate: d.median_read_cpu_s < 1.0,
             detail: format!(
-                "read {:.3} s ({} bytes), {:.3} s launch to file; the target's own dump stops it {:.3} s",
-                d.median_read_s, d.bytes_read, d.median_wall_s, d.median_self_dump_s
+                "read {:.3} s ({:.3} s of CPU: the idle-machine estimate; {} bytes), {:.3} s launch to file; the target's own dump stops it {:.3} s",
+                d.median_read_s,
+                d.median_read_cpu_s,
+                d.bytes_read,
+                d.median_wall_s,
+                d.median_self_dump_s
             ),
         });
     }

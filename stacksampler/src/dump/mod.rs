@@ -36,8 +36,11 @@ pub struct Dump {
     pub allgs_source: goruntime::allgs::AllGsSource,
     /// Wall-clock time of the dump (seconds since the Unix epoch).
     pub time_unix_s: f64,
-    /// Time the dump took.
+    /// Time the dump took (reading and symbolizing, not writing the output).
     pub elapsed_s: f64,
+    /// CPU time the dump used meanwhile (user and system): what it costs on an idle machine,
+    /// whatever else competes for the CPUs.
+    pub cpu_s: f64,
     /// Bytes read from the target's memory.
     pub bytes_read: u64,
     /// Goroutines whose state or saved registers changed while their stack was read, and that
@@ -284,6 +287,7 @@ pub(crate) mod test_support {
             allgs_source: AllGsSource::SymbolTable,
             time_unix_s: 0.0,
             elapsed_s: 0.0,
+            cpu_s: 0.0,
             bytes_read: 0,
             reread: 0,
             inconsistent: 0,

@@ -64,6 +64,17 @@ pub struct DumpOptions {
     pub pid: u32,
 }
 
+/// CPU time of the calling thread (user and system), seconds.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 /// The target's memory, counting the bytes read.
 struct TargetMem {
     pid: u32,
@@ -293,6 +304,7 @@ struct RawGoroutine {
 /// Dumps every goroutine of `options.pid`.
 pub fn dump(options: DumpOptions) -> Result<Dump, DumpError> {
     let started = Instant::now();
+    let cpu_started = thread_cpu_s();
     let time_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -374,6 +386,7 @@ pub fn dump(options: DumpOptions) -> Result<Dump, DumpError> {
         allgs_source: at.source,
         time_unix_s,
         elapsed_s: started.elapsed().as_secs_f64(),
+        cpu_s: thread_cpu_s() - cpu_started,
         bytes_read,
         reread,
         inconsistent,

@@ -22,6 +22,8 @@ pub struct DumpResult {
     pub median_wall_s: f64,
     /// The dump's own read time (its json `elapsed_s`, median), seconds.
     pub median_read_s: f64,
+    /// CPU time of that read (its json `cpu_s`, median): the read time on an idle machine.
+    pub median_read_cpu_s: f64,
     /// Bytes read from the target (last run).
     pub bytes_read: u64,
     /// Goroutines listed (last run).
@@ -47,7 +49,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<DumpResult>> {
             ],
         )?;
         let file = ctx.tmp.join("dump.json");
-        let (mut wall, mut read) = (Vec::new(), Vec::new());
+        let (mut wall, mut read, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
         let mut last = serde_json::Value::Null;
         for _ in 0..ctx.ttr_runs {
             let started = Instant::now();
@@ -69,6 +71,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<DumpResult>> {
             wall.push(started.elapsed().as_secs_f64());
             last = serde_json::from_slice(&std::fs::read(&file)?)?;
             read.push(last["elapsed_s"].as_f64().unwrap_or(f64::NAN));
+            cpu.push(last["cpu_s"].as_f64().unwrap_or(f64::NAN));
         }
         let mut own = Vec::new();
         let mut own_bytes = 0;
@@ -82,6 +85,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<DumpResult>> {
             runs: ctx.ttr_runs,
             median_wall_s: median(&wall),
             median_read_s: median(&read),
+            median_read_cpu_s: median(&cpu),
             bytes_read: last["bytes_read"].as_u64().unwrap_or(0),
             listed: last["goroutines"].as_array().map_or(0, |g| g.len() as u64),
             median_self_dump_s: median(&own),
