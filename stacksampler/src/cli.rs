@@ -14,6 +14,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use stacksampler::{
+    dump::output::{DumpFormat, GoroutineFilter, WriteOptions},
     events::{WatchFormat, WatchOptions, WatchOutputPlan},
     goruntime::state::StateSet,
     inspect::{InspectFormat, InspectTarget},
@@ -64,6 +65,72 @@ pub enum Command {
     /// What stacksampler knows about a process or an executable: Go version, where the runtime
     /// layout comes from, its offsets, build ids, pclntab and DWARF presence, warnings.
     Inspect(InspectArgs),
+    /// Print every goroutine of a running Go program, read from its memory without stopping it.
+    ///
+    /// Reads the target's memory only (process_vm_readv): no ptrace stop, no signal, no eBPF.
+    /// Text is Go's own goroutine?debug=2 form (--group: debug=1).
+    Dump(DumpArgs),
+}
+
+/// `stacksampler dump`.
+#[derive(Clone, Debug, Args)]
+pub struct DumpArgs {
+    /// Process to dump.
+    #[arg(long, short = 'p')]
+    pub pid: u32,
+
+    /// Output format: text (Go's goroutine?debug=2), json (docs/dump.md) or pprof (a goroutine
+    /// profile for `go tool pprof`).
+    #[arg(long, short = 'f', default_value = "text", value_parser = parse_dump_format)]
+    pub format: DumpFormat,
+
+    /// Write to FILE instead of standard output.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+
+    /// Text: group identical stacks (Go's goroutine?debug=1), most common first.
+    #[arg(long)]
+    pub group: bool,
+
+    /// Text: also list the runtime's own goroutines (Go's dumps hide them).
+    #[arg(long)]
+    pub system: bool,
+
+    /// Keep only goroutines in these states: `waiting,syscall` or `Gwaiting|Gsyscall`.
+    #[arg(long)]
+    pub state: Option<StateSet>,
+
+    /// Keep only the goroutine with this id.
+    #[arg(long)]
+    pub goid: Option<u64>,
+
+    /// Keep only goroutines with this pprof label; repeatable, all must match.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<LabelFilter>,
+}
+
+impl DumpArgs {
+    /// Which goroutines to keep.
+    pub fn filter(&self) -> GoroutineFilter {
+        GoroutineFilter {
+            state: self.state,
+            goid: self.goid,
+            labels: self.label.clone(),
+        }
+    }
+
+    /// How to write the dump.
+    pub fn write_options(&self) -> WriteOptions {
+        WriteOptions {
+            format: self.format,
+            group: self.group,
+            system: self.system,
+        }
+    }
+}
+
+fn parse_dump_format(s: &str) -> Result<DumpFormat, String> {
+    s.parse()
 }
 
 /// The process a verb works on.
@@ -358,6 +425,28 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::parse_args(std::iter::once("stacksampler").chain(args.iter().copied()))
+    }
+
+    fn dump(args: &[&str]) -> DumpArgs {
+        match parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}")).command {
+            Command::Dump(a) => a,
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dump_verb() {
+        let a = dump(&["dump", "--pid", "7", "--format", "pprof", "-o", "g.pb.gz"]);
+        assert_eq!((a.pid, a.format), (7, DumpFormat::Pprof));
+        assert_eq!(a.output, Some(PathBuf::from("g.pb.gz")));
+        let a = dump(&["dump", "-p", "7", "--group", "--state", "waiting", "--label", "k=v"]);
+        assert!(a.group && a.format == DumpFormat::Text && a.output.is_none());
+        assert_eq!(a.filter().labels.len(), 1);
+        assert!(parse(&["dump"]).is_err());
+        assert!(parse(&["dump", "--pid", "7", "--format", "svg"]).is_err());
+        assert!(parse(&["dump", "--pid", "7", "--state", "sleepy"]).is_err());
+        // A flag of another verb is refused.
+        assert!(parse(&["dump", "--pid", "7", "--frequency", "99"]).is_err());
     }
 
     fn record(args: &[&str]) -> RecordArgs {

@@ -12,6 +12,7 @@
 pub mod aggregate;
 pub mod bpf;
 pub mod diagnose;
+pub mod dump;
 pub mod events;
 pub mod goruntime;
 pub mod images;

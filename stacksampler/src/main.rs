@@ -6,7 +6,7 @@ mod status;
 use std::{io::Write, process::ExitCode};
 
 use anyhow::Context as _;
-use cli::{Cli, Command, InspectArgs, RecordArgs, WatchArgs};
+use cli::{Cli, Command, DumpArgs, InspectArgs, RecordArgs, WatchArgs};
 use stacksampler::{events::WatchFormat, inspect, record, report, report::EndReason};
 use status::StatusLine;
 
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Record(args) => record(args, cli.verbose),
         Command::Watch(args) => watch(args, cli.verbose),
         Command::Inspect(args) => inspect(args),
+        Command::Dump(args) => dump(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,5 +137,64 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
         inspect::InspectFormat::Json => inspect::render_json(&inspection, &mut out)?,
     }
     out.flush().context("writing the inspection")?;
+    Ok(())
+}
+
+fn dump(args: &DumpArgs) -> anyhow::Result<()> {
+    use stacksampler::dump;
+    // The destination is checked (and its temporary file made) before reading the target.
+    let temp = match &args.output {
+        Some(path) => Some(
+            report::create_temp_beside(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut d = dump::dump(dump::DumpOptions { pid: args.pid })
+        .with_context(|| format!("dumping pid {}", args.pid))?;
+    let filter = args.filter();
+    d.goroutines.retain(|g| filter.keeps(g));
+    for w in &d.warnings {
+        eprintln!("stacksampler: warning: {}", report::text::printable(w));
+    }
+    for f in &d.findings {
+        let severity = format!("{:?}", f.severity).to_lowercase();
+        eprintln!(
+            "stacksampler: {severity}: {}",
+            report::text::printable(&f.summary)
+        );
+    }
+    if d.inconsistent > 0 {
+        eprintln!(
+            "stacksampler: {} goroutines kept changing while read (marked \"changed during read\")",
+            d.inconsistent
+        );
+    }
+    match (&args.output, temp) {
+        (Some(path), Some(temp)) => {
+            let mut out = std::io::BufWriter::new(temp);
+            dump::output::write(&d, args.write_options(), &mut out)
+                .and_then(|()| out.flush())
+                .with_context(|| format!("writing {}", path.display()))?;
+            let temp = out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("writing {}", path.display()))?;
+            temp.persist(path)
+                .map_err(|e| e.error)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "stacksampler: wrote {} ({} goroutines)",
+                path.display(),
+                d.goroutines.len()
+            );
+        }
+        _ => {
+            let mut out = std::io::stdout().lock();
+            dump::output::write(&d, args.write_options(), &mut out)
+                .and_then(|()| out.flush())
+                .context("writing the dump")?;
+        }
+    }
     Ok(())
 }

@@ -133,6 +133,31 @@ fn version_and_layout_for_every_toolchain_and_variant() {
         );
         assert!(normal.symbols.maxstacksize.is_some());
         assert!(normal.symbols.allgs.is_some() && normal.symbols.allm.is_some());
+        // The dump's members (compared with the table above): present from the release that
+        // added them.
+        let dwarf_layout = normal.runtime_layout.unwrap();
+        assert_eq!(
+            dwarf_layout.g_parent_goid.is_some(),
+            version.family() >= (1, 21),
+            "{real_version}: parentGoid"
+        );
+        assert_eq!(
+            dwarf_layout.g_syscallbp.is_some(),
+            version.family() >= (1, 23),
+            "{real_version}: syscallbp"
+        );
+        let (Some(waitsince), Some(gopc), Some(startpc), Some(_)) = (
+            dwarf_layout.g_waitsince,
+            dwarf_layout.g_gopc,
+            dwarf_layout.g_startpc,
+            dwarf_layout.g_lockedm,
+        ) else {
+            panic!("{real_version}: a dump member is missing: {dwarf_layout:?}");
+        };
+        assert!(
+            waitsince > dwarf_layout.g_goid && startpc > gopc,
+            "{real_version}: {dwarf_layout:?}"
+        );
         verified.push(format!("{real_version} normal (inspect {elapsed:?})"));
 
         // Stripped: no DWARF, no symbols; the table gives the same layout.

@@ -25,11 +25,6 @@ use super::{
 
 /// Period of the status line and of the live goroutine count points.
 const TICK_PERIOD: Duration = Duration::from_secs(1);
-/// `runtime.g.atomicstatus` of a dead goroutine, and the scan bit.
-const G_DEAD: u32 = 6;
-const G_SCAN: u32 = 0x1000;
-/// More entries than this in `runtime.allgs` is treated as a misread.
-const MAX_ALLGS: u64 = 10_000_000;
 
 /// Monotonic clock in nanoseconds (the clock of `bpf_ktime_get_ns`).
 pub fn monotonic_ns() -> u64 {
@@ -73,7 +68,7 @@ pub async fn watch(
         goroutines: true,
     };
     let mut probes = EventProbes::attach(&mut ebpf, &options, &process.exe_link)?;
-    let at_attach = count_live_goroutines(config.pid, &binary, &layout);
+    let at_attach = count_live_goroutines(config.pid, &process.exe, &binary, &layout);
     let start_ns = monotonic_ns();
     // The timeline's first point comes from the interval's immediate first tick.
     let mut tracker = Tracker::new(start_ns, config.stack_alert, at_attach);
@@ -164,44 +159,15 @@ pub async fn watch(
     Ok(report::build(&tracker, &mut symbolizer, ctx))
 }
 
-/// Counts goroutines not dead in `runtime.allgs` (non-PIE binaries with a symbol table).
+/// Counts goroutines not dead in `runtime.allgs` (binaries with a symbol table).
 fn count_live_goroutines(
     pid: u32,
+    exe: &std::path::Path,
     binary: &goruntime::GoBinary,
     layout: &stacksampler_common::GoLayout,
 ) -> Option<u64> {
-    use std::os::unix::fs::FileExt;
-    if binary.is_pie {
-        return None;
-    }
-    let (allgs, allglen) = (binary.symbols.allgs?, binary.symbols.allglen?);
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    let read_u64 = |addr: u64| -> Option<u64> {
-        let mut b = [0u8; 8];
-        mem.read_exact_at(&mut b, addr).ok()?;
-        Some(u64::from_le_bytes(b))
-    };
-    let n = read_u64(allglen)?;
-    if n > MAX_ALLGS {
-        return None;
-    }
-    let base = read_u64(allgs)?;
-    let mut ptrs = vec![0u8; n as usize * 8];
-    mem.read_exact_at(&mut ptrs, base).ok()?;
-    let mut live = 0;
-    for chunk in ptrs.chunks_exact(8) {
-        let g = u64::from_le_bytes(chunk.try_into().ok()?);
-        let mut s = [0u8; 4];
-        if g != 0
-            && mem
-                .read_exact_at(&mut s, g + u64::from(layout.g_atomicstatus))
-                .is_ok()
-        {
-            let status = u32::from_le_bytes(s) & !G_SCAN;
-            if status != G_DEAD {
-                live += 1;
-            }
-        }
-    }
-    Some(live)
+    let mem = crate::record::labels::ProcMem::open(pid).ok()?;
+    let bias = binary.load_bias(pid, exe)?;
+    let at = goruntime::allgs::locate(binary, None, bias, layout.g_goid, &mem).ok()?;
+    goruntime::allgs::count_live(&mem, &at, layout.g_atomicstatus).ok()
 }

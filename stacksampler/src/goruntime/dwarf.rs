@@ -210,6 +210,13 @@ fn build_layout(found: &HashMap<&'static str, Members>) -> Result<RuntimeLayout,
             .ok_or(DwarfError::MissingMember { ty, member })?;
         u32::try_from(offset).map_err(|_| DwarfError::OffsetOutOfRange { ty, member, offset })
     };
+    // Members that only some releases have.
+    let optional = |ty: &'static str, name: &'static str| -> Result<Option<u32>, DwarfError> {
+        match member(ty, name) {
+            Err(DwarfError::MissingMember { .. }) => Ok(None),
+            other => other.map(Some),
+        }
+    };
     let stack = member(TYPE_G, "stack")?;
     let sched = member(TYPE_G, "sched")?;
     Ok(RuntimeLayout {
@@ -230,5 +237,11 @@ fn build_layout(found: &HashMap<&'static str, Members>) -> Result<RuntimeLayout,
         gobuf_sp: member(TYPE_GOBUF, "sp")?,
         gobuf_pc: member(TYPE_GOBUF, "pc")?,
         gobuf_bp: member(TYPE_GOBUF, "bp")?,
+        g_syscallbp: optional(TYPE_G, "syscallbp")?,
+        g_waitsince: optional(TYPE_G, "waitsince")?,
+        g_lockedm: optional(TYPE_G, "lockedm")?,
+        g_gopc: optional(TYPE_G, "gopc")?,
+        g_startpc: optional(TYPE_G, "startpc")?,
+        g_parent_goid: optional(TYPE_G, "parentGoid")?,
     })
 }

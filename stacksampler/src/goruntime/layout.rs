@@ -74,6 +74,22 @@ pub struct RuntimeLayout {
     pub gobuf_pc: u32,
     /// `gobuf.bp` (frame pointer).
     pub gobuf_bp: u32,
+    /// `g.syscallbp` (frame pointer at the syscall; Go 1.23+, `None` before).
+    pub g_syscallbp: Option<u32>,
+    /// `g.waitsince` (`int64`, `nanotime()` when the goroutine started waiting; set by the GC,
+    /// so approximate).
+    ///
+    /// This and the next members are read only by the goroutine dump: `None` when a binary's
+    /// DWARF lacks them, so a renamed member costs the dump that field, not the whole layout.
+    pub g_waitsince: Option<u32>,
+    /// `g.lockedm` (`muintptr`: the thread the goroutine is locked to, 0 when not locked).
+    pub g_lockedm: Option<u32>,
+    /// `g.gopc` (pc of the `go` statement that created the goroutine).
+    pub g_gopc: Option<u32>,
+    /// `g.startpc` (entry of the goroutine's function).
+    pub g_startpc: Option<u32>,
+    /// `g.parentGoid` (`uint64`, the creator's goid; Go 1.21+, `None` before).
+    pub g_parent_goid: Option<u32>,
 }
 
 impl RuntimeLayout {

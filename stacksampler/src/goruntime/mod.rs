@@ -6,6 +6,7 @@
 //! per-version [`table`]. An unknown Go release without DWARF gets no layout and one warning:
 //! goroutine fields are then reported unknown, never read at guessed offsets.
 
+pub mod allgs;
 pub mod buildinfo;
 pub mod dwarf;
 pub mod labels;
@@ -40,6 +41,8 @@ const GO_ONLY_SECTIONS: [&str; 4] = [
 const GO_NOTE_NAME: &[u8] = b"Go\0\0";
 /// Type of the Go build id note (`ELF_NOTE_GOBUILDID_TAG`).
 const GO_NOTE_BUILDID_TYPE: u32 = 4;
+/// Page size of the segments' load alignment (4 KiB on linux/amd64 and arm64).
+const PAGE_SIZE: u64 = 4096;
 /// Size of an ELF note header (namesz, descsz, type).
 const NOTE_HEADER_SIZE: usize = 12;
 
@@ -92,6 +95,9 @@ pub struct GoBinary {
     pub arch: GoArch,
     /// Position independent (`ET_DYN`): symbol addresses need the load bias.
     pub is_pie: bool,
+    /// Lowest virtual address of a loadable segment, page-aligned: a PIE's first mapping is
+    /// loaded at `this + bias` (Go links some PIEs at 0x400000, others at 0).
+    pub link_base: u64,
     /// The parsed `.go.buildinfo`, if found.
     pub build_info: Option<BuildInfo>,
     /// The Go release that built it, if the build information names one.
@@ -125,6 +131,15 @@ impl GoBinary {
     /// Whether the goroutine fields can be read (a layout is known).
     pub fn layout_known(&self) -> bool {
         self.layout.is_some()
+    }
+
+    /// What to add to a link-time address of this binary to get the runtime address in `pid`
+    /// (0 unless PIE; `None` when the PIE's mapping of `exe` is not found).
+    pub fn load_bias(&self, pid: u32, exe: &Path) -> Option<u64> {
+        if !self.is_pie {
+            return Some(0);
+        }
+        crate::target::process::pie_base(pid, exe).map(|base| base.wrapping_sub(self.link_base))
     }
 
     /// The Go wait reason name for a raw `g.waitreason` of this binary.
@@ -196,6 +211,7 @@ pub fn inspect_bytes(path: &Path, data: &[u8]) -> Result<GoBinary, GoRuntimeErro
         is_go,
         arch,
         is_pie: file.kind() == object::ObjectKind::Dynamic,
+        link_base: file.segments().map(|s| s.address()).min().unwrap_or(0) & !(PAGE_SIZE - 1),
         build_info,
         version: None,
         layout: None,

@@ -32,11 +32,21 @@ const GO_1_19: RuntimeLayout = RuntimeLayout {
     gobuf_sp: 0,
     gobuf_pc: 8,
     gobuf_bp: 48,
+    g_syscallbp: None,
+    g_waitsince: Some(168),
+    g_lockedm: Some(232),
+    g_gopc: Some(296),
+    g_startpc: Some(312),
+    g_parent_goid: None,
 };
 
-/// Go 1.21 and 1.22: `g.labels` moved to 344.
+/// Go 1.21 and 1.22: `g.labels` moved to 344, `g.parentGoid` added, trace fields regrouped.
 const GO_1_21: RuntimeLayout = RuntimeLayout {
     g_labels: 344,
+    g_lockedm: Some(208),
+    g_parent_goid: Some(272),
+    g_gopc: Some(280),
+    g_startpc: Some(296),
     ..GO_1_19
 };
 
@@ -46,6 +56,12 @@ const GO_1_23: RuntimeLayout = RuntimeLayout {
     g_goid: 160,
     g_waitreason: 184,
     g_labels: 352,
+    g_syscallbp: Some(128),
+    g_waitsince: Some(176),
+    g_lockedm: Some(216),
+    g_parent_goid: Some(280),
+    g_gopc: Some(288),
+    g_startpc: Some(304),
     ..GO_1_21
 };
 
@@ -62,12 +78,21 @@ const GO_1_25: RuntimeLayout = RuntimeLayout {
     m_curg: 184,
     m_procid: 64,
     gobuf_bp: 40,
+    g_syscallbp: Some(120),
+    g_waitsince: Some(168),
+    g_lockedm: Some(208),
+    g_parent_goid: Some(272),
+    g_gopc: Some(280),
+    g_startpc: Some(296),
     ..GO_1_23
 };
 
-/// Go 1.26 and 1.27: `g.labels` at 352.
+/// Go 1.26 and 1.27: `g.labels` at 352, `g.parentGoid`, `gopc` and `startpc` 8 bytes later.
 const GO_1_26: RuntimeLayout = RuntimeLayout {
     g_labels: 352,
+    g_parent_goid: Some(280),
+    g_gopc: Some(288),
+    g_startpc: Some(304),
     ..GO_1_25
 };
 
@@ -113,6 +138,9 @@ mod tests {
             );
             assert_eq!((l.gobuf_sp, l.gobuf_pc, l.m_g0), (0, 8, 0));
             assert_eq!(l.g_syscallpc, l.g_syscallsp + 8);
+            if let Some(bp) = l.g_syscallbp {
+                assert_eq!(bp, l.g_syscallpc + 8);
+            }
         }
     }
 }

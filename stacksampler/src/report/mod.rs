@@ -378,8 +378,9 @@ impl OutputPlan {
     }
 }
 
-/// A new temporary file in `path`'s folder, named after it.
-pub(crate) fn create_temp_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+/// A new temporary file in `path`'s folder, named after it (`O_EXCL`, mode 0644 before the
+/// umask), to be persisted over `path` once complete. Fails with the folder's own error.
+pub fn create_temp_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

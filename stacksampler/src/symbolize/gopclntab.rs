@@ -61,6 +61,9 @@ const FUNC_CU_OFFSET: usize = 32;
 /// Size of `_func` before its variable arrays: Go 1.18-1.19 (no `startLine`) and 1.20+.
 const FUNC_SIZE_GO118: usize = 40;
 const FUNC_SIZE_GO120: usize = 44;
+/// `_func.funcID` sits this many bytes before the end of the fixed record (then `flag`, a pad
+/// byte and `nfuncdata`).
+const FUNC_ID_FROM_END: usize = 4;
 
 /// `PCDATA_InlTreeIndex` and `FUNCDATA_InlTree` (same in every supported version).
 const PCDATA_INL_TREE_INDEX: u32 = 2;
@@ -141,6 +144,8 @@ pub struct GoPclnTab {
     entries: Box<[u32]>,
     /// Function index of the first function starting in each `BUCKET_SIZE` bytes of text.
     buckets: Vec<u32>,
+    /// [`GoPclnTab::wrapper_func_id`], computed on first use.
+    wrapper_id: std::sync::OnceLock<Option<u8>>,
 }
 
 /// One run of a pc-value table: `value` holds up to `end` (offset from the function entry).
@@ -441,6 +446,7 @@ impl GoPclnTab {
             gofunc: None,
             entries: Box::default(),
             buckets: Vec::new(),
+            wrapper_id: std::sync::OnceLock::new(),
         };
         let functab_len = nfunc
             .checked_add(1)
@@ -787,10 +793,56 @@ impl GoPclnTab {
         u32::try_from(PcValueReader::new(self, pcsp, func_len).value_at(off)).ok()
     }
 
+    /// The `funcID` of the (outermost, real) function containing `pc` (the byte 4 before the
+    /// end of the fixed `_func` record, in every table generation).
+    pub fn func_id_at(&self, pc: u64) -> Option<u8> {
+        let (_, func) = self.find_func(pc)?;
+        self.data
+            .get(func.at + func.fixed_size - FUNC_ID_FROM_END)
+            .copied()
+    }
+
+    /// The `funcID` of compiler-generated wrappers: the last value of the runtime's enum, so
+    /// the largest any function of a Go binary has (every binary has wrappers). Read from the
+    /// table because the enum grew between releases.
+    pub fn wrapper_func_id(&self) -> Option<u8> {
+        *self.wrapper_id.get_or_init(|| {
+            (0..self.nfunc)
+                .filter_map(|i| {
+                    let func = self.func_record(i)?;
+                    self.data
+                        .get(func.at + func.fixed_size - FUNC_ID_FROM_END)
+                        .copied()
+                })
+                .max()
+                .filter(|id| *id > 0)
+        })
+    }
+
+    /// Entry address of the (outermost, real) function containing `pc`.
+    pub fn function_entry(&self, pc: u64) -> Option<u64> {
+        self.find_index(pc).map(|(_, entry)| entry)
+    }
+
     /// The name of the (outermost, real) function containing `pc`.
     pub fn function_name_at(&self, pc: u64) -> Option<String> {
         let (_, func) = self.find_func(pc)?;
         self.function_name(func.name_off)
+    }
+
+    /// The address range `[entry, end)` of the function named `name` exactly as the table
+    /// spells it (`runtime.allgadd`): a linear scan of the function table, for the few lookups by
+    /// name a run needs.
+    pub fn function_range(&self, name: &str) -> Option<(u64, u64)> {
+        (0..self.nfunc).find_map(|index| {
+            let func = self.func_record(index)?;
+            let raw = self.cstr(self.funcnametab.checked_add(func.name_off as usize)?)?;
+            if raw != name {
+                return None;
+            }
+            let end = self.text_start + u64::from(*self.entries.get(index + 1)?);
+            Some((func.entry, end))
+        })
     }
 
     fn functab_entry(&self, index: usize) -> Option<u32> {
@@ -1251,6 +1303,7 @@ mod tests {
             gofunc: None,
             entries: Box::default(),
             buckets: Vec::new(),
+            wrapper_id: std::sync::OnceLock::new(),
         }
     }
 

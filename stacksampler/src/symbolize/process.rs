@@ -210,6 +210,28 @@ impl ProcessSymbolizer {
     /// [`GoPclnTab::frame_size_at`](super::gopclntab::GoPclnTab::frame_size_at)); `None` for
     /// addresses outside Go code.
     pub fn go_frame_size_at(&self, addr: u64) -> Option<u32> {
+        let (table, vaddr) = self.go_table_at(addr)?;
+        table.frame_size_at(vaddr)
+    }
+
+    /// Runtime address of the entry of the Go function containing `addr`; `None` outside Go
+    /// code.
+    pub fn go_function_entry(&self, addr: u64) -> Option<u64> {
+        let (table, vaddr) = self.go_table_at(addr)?;
+        let entry = table.function_entry(vaddr)?;
+        Some(addr - (vaddr - entry))
+    }
+
+    /// Whether `addr` is in a compiler-generated Go wrapper (which Go's tracebacks hide).
+    pub fn go_is_wrapper(&self, addr: u64) -> bool {
+        self.go_table_at(addr).is_some_and(|(table, vaddr)| {
+            let wrapper = table.wrapper_func_id();
+            wrapper.is_some() && table.func_id_at(vaddr) == wrapper
+        })
+    }
+
+    /// The Go table of the mapping holding `addr`, and `addr` as an ELF virtual address of it.
+    fn go_table_at(&self, addr: u64) -> Option<(&super::gopclntab::GoPclnTab, u64)> {
         let idx = self.mappings.partition_point(|m| m.start <= addr);
         let map = idx
             .checked_sub(1)
@@ -219,7 +241,7 @@ impl ProcessSymbolizer {
         let vaddr = module
             .image()
             .offset_to_vaddr(addr - map.start + map.offset)?;
-        module.go_table()?.frame_size_at(vaddr)
+        Some((module.go_table()?, vaddr))
     }
 
     /// Where `addr` is: a mapping of an indexed file and the ELF virtual address in it, or

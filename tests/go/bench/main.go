@@ -10,9 +10,13 @@
 //     two functions chosen by the goroutine's index bits, so stacks differ; every 100th one 5,000
 //     deep), then taking turns: a few units of work, runtime.Gosched(), again.
 //
+// -parked N adds N goroutines parked in a channel receive (the dump benchmark's goroutines).
+//
 // It prints "ready" once every worker is at work, then answers each "count" line on standard input
 // with "<units done> <nanoseconds since start>" (its own clock: the harness takes throughput from
-// these). It exits when standard input closes, or after -seconds at the latest.
+// these), and each "selfdump" line with "<nanoseconds> <bytes>" of its own
+// pprof.Lookup("goroutine").WriteTo(w, 2), which keeps the world stopped while it runs. It exits
+// when standard input closes, or after -seconds at the latest.
 package main
 
 import (
@@ -22,6 +26,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,7 +115,12 @@ func main() {
 	depth := flag.Int("depth", 5000, "recursion depth of each worker (deep)")
 	goroutines := flag.Int("goroutines", 10000, "goroutines (many)")
 	seconds := flag.Int("seconds", 1800, "exit after this many seconds at the latest")
+	parked := flag.Int("parked", 0, "goroutines parked in a channel receive")
 	flag.Parse()
+	never := make(chan int)
+	for i := 0; i < *parked; i++ {
+		go func() { <-never }()
+	}
 	start := time.Now()
 
 	switch *workload {
@@ -150,6 +160,13 @@ func main() {
 	}()
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
+		if in.Text() == "selfdump" {
+			var w countingWriter
+			t := time.Now()
+			pprof.Lookup("goroutine").WriteTo(&w, 2)
+			fmt.Printf("%d %d\n", time.Since(t).Nanoseconds(), w.n)
+			continue
+		}
 		if in.Text() != "count" {
 			continue
 		}
@@ -159,4 +176,12 @@ func main() {
 		}
 		fmt.Printf("%d %d\n", total, time.Since(start).Nanoseconds())
 	}
+}
+
+// countingWriter discards what it is given and counts the bytes.
+type countingWriter struct{ n int }
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.n += len(p)
+	return len(p), nil
 }

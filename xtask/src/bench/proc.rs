@@ -358,6 +358,20 @@ impl Target {
         }
     }
 
+    /// The program's own goroutine dump (`selfdump`): its duration in ns and its size in bytes.
+    pub fn self_dump(&mut self) -> anyhow::Result<(u64, u64)> {
+        check_interrupted()?;
+        let stdin = self.stdin.as_mut().context("target stdin closed")?;
+        stdin.write_all(b"selfdump\n")?;
+        stdin.flush()?;
+        let line = self.line()?;
+        let mut it = line.split_whitespace().map(str::parse::<u64>);
+        match (it.next(), it.next()) {
+            (Some(Ok(ns)), Some(Ok(bytes))) => Ok((ns, bytes)),
+            _ => bail!("unexpected answer from the Go benchmark program: {line:?}"),
+        }
+    }
+
     /// Work units per second over `window` (by the program's clock).
     pub fn throughput(&mut self, window: Duration) -> anyhow::Result<f64> {
         Ok(self.measure(window, None)?.units_per_s)

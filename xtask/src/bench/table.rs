@@ -131,6 +131,26 @@ pub fn render(r: &Results) -> String {
         );
     }
 
+    if let Some(rows) = &r.dump {
+        let _ = writeln!(
+            s,
+            "\n### Goroutine dumps (`stacksampler dump` vs the target's own `WriteTo(w, 2)`)\n\n| goroutines | runs | dump read (median) | its CPU (median) | bytes read | launch to file (median) | target's own dump = its stop-the-world pause (median) | its size |\n|---|---|---|---|---|---|---|---|"
+        );
+        for d in rows {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.3} s | {:.3} s | {:.1} MB | {:.3} s | {:.3} s | {:.1} MB |",
+                d.goroutines,
+                d.runs,
+                d.median_read_s,
+                d.median_read_cpu_s,
+                d.bytes_read as f64 / 1e6,
+                d.median_wall_s,
+                d.median_self_dump_s,
+                d.self_dump_bytes as f64 / 1e6
+            );
+        }
+    }
     if let Some(rows) = &r.time_to_report {
         let _ = writeln!(
             s,

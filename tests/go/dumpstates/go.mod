@@ -1,0 +1,3 @@
+module dumpstates
+
+go 1.19
