@@ -202,3 +202,10 @@ mod tests {
         assert_eq!(split_address(tag_address(user, 500)), (MAX_IMAGES, user));
     }
 }
+
+impl Symbolize for Images {
+    /// Each tagged address with its own image's symbolizer ([`Images::symbolize`]).
+    fn symbolize(&mut self, addrs: &[u64]) -> Symbols {
+        Images::symbolize(self, addrs)
+    }
+}

@@ -2,12 +2,13 @@
 
 mod cli;
 mod status;
+mod terminal;
 
 use std::{io::Write, process::ExitCode};
 
 use anyhow::Context as _;
-use cli::{Cli, Command, InspectArgs, RecordArgs, WatchArgs};
-use stacksampler::{events::WatchFormat, inspect, record, report, report::EndReason};
+use cli::{Cli, Command, InspectArgs, RecordArgs, TopArgs, WatchArgs};
+use stacksampler::{events::WatchFormat, inspect, record, report, report::EndReason, top};
 use status::StatusLine;
 
 fn main() -> ExitCode {
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Record(args) => record(args, cli.verbose),
         Command::Watch(args) => watch(args, cli.verbose),
+        Command::Top(args) => top(args, cli.verbose),
         Command::Inspect(args) => inspect(args),
     };
     match result {
@@ -84,14 +86,67 @@ fn record(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
     let mut out = stdout.lock();
     let written = report::write_outputs(&finished.report, &plan, prepared, &mut out)?;
     out.flush().context("writing the report")?;
+    announce(&written);
+    Ok(())
+}
+
+/// Names the files written on stderr.
+fn announce(written: &[report::WrittenOutput]) {
     for w in written {
-        if let Some(path) = w.path {
+        if let Some(path) = &w.path {
             eprintln!(
                 "stacksampler: wrote {} ({})",
                 path.display(),
                 w.format.name()
             );
         }
+    }
+}
+
+fn top(args: &TopArgs, verbose: bool) -> anyhow::Result<()> {
+    terminal::require_tty()?;
+    let options = args.options(verbose);
+    let plan = args.output_plan();
+    // Outputs are created before anything is attached: a bad path must not cost a session.
+    let prepared = plan.prepare()?;
+    let runtime = async_runtime()?;
+    let end = {
+        let mut screen = terminal::Screen::enter()?;
+        let (_keys_thread, keys) = terminal::KeyReader::start();
+        let draw = |model: &top::model::TopModel, ui: &top::UiState| {
+            screen
+                .terminal
+                .draw(|frame| top::view::render(frame, model, ui))
+                .map(|_| ())
+        };
+        runtime.block_on(top::run(&options, keys, draw))
+        // The key thread stops, then the terminal is restored, before anything is printed.
+    }
+    .with_context(|| format!("top of pid {}", options.record.pid))?;
+    let report = &end.finished.report;
+    let run = &report.run;
+    match run.ended_by {
+        EndReason::TargetExited | EndReason::TargetDied => eprintln!(
+            "stacksampler: process {} exited after {:.1}s{}; top detached",
+            run.pid,
+            run.duration_secs,
+            if run.ended_by == EndReason::TargetDied {
+                " of a Go fatal error"
+            } else {
+                ""
+            }
+        ),
+        _ => eprintln!(
+            "stacksampler: top of pid {} ended after {:.1}s ({} samples); detached",
+            run.pid, run.duration_secs, report.profile.counts.total
+        ),
+    }
+    for w in &report.warnings {
+        eprintln!("stacksampler: warning: {w}");
+    }
+    if !plan.files.is_empty() {
+        let written = report::write_outputs(report, &plan, prepared, &mut std::io::sink())?;
+        announce(&written);
     }
     Ok(())
 }

@@ -165,7 +165,7 @@ pub async fn watch(
 }
 
 /// Counts goroutines not dead in `runtime.allgs` (non-PIE binaries with a symbol table).
-fn count_live_goroutines(
+pub fn count_live_goroutines(
     pid: u32,
     binary: &goruntime::GoBinary,
     layout: &stacksampler_common::GoLayout,

@@ -1,0 +1,335 @@
+//! `top`: a live view of a running Go program. It is a `record` run ([`record::run`]: the same
+//! attach, sample completion, exec handling and report) observed live: at each of the run's
+//! ticks ([`Observer::live`]) the view reads the keys, and every [`TopOptions::refresh`]
+//! [`model`] works out what is shown from the run's profile (ranked functions, goroutine
+//! states, deepest stacks, findings); [`view`] draws it with ratatui. The caller (the binary)
+//! owns the terminal: it hands [`run`] the keys it reads and a function that draws.
+
+pub mod model;
+pub mod view;
+
+use std::{path::PathBuf, time::Duration};
+
+use stacksampler_common::GoLayout;
+use tokio::sync::mpsc::{UnboundedReceiver, error::TryRecvError};
+
+use crate::{
+    events::watch::count_live_goroutines,
+    goruntime::{self, GoBinary},
+    record::{self, Finished, RecordOptions, RunError, filter::Filter},
+    report::EndReason,
+    session::{LiveTick, Notice, Observer},
+};
+use model::{RefreshFacts, SortColumn, StateView, TopModel};
+
+/// How often the view is refreshed by default.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(1);
+
+/// What a `top` session does.
+#[derive(Clone, Debug)]
+pub struct TopOptions {
+    /// The record run behind the view (no duration: it runs until a key, a signal or the
+    /// target's exit ends it). Its filter decides what is kept; the display filter (`s`)
+    /// comes on top.
+    pub record: RecordOptions,
+    /// Time between refreshes of the view.
+    pub refresh: Duration,
+}
+
+/// Errors that end `top`.
+#[derive(Debug, thiserror::Error)]
+pub enum TopError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("drawing the view: {0}")]
+    Draw(std::io::Error),
+}
+
+/// What the operator asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// `q`, Ctrl-C.
+    Quit,
+    /// `p`: freeze the display (sampling goes on).
+    Pause,
+    /// `s`: the next display state filter.
+    CycleState,
+    /// `1`-`4`.
+    Sort(SortColumn),
+    /// `?`: show or hide the help.
+    Help,
+    /// The terminal changed size.
+    Redraw,
+}
+
+impl Key {
+    /// The key a typed character means, if any.
+    pub fn from_char(c: char) -> Option<Self> {
+        Some(match c {
+            'q' | 'Q' => Self::Quit,
+            'p' | 'P' | ' ' => Self::Pause,
+            's' | 'S' => Self::CycleState,
+            '?' | 'h' => Self::Help,
+            '1'..='4' => {
+                let index = c as usize - '1' as usize;
+                Self::Sort(SortColumn::ALL[index])
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// The view's own state: what the keys changed, and facts about the session for the header.
+#[derive(Clone, Debug)]
+pub struct UiState {
+    pub sort: SortColumn,
+    pub states: StateView,
+    pub paused: bool,
+    pub help: bool,
+    pub pid: u32,
+    pub binary: PathBuf,
+    pub go_version: Option<String>,
+    pub frequency_hz: u64,
+    /// The session's `--state` and other filters, described, when any.
+    pub filter: Option<String>,
+    /// Warnings of the session, shown once at the bottom.
+    pub warnings: Vec<String>,
+    /// Why live goroutines are not counted, when they are not.
+    pub goroutines_note: Option<&'static str>,
+}
+
+impl UiState {
+    fn new(opts: &TopOptions, binary: PathBuf, go_version: Option<String>) -> Self {
+        Self {
+            sort: SortColumn::default(),
+            states: StateView::default(),
+            paused: false,
+            help: false,
+            pid: opts.record.pid,
+            binary,
+            go_version,
+            frequency_hz: opts.record.frequency_hz,
+            filter: describe_filter(&opts.record.filter),
+            warnings: Vec::new(),
+            goroutines_note: None,
+        }
+    }
+
+    /// Applies a key; `false` for [`Key::Quit`].
+    pub fn apply(&mut self, key: Key) -> bool {
+        match key {
+            Key::Quit => return false,
+            Key::Pause => self.paused = !self.paused,
+            Key::CycleState => self.states = self.states.next(),
+            Key::Sort(column) => self.sort = column,
+            Key::Help => self.help = !self.help,
+            Key::Redraw => {}
+        }
+        true
+    }
+}
+
+fn describe_filter(f: &Filter) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(states) = &f.states {
+        let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
+        parts.push(format!("--state {}", names.join(",")));
+    }
+    if let Some(goid) = f.goid {
+        parts.push(format!("--goid {goid}"));
+    }
+    for l in &f.labels {
+        parts.push(format!("--label {}={}", l.key, l.value));
+    }
+    if f.min_depth > 0 {
+        parts.push(format!("--min-depth {}", f.min_depth));
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// How a `top` session ended.
+pub struct TopEnd {
+    /// The whole session's report, as `record` would make it.
+    pub finished: Finished,
+}
+
+/// Samples `opts.record.pid` and keeps the view current until a key quits, a signal or the
+/// target's exit; everything is detached when it returns. `draw` is called after each refresh
+/// and after each key (not while paused, except for keys).
+pub async fn run<D>(
+    opts: &TopOptions,
+    keys: UnboundedReceiver<Key>,
+    draw: D,
+) -> Result<TopEnd, TopError>
+where
+    D: FnMut(&TopModel, &UiState) -> std::io::Result<()>,
+{
+    let mut view = TopView::new(opts, keys, draw);
+    let finished = record::run(&opts.record, &mut view).await?;
+    if let Some(e) = view.draw_error {
+        return Err(TopError::Draw(e));
+    }
+    Ok(TopEnd { finished })
+}
+
+/// The live view as an [`Observer`] of the record run.
+struct TopView<D> {
+    model: TopModel,
+    ui: UiState,
+    keys: UnboundedReceiver<Key>,
+    draw: D,
+    refresh: Duration,
+    /// Run time of the last refresh.
+    refreshed_at: Option<Duration>,
+    goroutines: GoroutineCounter,
+    draw_error: Option<std::io::Error>,
+}
+
+impl<D> TopView<D>
+where
+    D: FnMut(&TopModel, &UiState) -> std::io::Result<()>,
+{
+    fn new(opts: &TopOptions, keys: UnboundedReceiver<Key>, draw: D) -> Self {
+        let pid = opts.record.pid;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        let binary = goruntime::inspect(std::path::Path::new(&format!("/proc/{pid}/exe"))).ok();
+        let go_version = binary
+            .as_ref()
+            .and_then(|b| b.version.as_ref())
+            .map(|v| v.to_string());
+        let goroutines = GoroutineCounter::new(pid, binary);
+        let mut ui = UiState::new(opts, exe, go_version);
+        ui.goroutines_note = goroutines.note();
+        Self {
+            model: TopModel::default(),
+            ui,
+            keys,
+            draw,
+            refresh: opts.refresh,
+            refreshed_at: None,
+            goroutines,
+            draw_error: None,
+        }
+    }
+
+    fn draw(&mut self) -> Option<EndReason> {
+        match (self.draw)(&self.model, &self.ui) {
+            Ok(()) => None,
+            Err(e) => {
+                self.draw_error = Some(e);
+                Some(EndReason::Interrupted)
+            }
+        }
+    }
+}
+
+impl<D> Observer for TopView<D>
+where
+    D: FnMut(&TopModel, &UiState) -> std::io::Result<()>,
+{
+    fn notice(&mut self, notice: Notice<'_>) {
+        if let Notice::Warning(w) = notice {
+            self.ui.warnings.push(w.to_owned());
+        }
+    }
+
+    fn live(&mut self, tick: LiveTick<'_>) -> Option<EndReason> {
+        let mut changed = false;
+        loop {
+            match self.keys.try_recv() {
+                Ok(key) => {
+                    if !self.ui.apply(key) {
+                        return Some(EndReason::Interrupted);
+                    }
+                    changed = true;
+                }
+                Err(TryRecvError::Empty) => break,
+                // The terminal is gone.
+                Err(TryRecvError::Disconnected) => return Some(EndReason::Interrupted),
+            }
+        }
+        let due = self
+            .refreshed_at
+            .is_none_or(|at| tick.elapsed >= at + self.refresh);
+        if due && !self.ui.paused {
+            let facts = RefreshFacts {
+                elapsed: tick.elapsed,
+                lost: tick.lost,
+                goroutines: self.goroutines.count(),
+                max_stack_bytes: tick.max_stack_bytes,
+            };
+            self.model.refresh(tick.profile, tick.symbolizer, facts);
+            self.refreshed_at = Some(tick.elapsed);
+            changed = true;
+        }
+        if changed { self.draw() } else { None }
+    }
+}
+
+/// Counts the target's live goroutines from `runtime.allgs` (one read of the array and one
+/// of each `g`'s status per refresh), when the binary has the symbols.
+struct GoroutineCounter {
+    pid: u32,
+    source: Result<(GoBinary, GoLayout), &'static str>,
+}
+
+impl GoroutineCounter {
+    fn new(pid: u32, binary: Option<GoBinary>) -> Self {
+        let source = match binary {
+            Some(b) => match b.layout {
+                Some(_) if b.is_pie => Err("n/a (PIE binary)"),
+                Some(_) if b.symbols.allgs.is_none() || b.symbols.allglen.is_none() => {
+                    Err("n/a (no allgs symbol)")
+                }
+                Some(layout) => Ok((b, layout)),
+                None => Err("n/a (no Go layout)"),
+            },
+            None => Err("n/a (no Go layout)"),
+        };
+        Self { pid, source }
+    }
+
+    fn note(&self) -> Option<&'static str> {
+        self.source.as_ref().err().copied()
+    }
+
+    fn count(&self) -> Option<u64> {
+        let (binary, layout) = self.source.as_ref().ok()?;
+        count_live_goroutines(self.pid, binary, layout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_and_change_the_ui() {
+        assert_eq!(Key::from_char('q'), Some(Key::Quit));
+        assert_eq!(Key::from_char('3'), Some(Key::Sort(SortColumn::OwnTime)));
+        assert_eq!(Key::from_char('1'), Some(Key::Sort(SortColumn::OwnShare)));
+        assert_eq!(Key::from_char('4'), Some(Key::Sort(SortColumn::TotalTime)));
+        assert_eq!(Key::from_char('5'), None);
+        assert_eq!(Key::from_char('x'), None);
+        let mut ui = UiState {
+            sort: SortColumn::default(),
+            states: StateView::default(),
+            paused: false,
+            help: false,
+            pid: 1,
+            binary: "/x".into(),
+            go_version: None,
+            frequency_hz: 99,
+            filter: None,
+            warnings: vec![],
+            goroutines_note: None,
+        };
+        assert!(ui.apply(Key::Pause) && ui.paused);
+        assert!(ui.apply(Key::Pause) && !ui.paused);
+        assert!(ui.apply(Key::Sort(SortColumn::TotalShare)));
+        assert_eq!(ui.sort, SortColumn::TotalShare);
+        assert!(ui.apply(Key::CycleState));
+        assert_eq!(ui.states.name(), "running");
+        assert!(!ui.apply(Key::Quit));
+    }
+}
