@@ -52,21 +52,8 @@ fn record(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
     let finished = async_runtime()?
         .block_on(record::run(&options, &mut status))
         .with_context(|| format!("sampling pid {}", options.pid))?;
-    let run = &finished.report.run;
-    if matches!(
-        run.ended_by,
-        EndReason::TargetExited | EndReason::TargetDied
-    ) {
-        eprintln!(
-            "stacksampler: process {} exited after {:.1}s{}; reporting what was collected",
-            run.pid,
-            run.duration_secs,
-            if run.ended_by == EndReason::TargetDied {
-                " of a Go fatal error"
-            } else {
-                ""
-            }
-        );
+    if let Some(exited) = target_exit(&finished.report.run) {
+        eprintln!("stacksampler: {exited}; reporting what was collected");
     }
     if verbose {
         let s = &finished.stats;
@@ -88,6 +75,19 @@ fn record(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
     out.flush().context("writing the report")?;
     announce(&written);
     Ok(())
+}
+
+/// "process P exited after S s" when the target's exit ended the run.
+fn target_exit(run: &report::RunInfo) -> Option<String> {
+    let how = match run.ended_by {
+        EndReason::TargetExited => "",
+        EndReason::TargetDied => " of a Go fatal error",
+        _ => return None,
+    };
+    Some(format!(
+        "process {} exited after {:.1}s{how}",
+        run.pid, run.duration_secs
+    ))
 }
 
 /// Names the files written on stderr.
@@ -125,18 +125,9 @@ fn top(args: &TopArgs, verbose: bool) -> anyhow::Result<()> {
     .with_context(|| format!("top of pid {}", options.record.pid))?;
     let report = &end.finished.report;
     let run = &report.run;
-    match run.ended_by {
-        EndReason::TargetExited | EndReason::TargetDied => eprintln!(
-            "stacksampler: process {} exited after {:.1}s{}; top detached",
-            run.pid,
-            run.duration_secs,
-            if run.ended_by == EndReason::TargetDied {
-                " of a Go fatal error"
-            } else {
-                ""
-            }
-        ),
-        _ => eprintln!(
+    match target_exit(run) {
+        Some(exited) => eprintln!("stacksampler: {exited}; top detached"),
+        None => eprintln!(
             "stacksampler: top of pid {} ended after {:.1}s ({} samples); detached",
             run.pid, run.duration_secs, report.profile.counts.total
         ),
