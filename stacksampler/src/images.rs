@@ -178,6 +178,13 @@ impl Images {
     }
 }
 
+impl Symbolize for Images {
+    /// Each tagged address with its own image's symbolizer ([`Images::symbolize`]).
+    fn symbolize(&mut self, addrs: &[u64]) -> Symbols {
+        Images::symbolize(self, addrs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,12 +207,5 @@ mod tests {
         }
         // Past the last tag, images share it.
         assert_eq!(split_address(tag_address(user, 500)), (MAX_IMAGES, user));
-    }
-}
-
-impl Symbolize for Images {
-    /// Each tagged address with its own image's symbolizer ([`Images::symbolize`]).
-    fn symbolize(&mut self, addrs: &[u64]) -> Symbols {
-        Images::symbolize(self, addrs)
     }
 }

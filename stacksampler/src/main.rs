@@ -109,8 +109,9 @@ fn top(args: &TopArgs, verbose: bool) -> anyhow::Result<()> {
     let plan = args.output_plan();
     // Outputs are created before anything is attached: a bad path must not cost a session.
     let prepared = plan.prepare()?;
-    let runtime = async_runtime()?;
-    let end = {
+    let end = async_runtime()?.block_on(async {
+        // Signals are caught before the terminal goes raw (see StopSignals).
+        let signals = top::StopSignals::listen().context("listening for signals")?;
         let mut screen = terminal::Screen::enter()?;
         let (_keys_thread, keys) = terminal::KeyReader::start();
         let draw = |model: &top::model::TopModel, ui: &top::UiState| {
@@ -119,10 +120,11 @@ fn top(args: &TopArgs, verbose: bool) -> anyhow::Result<()> {
                 .draw(|frame| top::view::render(frame, model, ui))
                 .map(|_| ())
         };
-        runtime.block_on(top::run(&options, keys, draw))
+        top::run(&options, signals, keys, draw)
+            .await
+            .with_context(|| format!("top of pid {}", options.record.pid))
         // The key thread stops, then the terminal is restored, before anything is printed.
-    }
-    .with_context(|| format!("top of pid {}", options.record.pid))?;
+    })?;
     let report = &end.finished.report;
     let run = &report.run;
     match target_exit(run) {

@@ -11,7 +11,12 @@ pub mod view;
 use std::{path::PathBuf, time::Duration};
 
 use stacksampler_common::GoLayout;
-use tokio::sync::mpsc::{UnboundedReceiver, error::TryRecvError};
+use std::task::{Context, Waker};
+
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    sync::mpsc::{UnboundedReceiver, error::TryRecvError},
+};
 
 use crate::{
     events::watch::count_live_goroutines,
@@ -147,6 +152,32 @@ fn describe_filter(f: &Filter) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" "))
 }
 
+/// Ctrl-C and SIGTERM, listened for before the terminal changes: one arriving while the run
+/// still loads (before its own stop conditions listen) must not kill the process with the
+/// terminal raw. Read at each tick of the run.
+pub struct StopSignals {
+    sigint: Signal,
+    sigterm: Signal,
+}
+
+impl StopSignals {
+    /// Starts listening. Needs a tokio runtime with signals enabled.
+    pub fn listen() -> std::io::Result<Self> {
+        Ok(Self {
+            sigint: signal(SignalKind::interrupt())?,
+            sigterm: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Whether either signal arrived since the last call (never waits).
+    fn received(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let int = self.sigint.poll_recv(&mut cx).is_ready();
+        let term = self.sigterm.poll_recv(&mut cx).is_ready();
+        int || term
+    }
+}
+
 /// How a `top` session ended.
 pub struct TopEnd {
     /// The whole session's report, as `record` would make it.
@@ -158,6 +189,7 @@ pub struct TopEnd {
 /// and after each key (not while paused, except for keys).
 pub async fn run<D>(
     opts: &TopOptions,
+    signals: StopSignals,
     keys: UnboundedReceiver<Key>,
     draw: D,
 ) -> Result<TopEnd, TopError>
@@ -165,6 +197,13 @@ where
     D: FnMut(&TopModel, &UiState) -> std::io::Result<()>,
 {
     let mut view = TopView::new(opts, keys, draw);
+    view.signals = Some(signals);
+    // The frame (header, empty table) at once, while the run loads and attaches.
+    if view.draw().is_some() {
+        return Err(TopError::Draw(view.draw_error.take().unwrap_or_else(
+            || std::io::Error::other("the terminal cannot be drawn on"),
+        )));
+    }
     let finished = record::run(&opts.record, &mut view).await?;
     if let Some(e) = view.draw_error {
         return Err(TopError::Draw(e));
@@ -183,6 +222,7 @@ struct TopView<D> {
     refreshed_at: Option<Duration>,
     goroutines: GoroutineCounter,
     draw_error: Option<std::io::Error>,
+    signals: Option<StopSignals>,
 }
 
 impl<D> TopView<D>
@@ -209,6 +249,7 @@ where
             refreshed_at: None,
             goroutines,
             draw_error: None,
+            signals: None,
         }
     }
 
@@ -234,6 +275,9 @@ where
     }
 
     fn live(&mut self, tick: LiveTick<'_>) -> Option<EndReason> {
+        if self.signals.as_mut().is_some_and(StopSignals::received) {
+            return Some(EndReason::Interrupted);
+        }
         let mut changed = false;
         loop {
             match self.keys.try_recv() {
@@ -302,6 +346,83 @@ impl GoroutineCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        aggregate::Profile,
+        goruntime::state::GoroutineState,
+        sample::Sample,
+        symbolize::{Symbolize, Symbols},
+    };
+
+    struct NoNames;
+
+    impl Symbolize for NoNames {
+        fn symbolize(&mut self, _: &[u64]) -> Symbols {
+            Symbols::default()
+        }
+    }
+
+    fn tick<'a>(ms: u64, profile: &'a Profile, names: &'a mut NoNames) -> LiveTick<'a> {
+        LiveTick {
+            elapsed: Duration::from_millis(ms),
+            profile,
+            symbolizer: names,
+            lost: 0,
+            max_stack_bytes: None,
+        }
+    }
+
+    #[test]
+    fn the_view_refreshes_each_second_follows_keys_and_quits() {
+        let opts = TopOptions {
+            record: RecordOptions {
+                pid: std::process::id(),
+                duration: None,
+                frequency_hz: 99,
+                max_frames: 64,
+                kernel_stacks: false,
+                events: false,
+                filter: Filter::default(),
+                verbose: false,
+            },
+            refresh: DEFAULT_REFRESH,
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let draws = std::cell::Cell::new(0);
+        let mut view = TopView::new(&opts, rx, |_: &TopModel, _: &UiState| {
+            draws.set(draws.get() + 1);
+            Ok(())
+        });
+        let mut profile = Profile::default();
+        let mut names = NoNames;
+        profile.add(&Sample::of_goroutine(&[1, 2], 1, GoroutineState::Running));
+        // First tick refreshes and draws; the next ones within the second do nothing.
+        assert_eq!(view.live(tick(250, &profile, &mut names)), None);
+        assert_eq!((draws.get(), view.model.refreshes()), (1, 1));
+        assert_eq!(view.live(tick(500, &profile, &mut names)), None);
+        assert_eq!(draws.get(), 1);
+        assert_eq!(view.live(tick(1250, &profile, &mut names)), None);
+        assert_eq!((draws.get(), view.model.refreshes()), (2, 2));
+        // Paused: keys redraw, refreshes stop.
+        tx.send(Key::Pause).unwrap();
+        assert_eq!(view.live(tick(1500, &profile, &mut names)), None);
+        assert_eq!((draws.get(), view.model.refreshes()), (3, 2));
+        assert_eq!(view.live(tick(5000, &profile, &mut names)), None);
+        assert_eq!(view.model.refreshes(), 2);
+        tx.send(Key::Pause).unwrap();
+        assert_eq!(view.live(tick(5250, &profile, &mut names)), None);
+        assert_eq!(view.model.refreshes(), 3);
+        // q ends the run; so does a closed key channel.
+        tx.send(Key::Quit).unwrap();
+        assert_eq!(
+            view.live(tick(5500, &profile, &mut names)),
+            Some(EndReason::Interrupted)
+        );
+        drop(tx);
+        assert_eq!(
+            view.live(tick(5750, &profile, &mut names)),
+            Some(EndReason::Interrupted)
+        );
+    }
 
     #[test]
     fn keys_map_and_change_the_ui() {
