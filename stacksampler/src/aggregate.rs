@@ -369,20 +369,11 @@ fn marked_frames(sample: &Sample) -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::GoroutineInfo;
 
     fn sample(frames: &[u64], goid: u64, state: GoroutineState) -> Sample {
         Sample {
-            time_ns: goid,
-            goroutine: Some(GoroutineInfo {
-                goid,
-                state,
-                waitreason: 0,
-                g_addr: 0,
-            }),
             stack_bytes: Some(frames.len() as u64 * 64),
-            frames: frames.to_vec(),
-            ..Default::default()
+            ..Sample::of_goroutine(frames, goid, state)
         }
     }
 

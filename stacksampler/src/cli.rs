@@ -23,6 +23,7 @@ use stacksampler::{
         filter::{Filter, LabelFilter},
     },
     report::{OutputFormat, OutputPlan, RenderOptions},
+    top::{DEFAULT_REFRESH, TopOptions},
     units::parse_size,
 };
 use stacksampler_common::{DEFAULT_MAX_FRAMES, MAX_STACK_FRAMES};
@@ -62,6 +63,12 @@ pub enum Command {
     ///
     /// Runs until the target exits, --duration, or Ctrl-C; a live status line goes to stderr.
     Watch(WatchArgs),
+    /// A live full-screen view of a running program, refreshed every second: functions ranked
+    /// by own and total share of samples, goroutine states, the deepest stacks, findings.
+    ///
+    /// Keys: q quits, p pauses the display (sampling goes on), s cycles a state filter, 1-4
+    /// sort, ? help. Needs a terminal; use `record` otherwise.
+    Top(TopArgs),
     /// What stacksampler knows about a process or an executable: Go version, where the runtime
     /// layout comes from, its offsets, build ids, pclntab and DWARF presence, warnings.
     Inspect(InspectArgs),
@@ -189,16 +196,8 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub stop: StopArgs,
 
-    /// Samples per second on each CPU.
-    #[arg(long, short = 'F', default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    pub frequency: u64,
-
     #[command(flatten)]
-    pub filter: FilterArgs,
-
-    /// Frames walked per sample in the kernel.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAMES, value_parser = parse_max_frames)]
-    pub max_frames: u32,
+    pub sampling: SamplingArgs,
 
     /// Report format for standard output (and for --output files without a known extension):
     /// text, folded, json, pprof, flamegraph, callgraph or dot.
@@ -218,29 +217,56 @@ pub struct RecordArgs {
     #[arg(long)]
     pub collapse_recursion: bool,
 
-    /// Also record the kernel stack of samples taken in kernel mode (system calls, page
-    /// faults), symbolized from /proc/kallsyms, on top of the user stack.
-    #[arg(long)]
-    pub kernel: bool,
-
     /// Also record runtime events into the report: stack growth per goroutine, goroutine
     /// creation and exit (a target's fatal error is always recorded).
     #[arg(long)]
     pub events: bool,
 }
 
+/// How samples are taken and which are kept (`record` and `top`).
+#[derive(Clone, Debug, Args)]
+pub struct SamplingArgs {
+    /// Samples per second on each CPU.
+    #[arg(long, short = 'F', default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub frequency: u64,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    /// Frames walked per sample in the kernel.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAMES, value_parser = parse_max_frames)]
+    pub max_frames: u32,
+
+    /// Also record the kernel stack of samples taken in kernel mode (system calls, page
+    /// faults), symbolized from /proc/kallsyms, on top of the user stack.
+    #[arg(long)]
+    pub kernel: bool,
+}
+
+impl SamplingArgs {
+    /// Record options sampling `pid` this way.
+    fn record(&self, pid: u32, duration: Option<Duration>, verbose: bool) -> RecordOptions {
+        RecordOptions {
+            pid,
+            duration,
+            frequency_hz: self.frequency,
+            max_frames: self.max_frames,
+            kernel_stacks: self.kernel,
+            events: false,
+            filter: Filter::from(&self.filter),
+            verbose,
+        }
+    }
+}
+
 impl RecordArgs {
     /// The library's options for this command line.
     pub fn options(&self, verbose: bool) -> RecordOptions {
         RecordOptions {
-            pid: self.target.pid,
-            duration: self.stop.duration,
-            frequency_hz: self.frequency,
-            max_frames: self.max_frames,
-            kernel_stacks: self.kernel,
             events: self.events,
-            filter: Filter::from(&self.filter),
-            verbose,
+            ..self
+                .sampling
+                .record(self.target.pid, self.stop.duration, verbose)
         }
     }
 
@@ -254,6 +280,40 @@ impl RecordArgs {
                 collapse_recursion: self.collapse_recursion,
                 ..RenderOptions::default()
             },
+        }
+    }
+}
+
+/// `stacksampler top`.
+#[derive(Clone, Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    /// On exit, write the whole session's report to FILE as `record` would; repeatable. The
+    /// format follows the extension (.txt, .folded, .json, .pb.gz, .svg, .dot), else text.
+    #[arg(long, short = 'o')]
+    pub output: Vec<PathBuf>,
+}
+
+impl TopArgs {
+    /// The library's options for this command line.
+    pub fn options(&self, verbose: bool) -> TopOptions {
+        TopOptions {
+            record: self.sampling.record(self.target.pid, None, verbose),
+            refresh: DEFAULT_REFRESH,
+        }
+    }
+
+    /// Where the session's report goes on exit (nothing without `--output`).
+    pub fn output_plan(&self) -> OutputPlan {
+        OutputPlan {
+            files: self.output.clone(),
+            format: OutputFormat::Text,
+            options: RenderOptions::default(),
         }
     }
 }
@@ -543,14 +603,14 @@ mod tests {
             "--state",
             "waiting,Gsyscall",
         ]);
-        let f = Filter::from(&c.filter);
+        let f = Filter::from(&c.sampling.filter);
         assert_eq!(f.goid, Some(17));
         assert_eq!(f.labels.len(), 2);
         assert_eq!(
             (f.labels[1].key.as_str(), f.labels[1].value.as_str()),
             ("user", "a=b")
         );
-        let f = Filter::from(&record(&["--pid", "1"]).filter);
+        let f = Filter::from(&record(&["--pid", "1"]).sampling.filter);
         assert!(f.goid.is_none() && f.labels.is_empty());
         assert!(parse(&["--pid", "1", "--label", "x"]).is_err());
         assert!(parse(&["--pid", "1", "--goid", "-1"]).is_err());
@@ -645,6 +705,31 @@ mod tests {
     }
 
     #[test]
+    fn parses_top() {
+        let cli = parse(&[
+            "top", "--pid", "5", "-F", "49", "--state", "syscall", "-o", "t.json",
+        ])
+        .unwrap();
+        let Command::Top(t) = cli.command else {
+            panic!("not top")
+        };
+        let o = t.options(false).record;
+        assert_eq!(o.pid, 5);
+        assert_eq!(o.frequency_hz, 49);
+        assert_eq!(o.duration, None);
+        assert!(!o.events);
+        assert!(o.filter.states.unwrap().contains(GoroutineState::Syscall));
+        assert_eq!(t.output_plan().files, [PathBuf::from("t.json")]);
+        for bad in [
+            &["top"][..],
+            &["top", "--pid", "5", "--duration", "3"],
+            &["top", "--pid", "5", "--format", "json"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn parses_inspect() {
         let cli = parse(&["inspect", "--pid", "9"]).unwrap();
         let Command::Inspect(i) = cli.command else {
@@ -700,7 +785,8 @@ mod tests {
     }
 
     /// The library must not know the command line: no library module may use clap or this
-    /// module (the binary's `main.rs` is the only other file allowed to), nor print.
+    /// module (the binary's `main.rs` is the only other file allowed to), nor print (the
+    /// binary's `status.rs` and `terminal.rs` own stderr and the terminal).
     #[test]
     fn library_modules_do_not_import_the_cli() {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -716,7 +802,12 @@ mod tests {
                 }
             }
         }
-        let binary_side = [src.join("main.rs"), src.join("cli.rs"), src.join("status.rs")];
+        let binary_side = [
+            src.join("main.rs"),
+            src.join("cli.rs"),
+            src.join("status.rs"),
+            src.join("terminal.rs"),
+        ];
         let library: Vec<_> = files.iter().filter(|f| !binary_side.contains(f)).collect();
         assert!(
             library.len() > 20,

@@ -178,6 +178,13 @@ impl Images {
     }
 }
 
+impl Symbolize for Images {
+    /// Each tagged address with its own image's symbolizer ([`Images::symbolize`]).
+    fn symbolize(&mut self, addrs: &[u64]) -> Symbols {
+        Images::symbolize(self, addrs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,4 +23,5 @@ pub mod sample;
 pub mod session;
 pub mod symbolize;
 pub mod target;
+pub mod top;
 pub mod units;

@@ -2,12 +2,13 @@
 
 mod cli;
 mod status;
+mod terminal;
 
 use std::{io::Write, process::ExitCode};
 
 use anyhow::Context as _;
-use cli::{Cli, Command, DumpArgs, InspectArgs, RecordArgs, WatchArgs};
-use stacksampler::{events::WatchFormat, inspect, record, report, report::EndReason};
+use cli::{Cli, Command, DumpArgs, InspectArgs, RecordArgs, TopArgs, WatchArgs};
+use stacksampler::{events::WatchFormat, inspect, record, report, report::EndReason, top};
 use status::StatusLine;
 
 fn main() -> ExitCode {
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Record(args) => record(args, cli.verbose),
         Command::Watch(args) => watch(args, cli.verbose),
+        Command::Top(args) => top(args, cli.verbose),
         Command::Inspect(args) => inspect(args),
         Command::Dump(args) => dump(args),
     };
@@ -51,21 +53,8 @@ fn record(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
     let finished = async_runtime()?
         .block_on(record::run(&options, &mut status))
         .with_context(|| format!("sampling pid {}", options.pid))?;
-    let run = &finished.report.run;
-    if matches!(
-        run.ended_by,
-        EndReason::TargetExited | EndReason::TargetDied
-    ) {
-        eprintln!(
-            "stacksampler: process {} exited after {:.1}s{}; reporting what was collected",
-            run.pid,
-            run.duration_secs,
-            if run.ended_by == EndReason::TargetDied {
-                " of a Go fatal error"
-            } else {
-                ""
-            }
-        );
+    if let Some(exited) = target_exit(&finished.report.run) {
+        eprintln!("stacksampler: {exited}; reporting what was collected");
     }
     if verbose {
         let s = &finished.stats;
@@ -85,14 +74,73 @@ fn record(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
     let mut out = stdout.lock();
     let written = report::write_outputs(&finished.report, &plan, prepared, &mut out)?;
     out.flush().context("writing the report")?;
+    announce(&written);
+    Ok(())
+}
+
+/// "process P exited after S s" when the target's exit ended the run.
+fn target_exit(run: &report::RunInfo) -> Option<String> {
+    let how = match run.ended_by {
+        EndReason::TargetExited => "",
+        EndReason::TargetDied => " of a Go fatal error",
+        _ => return None,
+    };
+    Some(format!(
+        "process {} exited after {:.1}s{how}",
+        run.pid, run.duration_secs
+    ))
+}
+
+/// Names the files written on stderr.
+fn announce(written: &[report::WrittenOutput]) {
     for w in written {
-        if let Some(path) = w.path {
+        if let Some(path) = &w.path {
             eprintln!(
                 "stacksampler: wrote {} ({})",
                 path.display(),
                 w.format.name()
             );
         }
+    }
+}
+
+fn top(args: &TopArgs, verbose: bool) -> anyhow::Result<()> {
+    terminal::require_tty()?;
+    let options = args.options(verbose);
+    let plan = args.output_plan();
+    // Outputs are created before anything is attached: a bad path must not cost a session.
+    let prepared = plan.prepare()?;
+    let end = async_runtime()?.block_on(async {
+        // Signals are caught before the terminal goes raw (see StopSignals).
+        let signals = top::StopSignals::listen().context("listening for signals")?;
+        let mut screen = terminal::Screen::enter()?;
+        let (_keys_thread, keys) = terminal::KeyReader::start();
+        let draw = |model: &top::model::TopModel, ui: &top::UiState| {
+            screen
+                .terminal
+                .draw(|frame| top::view::render(frame, model, ui))
+                .map(|_| ())
+        };
+        top::run(&options, signals, keys, draw)
+            .await
+            .with_context(|| format!("top of pid {}", options.record.pid))
+        // The key thread stops, then the terminal is restored, before anything is printed.
+    })?;
+    let report = &end.finished.report;
+    let run = &report.run;
+    match target_exit(run) {
+        Some(exited) => eprintln!("stacksampler: {exited}; top detached"),
+        None => eprintln!(
+            "stacksampler: top of pid {} ended after {:.1}s ({} samples); detached",
+            run.pid, run.duration_secs, report.profile.counts.total
+        ),
+    }
+    for w in &report.warnings {
+        eprintln!("stacksampler: warning: {w}");
+    }
+    if !plan.files.is_empty() {
+        let written = report::write_outputs(report, &plan, prepared, &mut std::io::sink())?;
+        announce(&written);
     }
     Ok(())
 }

@@ -108,6 +108,24 @@ pub struct Gap {
     pub frames: u64,
 }
 
+#[cfg(test)]
+impl Sample {
+    /// A test sample of goroutine `goid` in `state` (its time is `goid`).
+    pub(crate) fn of_goroutine(frames: &[u64], goid: u64, state: GoroutineState) -> Self {
+        Self {
+            time_ns: goid,
+            goroutine: Some(GoroutineInfo {
+                goid,
+                state,
+                waitreason: 0,
+                g_addr: 0,
+            }),
+            frames: frames.to_vec(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Sample {
     /// The goroutine state, `Unknown` when the goroutine could not be read.
     pub fn state(&self) -> GoroutineState {

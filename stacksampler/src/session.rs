@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
+    aggregate::Profile,
     events::report::AlertOut,
     report::EndReason,
+    symbolize::Symbolize,
     target::{self, ExitWatch, sleep_or_forever},
 };
 
@@ -56,6 +58,26 @@ pub struct WatchStatus {
 /// Receives a run's [`Notice`]s.
 pub trait Observer {
     fn notice(&mut self, notice: Notice<'_>);
+
+    /// Called at every tick of a record run with the profile so far (a live view, `top`);
+    /// returning a reason ends the run as that reason would.
+    fn live(&mut self, _tick: LiveTick<'_>) -> Option<EndReason> {
+        None
+    }
+}
+
+/// A record run's state at a tick, for a live view.
+pub struct LiveTick<'a> {
+    /// Time since sampling started.
+    pub elapsed: Duration,
+    /// Every kept sample so far (the profile the report will have).
+    pub profile: &'a Profile,
+    /// The run's symbolizer: names an address once, remembered by the run.
+    pub symbolizer: &'a mut dyn Symbolize,
+    /// Samples lost so far (ring buffer full, undecodable).
+    pub lost: u64,
+    /// The target's stack limit now (`runtime.maxstacksize`), when readable.
+    pub max_stack_bytes: Option<u64>,
 }
 
 /// An observer that drops everything (tests, embedding).

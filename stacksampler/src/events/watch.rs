@@ -159,8 +159,9 @@ pub async fn watch(
     Ok(report::build(&tracker, &mut symbolizer, ctx))
 }
 
-/// Counts goroutines not dead in `runtime.allgs` (binaries with a symbol table).
-fn count_live_goroutines(
+/// Counts goroutines not dead in `runtime.allgs` (binaries with a symbol table; stripped ones
+/// through the code of `runtime.allgadd`).
+pub fn count_live_goroutines(
     pid: u32,
     exe: &std::path::Path,
     binary: &goruntime::GoBinary,

@@ -29,7 +29,7 @@ use crate::{
     record::filter::Filter,
     record::labels::{LabelResolver, ProcMem},
     report::{EndReason, Report, RunInfo},
-    session::{Notice, Observer, Session, Step},
+    session::{LiveTick, Notice, Observer, Session, Step},
     symbolize::{ProcessSymbolizer, Symbolize, SymbolizeError},
     target::{self, KernelError, Process, TargetError},
 };
@@ -219,10 +219,11 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     let task_fsbase_offset = target::task_fsbase_offset()?;
     let task_exec_id_offset = target::task_exec_id_offset()?;
     let read_limit = |addr: Option<u64>| addr.and_then(|a| target::process::read_u64(opts.pid, a));
-    let mut maxstacksize_addr = start_image.maxstacksize_addr;
-    let mut max_stack_bytes = read_limit(maxstacksize_addr);
+    // Cells: the sample sink changes them after an exec, the tick reads them.
+    let maxstacksize_addr = Cell::new(start_image.maxstacksize_addr);
+    let mut max_stack_bytes = read_limit(maxstacksize_addr.get());
     // Open the target's files now: it may exit before the report is symbolized.
-    let mut images = Images::new(opts.pid, ProcessSymbolizer::new(opts.pid)?);
+    let images = RefCell::new(Images::new(opts.pid, ProcessSymbolizer::new(opts.pid)?));
 
     let options = LoadOptions {
         pid: opts.pid,
@@ -257,7 +258,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     let mut stream: RecordStream<crate::sample::Sample> =
         RecordStream::new(loaded.take_samples()?, Some(SAMPLES_POLL_INTERVAL))?;
     let filter = &opts.filter;
-    let mut profile = Profile::default();
+    let profile = RefCell::new(Profile::default());
     // Stacks deeper than the kernel walk are finished from the target's memory.
     let mut deep = go_layout.and_then(|layout| DeepStackReader::open(opts.pid, layout).ok());
     let mut morestack = MorestackFrames::default();
@@ -276,6 +277,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     let prepared: RefCell<Option<PreparedImage>> = RefCell::new(None);
     let started = Instant::now();
     let mut sink = |mut sample: crate::sample::Sample| {
+        let (mut profile, mut images) = (profile.borrow_mut(), images.borrow_mut());
         profile.counts.total += 1;
         let image = match images.image_of(sample.exec_id) {
             ImageLookup::Known(i) => i,
@@ -292,7 +294,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
                 deep = facts
                     .layout
                     .and_then(|layout| DeepStackReader::open(opts.pid, layout).ok());
-                maxstacksize_addr = facts.maxstacksize_addr;
+                maxstacksize_addr.set(facts.maxstacksize_addr);
                 reads_goroutines.push(facts.is_go && facts.layout.is_some());
                 pending_layout.set(Some(facts.layout));
                 execs.push(ExecInfo {
@@ -358,6 +360,17 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
                         elapsed: started.elapsed(),
                         samples: stream.received,
                     });
+                    let live = LiveTick {
+                        elapsed: started.elapsed(),
+                        profile: &profile.borrow(),
+                        symbolizer: &mut *images.borrow_mut(),
+                        lost: loaded.counters().map_or(0, |c| c.lost_ringbuf)
+                            + stream.decode_errors,
+                        max_stack_bytes: read_limit(maxstacksize_addr.get()),
+                    };
+                    if let Some(reason) = observer.live(live) {
+                        break reason;
+                    }
                 }
             },
         }
@@ -387,7 +400,8 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     if !execs.is_empty() {
         max_stack_bytes = None;
     }
-    if let Some(limit) = read_limit(maxstacksize_addr) {
+    let (mut profile, mut images) = (profile.into_inner(), images.into_inner());
+    if let Some(limit) = read_limit(maxstacksize_addr.get()) {
         max_stack_bytes = Some(limit);
     }
     let decode_errors = stream.decode_errors;
