@@ -209,14 +209,32 @@ fn check(exe: &Path, label: &str, command: Option<Command>, variant: Variant) {
     }
 }
 
+/// Address ranges of `pid`'s mappings of libc.
+fn libc_ranges(pid: u32) -> Vec<(u64, u64)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines()
+        .filter(|l| l.contains("libc.so") || l.contains("libc-"))
+        .filter_map(|l| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(lo, 16).ok()?,
+                u64::from_str_radix(hi, 16).ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// User-space PCs of every thread of `pid` blocked in a system call (`/proc/PID/task/*/syscall`
 /// ends with the stack pointer and the PC). Waits (up to 10 s, the machine may be busy) until a
-/// thread sleeps in `nanosleep`/`clock_nanosleep`: the cgo goroutine needs a moment to get there.
+/// thread sleeps in `nanosleep`/`clock_nanosleep` *inside libc*: the cgo goroutine needs a moment
+/// to get there, and the Go runtime's own `usleep` (sysmon) makes the same system call from Go
+/// code, which must not end the wait.
 fn blocked_thread_pcs(pid: u32) -> Vec<u64> {
     const SYS_NANOSLEEP: u64 = 35;
     const SYS_CLOCK_NANOSLEEP: u64 = 230;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
+        let libc = libc_ranges(pid);
         let mut pcs = Vec::new();
         let mut sleeping = false;
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -230,12 +248,14 @@ fn blocked_thread_pcs(pid: u32) -> Vec<u64> {
                 .split_whitespace()
                 .next()
                 .and_then(|n| n.parse::<u64>().ok());
-            sleeping |= matches!(nr, Some(SYS_NANOSLEEP | SYS_CLOCK_NANOSLEEP));
             if let Some(pc) = text
                 .split_whitespace()
                 .last()
                 .and_then(|pc| u64::from_str_radix(pc.trim_start_matches("0x"), 16).ok())
             {
+                let in_libc = libc.iter().any(|&(lo, hi)| (lo..hi).contains(&pc));
+                sleeping |=
+                    in_libc && matches!(nr, Some(SYS_NANOSLEEP | SYS_CLOCK_NANOSLEEP));
                 pcs.push(pc.saturating_sub(1));
             }
         }
