@@ -488,7 +488,10 @@ mod tests {
     }
 
     fn dump(args: &[&str]) -> DumpArgs {
-        match parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}")).command {
+        match parse(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+        {
             Command::Dump(a) => a,
             other => panic!("{args:?} parsed as {other:?}"),
         }
@@ -499,7 +502,9 @@ mod tests {
         let a = dump(&["dump", "--pid", "7", "--format", "pprof", "-o", "g.pb.gz"]);
         assert_eq!((a.pid, a.format), (7, DumpFormat::Pprof));
         assert_eq!(a.output, Some(PathBuf::from("g.pb.gz")));
-        let a = dump(&["dump", "-p", "7", "--group", "--state", "waiting", "--label", "k=v"]);
+        let a = dump(&[
+            "dump", "-p", "7", "--group", "--state", "waiting", "--label", "k=v",
+        ]);
         assert!(a.group && a.format == DumpFormat::Text && a.output.is_none());
         assert_eq!(a.filter().labels.len(), 1);
         assert!(parse(&["dump"]).is_err());

@@ -254,8 +254,7 @@ fn blocked_thread_pcs(pid: u32) -> Vec<u64> {
                 .and_then(|pc| u64::from_str_radix(pc.trim_start_matches("0x"), 16).ok())
             {
                 let in_libc = libc.iter().any(|&(lo, hi)| (lo..hi).contains(&pc));
-                sleeping |=
-                    in_libc && matches!(nr, Some(SYS_NANOSLEEP | SYS_CLOCK_NANOSLEEP));
+                sleeping |= in_libc && matches!(nr, Some(SYS_NANOSLEEP | SYS_CLOCK_NANOSLEEP));
                 pcs.push(pc.saturating_sub(1));
             }
         }

@@ -31,9 +31,9 @@ use crate::{
         labels::{ReadMemory, read_labels},
         state::{GSCAN_BIT, GoroutineState},
     },
+    record::deep_stack::{CutWalk, DeepStackReader},
     symbolize::{ProcessSymbolizer, Symbolize, elf::ElfImage},
     target::{self, Process},
-    record::deep_stack::{CutWalk, DeepStackReader},
 };
 
 use super::{CreatedBy, Dump, DumpError, DumpFrame, Goroutine, Stack, StackSource};
