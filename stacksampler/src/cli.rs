@@ -487,12 +487,30 @@ mod tests {
         Cli::parse_args(std::iter::once("stacksampler").chain(args.iter().copied()))
     }
 
-    fn dump(args: &[&str]) -> DumpArgs {
-        match parse(args)
+    /// The verb a command line that must parse parses to.
+    fn command(args: &[&str]) -> Command {
+        parse(args)
             .unwrap_or_else(|e| panic!("{args:?}: {e}"))
             .command
-        {
+    }
+
+    fn dump(args: &[&str]) -> DumpArgs {
+        match command(args) {
             Command::Dump(a) => a,
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
+    fn record(args: &[&str]) -> RecordArgs {
+        match command(args) {
+            Command::Record(r) => r,
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
+    fn watch(args: &[&str]) -> WatchArgs {
+        match command(args) {
+            Command::Watch(w) => w,
             other => panic!("{args:?} parsed as {other:?}"),
         }
     }
@@ -512,26 +530,6 @@ mod tests {
         assert!(parse(&["dump", "--pid", "7", "--state", "sleepy"]).is_err());
         // A flag of another verb is refused.
         assert!(parse(&["dump", "--pid", "7", "--frequency", "99"]).is_err());
-    }
-
-    fn record(args: &[&str]) -> RecordArgs {
-        match parse(args)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-            .command
-        {
-            Command::Record(r) => r,
-            other => panic!("{args:?} parsed as {other:?}"),
-        }
-    }
-
-    fn watch(args: &[&str]) -> WatchArgs {
-        match parse(args)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-            .command
-        {
-            Command::Watch(w) => w,
-            other => panic!("{args:?} parsed as {other:?}"),
-        }
     }
 
     #[test]
