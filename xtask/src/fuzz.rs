@@ -1,5 +1,7 @@
-//! `cargo xtask fuzz [--secs N] [--target NAME]`: runs every libFuzzer target of `fuzz/` (cargo
-//! fuzz on the pinned nightly) for N seconds each, seeded from real Go binaries (every
+//! `cargo xtask fuzz [--secs N | --runs N --seed S] [--target NAME]...`: runs every libFuzzer
+//! target of `fuzz/` (cargo fuzz on the pinned nightly) for N seconds each (exploring at random),
+//! or for N executions from a fixed random seed (what CI runs: the same commit explores the same
+//! inputs, so a CI failure is reproduced by the same command), seeded from real Go binaries (every
 //! toolchain's normal, stripped and PIE+cgo builds of the demo program) and from the small
 //! committed seeds in `fuzz/seeds/`, and prints the executions of each. A crash fails the task;
 //! libFuzzer leaves the input under `fuzz/artifacts/<target>/`, which becomes a regression test
@@ -40,9 +42,31 @@ pub struct FuzzArgs {
     /// Seconds each target runs.
     #[arg(long, default_value_t = 60)]
     pub secs: u64,
-    /// Run only this target.
+    /// Executions per target instead of a time budget (with `--seed`, a reproducible run).
     #[arg(long)]
-    pub target: Option<String>,
+    pub runs: Option<u64>,
+    /// libFuzzer's random seed (default: a new one each run).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run only these targets (repeatable).
+    #[arg(long)]
+    pub target: Vec<String>,
+}
+
+/// How long one target runs.
+#[derive(Clone, Copy)]
+enum Budget {
+    Seconds(u64),
+    Executions(u64),
+}
+
+impl FuzzArgs {
+    fn budget(&self) -> Budget {
+        match self.runs {
+            Some(n) => Budget::Executions(n),
+            None => Budget::Seconds(self.secs),
+        }
+    }
 }
 
 /// What one target did.
@@ -56,18 +80,32 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
     let fuzz_dir = root.join("fuzz");
     let cargo_fuzz = cargo_fuzz()?;
     let targets: Vec<&'static str> =
-        match &args.target {
-            Some(t) => {
-                vec![TARGETS.iter().copied().find(|x| x == t).with_context(|| {
-                    format!("no fuzz target {t}; targets: {}", TARGETS.join(", "))
-                })?]
-            }
-            None => TARGETS.to_vec(),
+        if args.target.is_empty() {
+            TARGETS.to_vec()
+        } else {
+            args.target
+                .iter()
+                .map(|t| {
+                    TARGETS.iter().copied().find(|x| x == t).with_context(|| {
+                        format!("no fuzz target {t}; targets: {}", TARGETS.join(", "))
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?
         };
     let binary_seeds = go_binary_seeds(&root)?;
     let mut runs = Vec::new();
     for name in targets {
-        let corpus = root.join("target/fuzz-corpus").join(name);
+        // A seeded run starts from the seeds alone, as on a fresh clone, so it explores the same
+        // inputs wherever it runs; a timed run grows a corpus kept between runs.
+        let corpus = if args.seed.is_some() {
+            let fresh = root.join("target/fuzz-corpus-seeded").join(name);
+            if fresh.exists() {
+                std::fs::remove_dir_all(&fresh)?;
+            }
+            fresh
+        } else {
+            root.join("target/fuzz-corpus").join(name)
+        };
         std::fs::create_dir_all(&corpus)?;
         let mut seed_dirs = vec![fuzz_dir.join("seeds").join(name)];
         if BINARY_TARGETS.contains(&name) {
@@ -89,12 +127,10 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
             &corpus,
             &seed_dirs,
             max_len,
-            args.secs,
+            args.budget(),
+            args.seed,
         )?;
-        eprintln!(
-            "xtask fuzz: {name}: {executions} executions in {} s, no crash",
-            args.secs
-        );
+        eprintln!("xtask fuzz: {name}: {executions} executions, no crash");
         runs.push(TargetRun { name, executions });
     }
     for r in &runs {
@@ -125,7 +161,8 @@ fn cargo_fuzz() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Runs one target for `secs` seconds; returns libFuzzer's count of executions.
+/// Runs one target for its budget; returns libFuzzer's count of executions.
+#[allow(clippy::too_many_arguments)]
 fn run_target(
     cargo_fuzz: &Path,
     fuzz_dir: &Path,
@@ -133,7 +170,8 @@ fn run_target(
     corpus: &Path,
     seeds: &[PathBuf],
     max_len: usize,
-    secs: u64,
+    budget: Budget,
+    seed: Option<u64>,
 ) -> anyhow::Result<u64> {
     let mut cmd = Command::new(cargo_fuzz);
     cmd.current_dir(fuzz_dir)
@@ -144,7 +182,11 @@ fn run_target(
         .arg(corpus)
         .args(seeds.iter().filter(|d| d.is_dir()))
         .arg("--")
-        .arg(format!("-max_total_time={secs}"))
+        .arg(match budget {
+            Budget::Seconds(secs) => format!("-max_total_time={secs}"),
+            Budget::Executions(runs) => format!("-runs={runs}"),
+        })
+        .args(seed.map(|s| format!("-seed={s}")))
         .arg(format!("-max_len={max_len}"))
         .arg("-rss_limit_mb=4096")
         .arg("-print_final_stats=1");

@@ -10,9 +10,10 @@
 use std::{borrow::Cow, collections::HashMap};
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, SectionId};
-use object::{Object, ObjectSection};
+use object::Object;
 
 use super::layout::RuntimeLayout;
+use crate::symbolize::elf::{SectionDataError, section_bytes};
 
 /// Name of the compilation unit holding the runtime's types.
 const RUNTIME_UNIT: &[u8] = b"runtime";
@@ -35,8 +36,8 @@ pub enum DwarfError {
     Section {
         /// Section name.
         section: &'static str,
-        /// The `object` crate's error.
-        source: object::Error,
+        /// What was wrong with it.
+        source: SectionDataError,
     },
     /// The DWARF data is malformed.
     #[error("malformed DWARF: {0}")]
@@ -109,12 +110,10 @@ fn load_section<'data>(
         None
     };
     match section {
-        Some(section) => section
-            .uncompressed_data()
-            .map_err(|source| DwarfError::Section {
-                section: id.name(),
-                source,
-            }),
+        Some(section) => section_bytes(&section).map_err(|source| DwarfError::Section {
+            section: id.name(),
+            source,
+        }),
         None => Ok(Cow::Borrowed(&[])),
     }
 }

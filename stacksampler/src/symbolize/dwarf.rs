@@ -12,7 +12,7 @@ use std::{
 };
 
 use gimli::{EndianArcSlice, RunTimeEndian};
-use object::{Object, ObjectSection};
+use object::Object;
 
 use super::{FormatError, elf::ElfImage};
 
@@ -58,7 +58,7 @@ impl DwarfSymbolizer {
         let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
             let bytes: Cow<'_, [u8]> = file
                 .section_by_name(id.name())
-                .and_then(|s| s.uncompressed_data().ok())
+                .and_then(|s| super::elf::section_bytes(&s).ok())
                 .unwrap_or(Cow::Borrowed(&[]));
             Ok(EndianArcSlice::new(Arc::from(&*bytes), endian))
         };

@@ -11,7 +11,9 @@
 //! page past the new end): the kernel refuses writes to a running executable (`ETXTBSY`), and a
 //! library overwritten in place crashes its own users as well.
 
-use std::{collections::HashMap, fs::File, os::fd::AsRawFd, sync::Arc, sync::OnceLock};
+use std::{
+    borrow::Cow, collections::HashMap, fs::File, os::fd::AsRawFd, sync::Arc, sync::OnceLock,
+};
 
 use bytes::Bytes;
 
@@ -25,6 +27,54 @@ const R_X86_64_RELATIVE: u32 = 8;
 const R_AARCH64_RELATIVE: u32 = 1027;
 /// `PF_X`: the segment is executable.
 const PF_X: u32 = 1;
+
+/// Largest size a compressed section may declare for its decompressed bytes: the size comes
+/// from the file, and `object` allocates it before decompressing.
+pub const MAX_DECOMPRESSED_SECTION: u64 = 1 << 30;
+/// Largest ratio of decompressed to compressed bytes believed: deflate cannot exceed 1032:1, and
+/// zstd-compressed DWARF stays far below it.
+const MAX_COMPRESSION_RATIO: u64 = 1032;
+
+/// Why a section's bytes could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SectionDataError {
+    /// The compression header or the compressed stream is malformed.
+    #[error("{0}")]
+    Object(#[from] object::Error),
+    /// The compression header declares more bytes than the file can plausibly hold.
+    #[error(
+        "declares {declared} decompressed bytes from {compressed} compressed (at most {limit})"
+    )]
+    TooLarge {
+        /// Decompressed size the header declares.
+        declared: u64,
+        /// Compressed bytes in the file.
+        compressed: u64,
+        /// The bound it exceeds.
+        limit: u64,
+    },
+}
+
+/// A section's bytes, decompressed when the section is compressed (`SHF_COMPRESSED` or
+/// `.zdebug_*`), refusing a declared size past [`MAX_DECOMPRESSED_SECTION`] or
+/// [`MAX_COMPRESSION_RATIO`] times the compressed bytes.
+pub fn section_bytes<'data, S: ObjectSection<'data>>(
+    section: &S,
+) -> Result<Cow<'data, [u8]>, SectionDataError> {
+    let compressed = section.compressed_data()?;
+    if compressed.format != object::CompressionFormat::None {
+        let stored = compressed.data.len() as u64;
+        let limit = MAX_DECOMPRESSED_SECTION.min(stored.saturating_mul(MAX_COMPRESSION_RATIO));
+        if compressed.uncompressed_size > limit {
+            return Err(SectionDataError::TooLarge {
+                declared: compressed.uncompressed_size,
+                compressed: stored,
+                limit,
+            });
+        }
+    }
+    Ok(compressed.decompress()?)
+}
 
 /// One `PT_LOAD` segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -485,6 +535,84 @@ mod tests {
     fn self_image() -> ElfImage {
         let exe = std::fs::read("/proc/self/exe").expect("read own executable");
         ElfImage::parse(exe.into()).expect("parse own executable")
+    }
+
+    /// A relocatable ELF64 holding one `SHF_COMPRESSED` `.debug_info` whose compression
+    /// header declares `declared` decompressed bytes over 8 bytes of stream.
+    fn elf_with_compressed_section(declared: u64) -> Vec<u8> {
+        const EHDR: usize = 64;
+        const CHDR: usize = 24;
+        const STREAM: usize = 8;
+        let names = b"\0.debug_info\0.shstrtab\0";
+        let names_at = EHDR + CHDR + STREAM;
+        let shdrs_at = (names_at + names.len()).next_multiple_of(8);
+        let mut f = vec![0u8; shdrs_at];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4..7].copy_from_slice(&[2, 1, 1]); // 64-bit, little-endian, version 1
+        let put16 =
+            |f: &mut Vec<u8>, at: usize, v: u16| f[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        let put32 =
+            |f: &mut Vec<u8>, at: usize, v: u32| f[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let put64 =
+            |f: &mut Vec<u8>, at: usize, v: u64| f[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        put16(&mut f, 16, 1); // ET_REL
+        put16(&mut f, 18, 62); // EM_X86_64
+        put32(&mut f, 20, 1);
+        put64(&mut f, 40, shdrs_at as u64);
+        put16(&mut f, 52, EHDR as u16);
+        put16(&mut f, 58, 64); // e_shentsize
+        put16(&mut f, 60, 3); // e_shnum
+        put16(&mut f, 62, 2); // e_shstrndx
+        put32(&mut f, EHDR, 1); // ELFCOMPRESS_ZLIB
+        put64(&mut f, EHDR + 8, declared);
+        put64(&mut f, EHDR + 16, 1);
+        f[names_at..names_at + names.len()].copy_from_slice(names);
+        // Section headers: null, .debug_info, .shstrtab.
+        let mut shdr = |name: u32, kind: u32, flags: u64, offset: usize, size: usize| {
+            let at = f.len();
+            f.resize(at + 64, 0);
+            put32(&mut f, at, name);
+            put32(&mut f, at + 4, kind);
+            put64(&mut f, at + 8, flags);
+            put64(&mut f, at + 24, offset as u64);
+            put64(&mut f, at + 32, size as u64);
+            put64(&mut f, at + 48, 1);
+        };
+        shdr(0, 0, 0, 0, 0);
+        shdr(1, 1, 0x800, EHDR, CHDR + STREAM); // SHT_PROGBITS, SHF_COMPRESSED
+        shdr(13, 3, 0, names_at, names.len()); // SHT_STRTAB
+        f
+    }
+
+    #[test]
+    fn refuses_a_compressed_section_declaring_an_implausible_size() {
+        for declared in [
+            0x4000_0000_0080_0000,
+            MAX_DECOMPRESSED_SECTION + 1,
+            32 * 1032 + 1,
+        ] {
+            let bytes = elf_with_compressed_section(declared);
+            let file = object::File::parse(&*bytes).expect("parse");
+            let section = file.section_by_name(".debug_info").expect("section");
+            match section_bytes(&section) {
+                Err(SectionDataError::TooLarge {
+                    declared: d,
+                    compressed: 8,
+                    ..
+                }) => {
+                    assert_eq!(d, declared)
+                }
+                other => panic!("declared {declared}: {other:?}"),
+            }
+        }
+        // Within the bounds, the stream itself is judged (8 bytes of zeros are not zlib).
+        let bytes = elf_with_compressed_section(64);
+        let file = object::File::parse(&*bytes).expect("parse");
+        let section = file.section_by_name(".debug_info").expect("section");
+        assert!(matches!(
+            section_bytes(&section),
+            Err(SectionDataError::Object(_))
+        ));
     }
 
     #[test]
