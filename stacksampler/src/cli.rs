@@ -14,6 +14,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use stacksampler::{
+    bpf::RingBytes,
     dump::output::{DumpFormat, GoroutineFilter, WriteOptions},
     events::{WatchFormat, WatchOptions, WatchOutputPlan},
     goruntime::state::StateSet,
@@ -241,6 +242,16 @@ pub struct SamplingArgs {
     /// faults), symbolized from /proc/kallsyms, on top of the user stack.
     #[arg(long)]
     pub kernel: bool,
+
+    /// Size of the kernel's sample ring buffer (a power of two from 4KiB to 1GiB, default
+    /// 16MiB): samples that find it full are lost, counted and reported.
+    #[arg(long, value_name = "SIZE", value_parser = parse_ring_size)]
+    pub ring_size: Option<RingBytes>,
+}
+
+/// `--ring-size`: a size (`64K`, `16MiB`) the kernel takes as a ring buffer.
+fn parse_ring_size(s: &str) -> Result<RingBytes, String> {
+    RingBytes::new(parse_size(s)?).map_err(|e| e.to_string())
 }
 
 impl SamplingArgs {
@@ -255,6 +266,7 @@ impl SamplingArgs {
             events: false,
             filter: Filter::from(&self.filter),
             verbose,
+            samples_ring: self.ring_size,
         }
     }
 }

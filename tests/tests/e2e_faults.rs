@@ -317,3 +317,71 @@ fn target_exiting_at_once() {
         let _ = target.wait_timeout(Duration::from_secs(1));
     }
 }
+
+/// A sample ring too small for the target's samples: the samples that find it full are lost,
+/// counted in the report and said on stderr, never silently dropped; the rest are kept.
+#[test]
+fn overflowing_ring_counts_and_reports_lost_samples() {
+    let _serial = exclusive();
+    let exe = build_go("faults", &newest(), Variant::Normal);
+    // 5,000-frame workers: one sample is about 40 KiB, ten times the 4 KiB ring.
+    let mut target = GoProcess::spawn(&exe, &["-mode", "churn", "-depth", "5000"]);
+    target.wait_for_line("ready");
+    let out = run_stacksampler(&[
+        "--pid",
+        &target.pid().to_string(),
+        "--duration",
+        "2",
+        "--frequency",
+        "499",
+        "--max-frames",
+        "16384",
+        "--ring-size",
+        "4KiB",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = out.json();
+    let samples = &report["samples"];
+    let lost = samples["lost"].as_u64().expect("lost count");
+    let kept = samples["kept"].as_u64().expect("kept count");
+    assert!(lost > 50, "lost {lost} of {samples}");
+    assert!(
+        out.stderr
+            .contains(&format!("{lost} samples were lost (ring buffer full)")),
+        "stderr does not say the loss: {}",
+        out.stderr
+    );
+    assert!(
+        report["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("lost")))),
+        "the report does not carry the loss: {}",
+        report["warnings"]
+    );
+    // What fits (the churning goroutines' shallow stacks) is still recorded.
+    assert!(kept > 0, "{samples}");
+    // The same run with the default ring loses nothing of it.
+    let out = run_stacksampler(&[
+        "--pid",
+        &target.pid().to_string(),
+        "--duration",
+        "1",
+        "--frequency",
+        "499",
+        "--max-frames",
+        "16384",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let roomy = out.json();
+    assert_eq!(roomy["samples"]["lost"], 0, "{}", roomy["samples"]);
+    // A ring size the kernel would refuse is a one-line usage error.
+    let bad = run_stacksampler(&["--pid", &target.pid().to_string(), "--ring-size", "5000"]);
+    assert!(!bad.status.success());
+    assert!(bad.stderr.contains("power of two"), "{}", bad.stderr);
+    drop(target);
+    eprintln!("passed: {lost} lost and {kept} kept with a 4 KiB ring");
+}

@@ -13,7 +13,7 @@ pub mod ring;
 pub mod uprobes;
 
 pub use counters::{KernelCost, ProbeCost};
-pub use object::{Mode, load};
+pub use object::{Mode, RingBytes, load};
 pub use perf::{LoadOptions, LoadedSampler};
 pub use ring::{Record, RecordStream};
 pub use uprobes::{AttachedProbe, EventOptions, EventProbes};

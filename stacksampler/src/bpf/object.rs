@@ -28,15 +28,49 @@ pub const FATAL_EVENTS_RING_BYTES: u32 = 1 << 20;
 pub const IDLE_RING_BYTES: u32 = 4096;
 /// A scratch array the mode never writes: one slot.
 const IDLE_SLOTS: u32 = 1;
+/// Largest sample ring a run may ask for.
+pub const MAX_SAMPLES_RING_BYTES: u32 = 1 << 30;
 
 /// What a run attaches, which decides every map's size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// CPU sampling, with the fatal-error probes; `events` adds stack growth and goroutine
-    /// creation/exit.
-    Record { events: bool },
+    /// creation/exit. `samples_ring` overrides [`SAMPLES_RING_BYTES`].
+    Record {
+        events: bool,
+        samples_ring: Option<RingBytes>,
+    },
     /// Runtime events only, no CPU sampling.
     Watch,
+}
+
+/// A ring buffer's size as the kernel takes it: a power-of-two number of pages, at most
+/// [`MAX_SAMPLES_RING_BYTES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingBytes(u32);
+
+/// A ring size the kernel would refuse.
+#[derive(Debug, thiserror::Error)]
+#[error("a ring buffer must be a power of two between 4 KiB and 1 GiB, not {0} bytes")]
+pub struct BadRingSize(pub u64);
+
+impl RingBytes {
+    /// `bytes` if the kernel takes it as a ring buffer's size.
+    pub fn new(bytes: u64) -> Result<Self, BadRingSize> {
+        if bytes.is_power_of_two()
+            && bytes >= u64::from(IDLE_RING_BYTES)
+            && bytes <= u64::from(MAX_SAMPLES_RING_BYTES)
+        {
+            Ok(Self(bytes as u32))
+        } else {
+            Err(BadRingSize(bytes))
+        }
+    }
+
+    /// The size in bytes.
+    pub fn get(self) -> u32 {
+        self.0
+    }
 }
 
 /// Sizes of the maps that depend on the mode (the others are one entry each).
@@ -56,9 +90,12 @@ impl Mode {
     /// The map sizes of this mode on a machine with `possible_cpus`.
     pub fn map_sizes(self, possible_cpus: u32) -> MapSizes {
         match self {
-            Self::Record { events } => MapSizes {
+            Self::Record {
+                events,
+                samples_ring,
+            } => MapSizes {
                 sample_scratch_slots: possible_cpus,
-                samples_ring_bytes: SAMPLES_RING_BYTES,
+                samples_ring_bytes: samples_ring.map_or(SAMPLES_RING_BYTES, RingBytes::get),
                 event_scratch_slots: possible_cpus,
                 events_ring_bytes: if events {
                     EVENTS_RING_BYTES
@@ -97,12 +134,21 @@ mod tests {
 
     #[test]
     fn each_mode_sizes_only_what_it_uses() {
-        let record = Mode::Record { events: false }.map_sizes(8);
+        let record = Mode::Record {
+            events: false,
+            samples_ring: None,
+        }
+        .map_sizes(8);
         assert_eq!(record.sample_scratch_slots, 8);
         assert_eq!(record.event_scratch_slots, 8);
         assert_eq!(record.events_ring_bytes, FATAL_EVENTS_RING_BYTES);
-        let with_events = Mode::Record { events: true }.map_sizes(8);
+        let with_events = Mode::Record {
+            events: true,
+            samples_ring: RingBytes::new(8192).ok(),
+        }
+        .map_sizes(8);
         assert_eq!(with_events.events_ring_bytes, EVENTS_RING_BYTES);
+        assert_eq!(with_events.samples_ring_bytes, 8192);
         let watch = Mode::Watch.map_sizes(8);
         assert_eq!(watch.sample_scratch_slots, IDLE_SLOTS);
         assert_eq!(watch.samples_ring_bytes, IDLE_RING_BYTES);
@@ -114,7 +160,10 @@ mod tests {
             FATAL_EVENTS_RING_BYTES,
             IDLE_RING_BYTES,
         ] {
-            assert!(bytes.is_power_of_two() && bytes >= 4096, "{bytes}");
+            assert!(RingBytes::new(bytes.into()).is_ok(), "{bytes}");
+        }
+        for bad in [0, 4095, 12288, 2 << 30] {
+            assert!(RingBytes::new(bad).is_err(), "{bad}");
         }
     }
 }

@@ -195,6 +195,8 @@ pub struct RecordOptions {
     pub filter: Filter,
     /// Kernel-side diagnostics and kernel run-time statistics.
     pub verbose: bool,
+    /// Size of the sample ring buffer; `None`: [`bpf::object::SAMPLES_RING_BYTES`].
+    pub samples_ring: Option<bpf::RingBytes>,
 }
 
 /// Samples the process `opts.pid` as `opts` say and returns its report.
@@ -239,6 +241,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     };
     let mut ebpf = bpf::load(bpf::Mode::Record {
         events: opts.events,
+        samples_ring: opts.samples_ring,
     })?;
     // The fatal-error probes cost nothing until the target dies (`--events` adds growth and
     // goroutine creation/exit); they need goroutine ids.
@@ -431,7 +434,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     profile.counts.lost = counters.lost_ringbuf + decode_errors;
     if counters.lost_ringbuf > 0 {
         warnings.push(format!(
-            "{} samples were lost (ring buffer full); lower --frequency or --max-frames",
+            "{} samples were lost (ring buffer full); lower --frequency or --max-frames, or raise --ring-size",
             counters.lost_ringbuf
         ));
     }

@@ -382,6 +382,7 @@ mod tests {
                 events: false,
                 filter: Filter::default(),
                 verbose: false,
+                samples_ring: None,
             },
             refresh: DEFAULT_REFRESH,
         };
