@@ -3,24 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stacksampler::goruntime::{
-    GoVersion,
-    labels::{ReadMemory, read_labels},
-};
+use stacksampler::goruntime::{GoVersion, labels::read_labels};
+use stacksampler_fuzz::FlatMemory;
 
 /// Where the fuzzed bytes sit in the fake address space.
 const BASE: u64 = 0x1000;
-
-struct Memory<'a>(&'a [u8]);
-
-impl ReadMemory for Memory<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Option<()> {
-        let start = usize::try_from(addr.checked_sub(BASE)?).ok()?;
-        let bytes = self.0.get(start..start.checked_add(buf.len())?)?;
-        buf.copy_from_slice(bytes);
-        Some(())
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, memory)) = data.split_first() else {
@@ -34,6 +21,9 @@ fuzz_target!(|data: &[u8]| {
     }
     .parse()
     .expect("a valid version");
-    let mem = Memory(memory);
+    let mem = FlatMemory {
+        base: BASE,
+        bytes: memory,
+    };
     let _ = read_labels(&version, BASE, &mem);
 });

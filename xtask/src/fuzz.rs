@@ -27,6 +27,7 @@ pub const TARGETS: &[&str] = &[
     "sample_record",
     "event_record",
     "pprof_labels",
+    "goroutine_list",
 ];
 /// Targets whose seeds are whole Go executables.
 const BINARY_TARGETS: &[&str] = &["module_symbolizer", "go_binary"];

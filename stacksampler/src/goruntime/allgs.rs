@@ -98,30 +98,44 @@ pub fn locate(
     let image = image.ok_or(AllGsError::NoAllgadd)?;
     let table = GoPclnTab::locate(image).map_err(|_| AllGsError::NoAllgadd)?;
     let (start, end) = table.function_range(ALLGADD).ok_or(AllGsError::NoAllgadd)?;
-    let len = usize::try_from(end - start).map_err(|_| AllGsError::NoAllgadd)?;
+    let len = usize::try_from(end.saturating_sub(start)).map_err(|_| AllGsError::NoAllgadd)?;
     let code = image.read_vaddr(start, len).ok_or(AllGsError::NoAllgadd)?;
     let data_ranges: Vec<(u64, u64)> = image
         .segments()
         .iter()
         .filter(|s| !s.executable)
-        .map(|s| (s.vaddr, s.vaddr + s.mem_size))
+        .map(|s| (s.vaddr, s.vaddr.saturating_add(s.mem_size)))
         .collect();
-    let candidates = rip_relative_targets(code, start, &data_ranges);
+    find_in_code(code, start, &data_ranges, bias, goid_offset, mem)
+}
+
+/// Finds `allgs` and `allglen` among the data words that `code` (the machine code of
+/// `runtime.allgadd` at link-time address `code_vaddr`) addresses RIP-relative inside
+/// `data_ranges`, reading the candidates in `mem` at their address plus `bias`.
+pub fn find_in_code(
+    code: &[u8],
+    code_vaddr: u64,
+    data_ranges: &[(u64, u64)],
+    bias: u64,
+    goid_offset: u32,
+    mem: &dyn ReadMemory,
+) -> Result<AllGs, AllGsError> {
+    let candidates = rip_relative_targets(code, code_vaddr, data_ranges);
     let allgs = candidates
         .iter()
         .copied()
-        .find(|&c| is_allgs(mem, c + bias, goid_offset))
+        .find(|&c| is_allgs(mem, c.wrapping_add(bias), goid_offset))
         .ok_or(AllGsError::NotFound)?;
-    let (_, slice_len) = slice_header(mem, allgs + bias).ok_or(AllGsError::NotFound)?;
+    let (_, slice_len) = slice_header(mem, allgs.wrapping_add(bias)).ok_or(AllGsError::NotFound)?;
     // `allglen` is another referenced word holding the same length (outside the slice header).
     let allglen = candidates
         .iter()
         .copied()
-        .filter(|&c| c < allgs || c >= allgs + SLICE_HEADER as u64)
-        .find(|&c| read_u64(mem, c + bias) == Some(slice_len))
-        .map(|c| c + bias);
+        .filter(|&c| c < allgs || c >= allgs.saturating_add(SLICE_HEADER as u64))
+        .find(|&c| read_u64(mem, c.wrapping_add(bias)) == Some(slice_len))
+        .map(|c| c.wrapping_add(bias));
     Ok(AllGs {
-        allgs: allgs + bias,
+        allgs: allgs.wrapping_add(bias),
         allglen,
         source: AllGsSource::Code,
     })
@@ -140,7 +154,7 @@ fn rip_relative_targets(code: &[u8], base: u64, data_ranges: &[(u64, u64)]) -> V
             break;
         };
         let disp = i32::from_le_bytes(bytes.try_into().unwrap_or_default());
-        let next = base + (at + DISP32) as u64;
+        let next = base.wrapping_add((at + DISP32) as u64);
         let target = next.wrapping_add_signed(i64::from(disp));
         if target.is_multiple_of(8)
             && data_ranges
@@ -169,7 +183,7 @@ fn is_allgs(mem: &dyn ReadMemory, addr: u64, goid_offset: u32) -> bool {
     slice_header(mem, addr)
         .and_then(|(ptr, _)| read_u64(mem, ptr))
         .filter(|g| *g != 0)
-        .and_then(|g| read_u64(mem, g + u64::from(goid_offset)))
+        .and_then(|g| read_u64(mem, g.checked_add(u64::from(goid_offset))?))
         == Some(MAIN_GOID)
 }
 
@@ -181,7 +195,8 @@ pub fn read_g_pointers(mem: &dyn ReadMemory, at: &AllGs) -> Result<Vec<u64>, All
         None => None,
     };
     let ptr = read_u64(mem, at.allgs).ok_or(AllGsError::Unreadable(at.allgs))?;
-    let slice_len = read_u64(mem, at.allgs + 8).ok_or(AllGsError::Unreadable(at.allgs + 8))?;
+    let len_at = at.allgs.wrapping_add(8);
+    let slice_len = read_u64(mem, len_at).ok_or(AllGsError::Unreadable(len_at))?;
     let n = len_from_global.map_or(slice_len, |l| l.min(slice_len));
     if n > MAX_ALLGS {
         return Err(AllGsError::TooLong(n));
@@ -205,7 +220,10 @@ pub fn count_live(mem: &dyn ReadMemory, at: &AllGs, status_offset: u32) -> Resul
     let mut live = 0;
     for g in gs {
         let mut s = [0u8; 4];
-        if mem.read(g + u64::from(status_offset), &mut s).is_some() {
+        let Some(at) = g.checked_add(u64::from(status_offset)) else {
+            continue;
+        };
+        if mem.read(at, &mut s).is_some() {
             let state = super::state::GoroutineState::from_raw(u32::from_le_bytes(s));
             if state != super::state::GoroutineState::Dead {
                 live += 1;
