@@ -4,8 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stacksampler::goruntime::allgs::{
-    AllGs, AllGsSource, count_live, find_in_code, read_g_pointers,
+use stacksampler::goruntime::{
+    GoArch,
+    allgs::{AllGs, AllGsSource, MachineCode, count_live, find_in_code, read_g_pointers},
 };
 use stacksampler_fuzz::FlatMemory;
 
@@ -29,7 +30,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let offset = OFFSETS[usize::from(selector) % OFFSETS.len()];
     let data_ranges = [(BASE, BASE + memory.len() as u64)];
-    let found = find_in_code(code, BASE, &data_ranges, 0, offset, &mem);
+    // Either instruction set, by the selector's second bit.
+    let arch = if selector & 0x40 != 0 {
+        GoArch::Arm64
+    } else {
+        GoArch::Amd64
+    };
+    let code = MachineCode {
+        arch,
+        bytes: code,
+        vaddr: BASE,
+    };
+    let found = find_in_code(&code, &data_ranges, 0, offset, &mem);
     // And the list read from wherever the input says, found or not.
     let word = |i: usize| {
         memory

@@ -129,12 +129,27 @@ fn build_lock() -> &'static Mutex<()> {
 /// Builds `tests/go/<program>` with `tc` as `variant` (cached under `target/go-programs/`,
 /// rebuilt when a source file is newer than the binary). Returns the executable's path.
 pub fn build_go(program: &str, tc: &GoToolchain, variant: Variant) -> PathBuf {
+    build_go_for(program, tc, variant, None)
+}
+
+/// [`build_go`] for another `GOARCH` (`Some("arm64")`: a cross build, to read, not to run here).
+pub fn build_go_for(
+    program: &str,
+    tc: &GoToolchain,
+    variant: Variant,
+    goarch: Option<&str>,
+) -> PathBuf {
     let _guard = build_lock().lock().unwrap_or_else(|e| e.into_inner());
     let src = workspace_root().join("tests/go").join(program);
     assert!(src.is_dir(), "no Go program at {}", src.display());
     let out_dir = workspace_root().join("target/go-programs");
     std::fs::create_dir_all(&out_dir).expect("create target/go-programs");
-    let exe = out_dir.join(format!("{program}-{}-{}", tc.label(), variant.label()));
+    let arch_suffix = goarch.map(|a| format!("-{a}")).unwrap_or_default();
+    let exe = out_dir.join(format!(
+        "{program}-{}-{}{arch_suffix}",
+        tc.label(),
+        variant.label()
+    ));
     if is_fresh(&exe, &src) {
         return exe;
     }
@@ -150,6 +165,9 @@ pub fn build_go(program: &str, tc: &GoToolchain, variant: Variant) -> PathBuf {
         .arg("build")
         .arg("-o")
         .arg(&exe);
+    if let Some(goarch) = goarch {
+        cmd.env("GOARCH", goarch);
+    }
     match variant {
         Variant::Normal => {
             cmd.env("CGO_ENABLED", "0");

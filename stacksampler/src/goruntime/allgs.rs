@@ -3,10 +3,11 @@
 //!
 //! The variables are in `.symtab` when the binary has one. Stripped binaries (`-ldflags=-s -w`)
 //! keep `.gopclntab`, which locates `runtime.allgadd`, the function that appends to the list:
-//! its machine code addresses `allgs` and `allglen` RIP-relative (amd64), so every 32-bit
-//! displacement in it that lands in the binary's data is a candidate, and the live memory of the
-//! target decides: `allgs` is the `[]*g` whose first element is goroutine 1, `allglen` the word
-//! holding its length. Nothing is guessed: a candidate that does not read as such is dropped.
+//! its machine code addresses `allgs` and `allglen` PC-relatively: RIP-relative operands on
+//! amd64, `ADRP` + `ADD`/`LDR`/`STR` pairs on arm64. Every address so formed that lands in the
+//! binary's data is a candidate, and the live memory of the target decides: `allgs` is the
+//! `[]*g` whose first element is goroutine 1, `allglen` the word holding its length. Nothing is
+//! guessed: a candidate that does not read as such is dropped.
 //!
 //! Reads follow the runtime's own lock-free reader (`atomicAllG`): the length first, then the
 //! array; entries are only ever appended, so the first `allglen` entries are valid.
@@ -26,6 +27,20 @@ const DISP32: usize = 4;
 /// ModRM bits selecting `[rip + disp32]` (mod = 00, r/m = 101).
 const MODRM_RIP_MASK: u8 = 0xC7;
 const MODRM_RIP: u8 = 0x05;
+/// arm64 instructions are 4 bytes.
+const ARM64_INSN: usize = 4;
+/// How many instructions after an `ADRP` its page is looked for in a use (Go's linker emits the
+/// pair adjacent; the compiler may schedule one instruction between).
+const ARM64_PAIR_WINDOW: usize = 3;
+/// `ADRP Xd, label`: mask and value of the opcode bits.
+const ARM64_ADRP_MASK: u32 = 0x9F00_0000;
+const ARM64_ADRP: u32 = 0x9000_0000;
+/// `ADD Xd, Xn, #imm{, lsl #12}` (64-bit, immediate).
+const ARM64_ADD_IMM_MASK: u32 = 0xFF80_0000;
+const ARM64_ADD_IMM: u32 = 0x9100_0000;
+/// `LDR`/`STR` (immediate, unsigned offset), any size: bits 29-27 = 111, bits 25-24 = 01.
+const ARM64_LDST_UIMM_MASK: u32 = 0x3B00_0000;
+const ARM64_LDST_UIMM: u32 = 0x3900_0000;
 /// The main goroutine's id: always `allgs[0]`.
 const MAIN_GOID: u64 = 1;
 
@@ -53,8 +68,10 @@ pub enum AllGsSource {
 /// Why the goroutine list could not be found or read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AllGsError {
-    /// Stripped and not amd64: the code scan reads amd64 addressing only.
-    #[error("runtime.allgs is not in the symbol table and finding it from code needs amd64")]
+    /// Stripped and neither amd64 nor arm64: the code scan reads their addressing only.
+    #[error(
+        "runtime.allgs is not in the symbol table and finding it from code needs amd64 or arm64"
+    )]
     UnsupportedArch,
     /// Stripped, and the Go table has no `runtime.allgadd`.
     #[error("runtime.allgs is not in the symbol table and the Go function table has no {ALLGADD}")]
@@ -92,35 +109,99 @@ pub fn locate(
             source: AllGsSource::SymbolTable,
         });
     }
-    if binary.arch != GoArch::Amd64 {
-        return Err(AllGsError::UnsupportedArch);
-    }
     let image = image.ok_or(AllGsError::NoAllgadd)?;
-    let table = GoPclnTab::locate(image).map_err(|_| AllGsError::NoAllgadd)?;
-    let (start, end) = table.function_range(ALLGADD).ok_or(AllGsError::NoAllgadd)?;
-    let len = usize::try_from(end.saturating_sub(start)).map_err(|_| AllGsError::NoAllgadd)?;
-    let code = image.read_vaddr(start, len).ok_or(AllGsError::NoAllgadd)?;
-    let data_ranges: Vec<(u64, u64)> = image
-        .segments()
-        .iter()
-        .filter(|s| !s.executable)
-        .map(|s| (s.vaddr, s.vaddr.saturating_add(s.mem_size)))
-        .collect();
-    find_in_code(code, start, &data_ranges, bias, goid_offset, mem)
+    let scan = AllgaddScan::of(image, binary.arch)?;
+    find_in_code(&scan.code, &scan.data_ranges, bias, goid_offset, mem)
+}
+
+/// What a stripped binary offers to find the goroutine list: the code of `runtime.allgadd`
+/// (located through `.gopclntab`) and the binary's data segments.
+#[derive(Clone, Debug)]
+pub struct AllgaddScan<'a> {
+    /// The function's machine code.
+    pub code: MachineCode<'a>,
+    /// Link-time `[start, end)` of every non-executable loaded segment.
+    pub data_ranges: Vec<(u64, u64)>,
+}
+
+impl<'a> AllgaddScan<'a> {
+    /// Locates `runtime.allgadd` in `image`, a Go binary built for `arch`.
+    pub fn of(image: &'a ElfImage, arch: GoArch) -> Result<Self, AllGsError> {
+        if !matches!(arch, GoArch::Amd64 | GoArch::Arm64) {
+            return Err(AllGsError::UnsupportedArch);
+        }
+        let table = GoPclnTab::locate(image).map_err(|_| AllGsError::NoAllgadd)?;
+        let (start, end) = table.function_range(ALLGADD).ok_or(AllGsError::NoAllgadd)?;
+        let len = usize::try_from(end.saturating_sub(start)).map_err(|_| AllGsError::NoAllgadd)?;
+        let bytes = image.read_vaddr(start, len).ok_or(AllGsError::NoAllgadd)?;
+        let data_ranges = image
+            .segments()
+            .iter()
+            .filter(|s| !s.executable)
+            .map(|s| (s.vaddr, s.vaddr.saturating_add(s.mem_size)))
+            .collect();
+        Ok(Self {
+            code: MachineCode {
+                arch,
+                bytes,
+                vaddr: start,
+            },
+            data_ranges,
+        })
+    }
+
+    /// The candidate addresses of `allgs` and `allglen` (link-time), first referenced first.
+    pub fn candidates(&self) -> Vec<u64> {
+        self.code.referenced_data(&self.data_ranges)
+    }
+}
+
+/// A function's machine code.
+#[derive(Clone, Copy, Debug)]
+pub struct MachineCode<'a> {
+    /// Its instruction set.
+    pub arch: GoArch,
+    /// The bytes.
+    pub bytes: &'a [u8],
+    /// Link-time address of the first byte.
+    pub vaddr: u64,
+}
+
+impl MachineCode<'_> {
+    /// The 8-byte-aligned addresses inside `data_ranges` that the code forms PC-relatively,
+    /// first seen first, each once.
+    pub fn referenced_data(&self, data_ranges: &[(u64, u64)]) -> Vec<u64> {
+        let formed = match self.arch {
+            GoArch::Amd64 => rip_relative_targets(self.bytes, self.vaddr),
+            GoArch::Arm64 => adrp_targets(self.bytes, self.vaddr),
+            GoArch::Other => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for target in formed {
+            if target.is_multiple_of(8)
+                && data_ranges
+                    .iter()
+                    .any(|&(lo, hi)| target >= lo && target < hi)
+                && !out.contains(&target)
+            {
+                out.push(target);
+            }
+        }
+        out
+    }
 }
 
 /// Finds `allgs` and `allglen` among the data words that `code` (the machine code of
-/// `runtime.allgadd` at link-time address `code_vaddr`) addresses RIP-relative inside
-/// `data_ranges`, reading the candidates in `mem` at their address plus `bias`.
+/// `runtime.allgadd`) addresses inside `data_ranges`, reading the candidates in `mem` at their
+/// address plus `bias`.
 pub fn find_in_code(
-    code: &[u8],
-    code_vaddr: u64,
+    code: &MachineCode<'_>,
     data_ranges: &[(u64, u64)],
     bias: u64,
     goid_offset: u32,
     mem: &dyn ReadMemory,
 ) -> Result<AllGs, AllGsError> {
-    let candidates = rip_relative_targets(code, code_vaddr, data_ranges);
+    let candidates = code.referenced_data(data_ranges);
     let allgs = candidates
         .iter()
         .copied()
@@ -141,10 +222,11 @@ pub fn find_in_code(
     })
 }
 
-/// The 8-byte-aligned addresses inside `data_ranges` that a `[rip + disp32]` operand in `code`
-/// (at virtual address `base`) can designate, assuming the displacement ends the instruction
-/// (true of the loads, stores, `lea` and `xchg` that address these variables), first seen first.
-fn rip_relative_targets(code: &[u8], base: u64, data_ranges: &[(u64, u64)]) -> Vec<u64> {
+/// The addresses a `[rip + disp32]` operand in `code` (at virtual address `base`) can designate,
+/// assuming the displacement ends the instruction (true of the loads, stores, `lea` and `xchg`
+/// that address these variables). Not a disassembler: every ModRM-shaped byte is tried, and the
+/// live memory rejects what is not a real operand.
+fn rip_relative_targets(code: &[u8], base: u64) -> Vec<u64> {
     let mut out = Vec::new();
     for at in 1..code.len().saturating_sub(DISP32 - 1) {
         if code[at - 1] & MODRM_RIP_MASK != MODRM_RIP {
@@ -155,14 +237,44 @@ fn rip_relative_targets(code: &[u8], base: u64, data_ranges: &[(u64, u64)]) -> V
         };
         let disp = i32::from_le_bytes(bytes.try_into().unwrap_or_default());
         let next = base.wrapping_add((at + DISP32) as u64);
-        let target = next.wrapping_add_signed(i64::from(disp));
-        if target.is_multiple_of(8)
-            && data_ranges
-                .iter()
-                .any(|&(lo, hi)| target >= lo && target < hi)
-            && !out.contains(&target)
-        {
-            out.push(target);
+        out.push(next.wrapping_add_signed(i64::from(disp)));
+    }
+    out
+}
+
+/// The addresses `code` (arm64, at virtual address `base`) forms with an `ADRP` and a following
+/// `ADD` immediate or `LDR`/`STR` with an unsigned offset on the same register: the page of the
+/// one plus the low 12 bits (scaled by the access size for a load or store) of the other.
+fn adrp_targets(code: &[u8], base: u64) -> Vec<u64> {
+    let insns: Vec<u32> = code
+        .chunks_exact(ARM64_INSN)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect();
+    let mut out = Vec::new();
+    for (i, &insn) in insns.iter().enumerate() {
+        if insn & ARM64_ADRP_MASK != ARM64_ADRP {
+            continue;
+        }
+        let rd = insn & 0x1f;
+        let immlo = u64::from((insn >> 29) & 0x3);
+        let immhi = u64::from((insn >> 5) & 0x7_ffff);
+        // A signed 21-bit count of 4 KiB pages.
+        let pages = (((immhi << 2) | immlo) << 43) as i64 >> 43;
+        let pc = base.wrapping_add((i * ARM64_INSN) as u64);
+        let page = (pc & !0xfff).wrapping_add_signed(pages.wrapping_mul(4096));
+        for &next in insns.iter().skip(i + 1).take(ARM64_PAIR_WINDOW) {
+            let rn = (next >> 5) & 0x1f;
+            let imm12 = u64::from((next >> 10) & 0xfff);
+            if next & ARM64_ADD_IMM_MASK == ARM64_ADD_IMM && rn == rd {
+                let shift = if (next >> 22) & 1 == 1 { 12 } else { 0 };
+                out.push(page.wrapping_add(imm12 << shift));
+                break;
+            }
+            if next & ARM64_LDST_UIMM_MASK == ARM64_LDST_UIMM && rn == rd {
+                let size = next >> 30;
+                out.push(page.wrapping_add(imm12 << size));
+                break;
+            }
         }
     }
     out
@@ -247,9 +359,46 @@ mod tests {
             0x48, 0x89, 0x0d, 0xf9, 0x0f, 0, 0, // mov
             0x48, 0x8d, 0x15, 0xf3, 0x0f, 0, 0, // lea
         ];
-        let targets = rip_relative_targets(&code, 0x1000, &[(0x2000, 0x3000)]);
-        assert_eq!(targets, vec![0x2008]);
-        assert!(rip_relative_targets(&code, 0x1000, &[(0x5000, 0x6000)]).is_empty());
+        let code = MachineCode {
+            arch: GoArch::Amd64,
+            bytes: &code,
+            vaddr: 0x1000,
+        };
+        assert_eq!(code.referenced_data(&[(0x2000, 0x3000)]), vec![0x2008]);
+        assert!(code.referenced_data(&[(0x5000, 0x6000)]).is_empty());
+    }
+
+    #[test]
+    fn adrp_pairs_are_decoded_and_filtered() {
+        // At 0x10000: adrp x1, 0x12000 (+2 pages); add x1, x1, #0x1c8 -> 0x121c8.
+        // At 0x10008: adrp x2, 0xf000 (-1 page); nop; ldr x3, [x2, #0x10] (8-byte, scaled x8)
+        // -> 0xf080. At 0x10014: adrp x4 with no use: nothing.
+        let adrp = |rd: u32, pages: i32| {
+            let imm = (pages as u32) & 0x1f_ffff;
+            0x9000_0000 | ((imm & 3) << 29) | ((imm >> 2) << 5) | rd
+        };
+        let add = |rd: u32, rn: u32, imm: u32| 0x9100_0000 | (imm << 10) | (rn << 5) | rd;
+        let ldr64 = |rt: u32, rn: u32, scaled: u32| 0xF940_0000 | (scaled << 10) | (rn << 5) | rt;
+        let nop = 0xD503_201F;
+        let insns = [
+            adrp(1, 2),
+            add(1, 1, 0x1c8),
+            adrp(2, -1),
+            nop,
+            ldr64(3, 2, 0x10),
+            adrp(4, 3),
+        ];
+        let bytes: Vec<u8> = insns.iter().flat_map(|i| i.to_le_bytes()).collect();
+        let code = MachineCode {
+            arch: GoArch::Arm64,
+            bytes: &bytes,
+            vaddr: 0x10000,
+        };
+        assert_eq!(
+            code.referenced_data(&[(0xf000, 0x13000)]),
+            vec![0x121c8, 0xf080]
+        );
+        assert_eq!(code.referenced_data(&[(0x12000, 0x13000)]), vec![0x121c8]);
     }
 
     struct Mem(Vec<(u64, Vec<u8>)>);

@@ -25,7 +25,11 @@ const SAMPLE_SECS: &str = "3";
 const WATCH_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn main() {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "/stacksampler".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "/stacksampler".into()),
+    );
     let mut suite = Suite {
         stacksampler: dir.join("bin/stacksampler"),
         go: dir.join("go"),
@@ -42,6 +46,7 @@ fn main() {
     suite.recursion_3000("go1.21");
     suite.recursion_go119();
     suite.hot_function("go1.27 stripped", "demo-go1.27-stripped");
+    suite.dump_stripped("go1.27");
     suite.leaf_caller("go1.27");
     suite.watch_stack_growth("go1.27");
     suite.watch_stack_overflow("go1.27");
@@ -140,7 +145,75 @@ impl Suite {
             }
             Ok(())
         })();
-        self.check(&format!("{label}: hot function main.hotLoop, goid and state"), result);
+        self.check(
+            &format!("{label}: hot function main.hotLoop, goid and state"),
+            result,
+        );
+    }
+
+    /// `dump` of a stripped build finds the goroutine list from the arm64 code of
+    /// `runtime.allgadd` and lists the demo's goroutines: the one in a system call with its
+    /// stack, the running one listed (running goroutines have no stack in a dump).
+    fn dump_stripped(&mut self, label: &str) {
+        let result = (|| {
+            let demo = self.start(
+                &format!("demo-{label}-stripped"),
+                &["-workers", "hot,syscall"],
+            )?;
+            let hot_goid = demo.goid("hot")?;
+            let syscall_goid = demo.goid("syscall")?;
+            let out = Command::new(&self.stacksampler)
+                .args(["dump", "--pid", &demo.pid().to_string(), "--format", "json"])
+                .output()
+                .map_err(|e| format!("running {}: {e}", self.stacksampler.display()))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "dump failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            let dump: Value = serde_json::from_slice(&out.stdout)
+                .map_err(|e| format!("dump printed no json: {e}"))?;
+            expect_eq("allgs_source", dump["allgs_source"].as_str(), Some("code"))?;
+            let goroutines = dump["goroutines"].as_array().ok_or("no goroutines")?;
+            println!("  dump: {} goroutines", goroutines.len());
+            let find = |goid: u64| {
+                goroutines
+                    .iter()
+                    .find(|g| g["goid"].as_u64() == Some(goid))
+                    .ok_or(format!("goroutine {goid} not listed"))
+            };
+            let frames = |g: &Value| -> Vec<String> {
+                g["stack"]["frames"]
+                    .as_array()
+                    .map(|f| {
+                        f.iter()
+                            .filter_map(|f| f["function"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            expect_eq(
+                "hot state",
+                find(hot_goid)?["state"].as_str(),
+                Some("running"),
+            )?;
+            let syscall = find(syscall_goid)?;
+            expect_eq("syscall state", syscall["state"].as_str(), Some("syscall"))?;
+            let names = frames(syscall);
+            if !names.iter().any(|f| f == "main.syscallLoop") {
+                return Err(format!("syscall goroutine's stack {names:?}"));
+            }
+            let main = frames(find(1)?);
+            if !main.iter().any(|f| f == "main.main") {
+                return Err(format!("goroutine 1's stack {main:?}"));
+            }
+            Ok(())
+        })();
+        self.check(
+            &format!("{label} stripped: dump finds allgs from arm64 code"),
+            result,
+        );
     }
 
     /// A 3000-deep recursion is walked whole, down to runtime.goexit.
@@ -165,7 +238,11 @@ impl Suite {
             }
             show("most sampled deep stack", &deep[0], 4);
             // Other deep stacks may end in the runtime (asynchronous preemption at the bottom).
-            expect_eq("innermost frame", innermost(&deep[0]).as_str(), "main.spinAtBottom")?;
+            expect_eq(
+                "innermost frame",
+                innermost(&deep[0]).as_str(),
+                "main.spinAtBottom",
+            )?;
             for s in &deep {
                 let f = functions(s);
                 if f.len() < 3000 {
@@ -177,7 +254,11 @@ impl Suite {
                 if a < 1500 || b < 1500 {
                     return Err(format!("recurseA {a}, recurseB {b}"));
                 }
-                expect_eq("outermost frame", f.last().map(String::as_str), Some("runtime.goexit"))?;
+                expect_eq(
+                    "outermost frame",
+                    f.last().map(String::as_str),
+                    Some("runtime.goexit"),
+                )?;
                 let outer = &f[f.len() - 3..];
                 if !outer.iter().any(|n| n.starts_with("main.main")) {
                     return Err(format!("outermost frames {outer:?}"));
@@ -186,7 +267,10 @@ impl Suite {
             }
             Ok(())
         })();
-        self.check(&format!("{label}: 3000-deep recursion walked whole"), result);
+        self.check(
+            &format!("{label}: 3000-deep recursion walked whole"),
+            result,
+        );
     }
 
     /// Go 1.19 (and 1.20) on arm64 do not adjust saved frame pointers when they copy a growing
@@ -202,7 +286,11 @@ impl Suite {
             let top = all.first().ok_or("no stacks")?;
             show("top stack", top, 4);
             let f = functions(top);
-            expect_eq("innermost frame", f.first().map(String::as_str), Some("main.spinAtBottom"))?;
+            expect_eq(
+                "innermost frame",
+                f.first().map(String::as_str),
+                Some("main.spinAtBottom"),
+            )?;
             let recursion = f
                 .iter()
                 .filter(|n| *n == "main.recurseA" || *n == "main.recurseB")
@@ -217,7 +305,10 @@ impl Suite {
             );
             Ok(())
         })();
-        self.check("go1.19: deep recursion, innermost frames and goid (depth limited by golang/go#58432)", result);
+        self.check(
+            "go1.19: deep recursion, innermost frames and goid (depth limited by golang/go#58432)",
+            result,
+        );
     }
 
     /// `--state syscall` keeps only syscall samples, among them the syscall worker's;
@@ -237,7 +328,9 @@ impl Suite {
                 functions(s).iter().any(|f| f == "main.syscallLoop") && goids(s).contains(&goid)
             });
             if in_loop == 0 {
-                return Err(format!("no syscall sample in main.syscallLoop of goroutine {goid}"));
+                return Err(format!(
+                    "no syscall sample in main.syscallLoop of goroutine {goid}"
+                ));
             }
             let report = self.sample(demo.pid(), &["--state", "Grunning"])?;
             for s in &stacks(&report) {
@@ -245,7 +338,10 @@ impl Suite {
             }
             Ok(())
         })();
-        self.check(&format!("{label}: --state syscall / Grunning filtering"), result);
+        self.check(
+            &format!("{label}: --state syscall / Grunning filtering"),
+            result,
+        );
     }
 
     /// arm64: a frameless leaf keeps its caller's return address in LR (X30) only; the caller
@@ -259,9 +355,17 @@ impl Suite {
             let top = all.first().ok_or("no stacks")?;
             show("top stack", top, 5);
             let f = functions(top);
-            expect_eq("innermost frame", f.first().map(String::as_str), Some("main.leaf"))?;
+            expect_eq(
+                "innermost frame",
+                f.first().map(String::as_str),
+                Some("main.leaf"),
+            )?;
             expect_eq("goids", goids(top), vec![goid])?;
-            expect_eq("caller of the leaf", f.get(1).map(String::as_str), Some("main.callsLeaf"))?;
+            expect_eq(
+                "caller of the leaf",
+                f.get(1).map(String::as_str),
+                Some("main.callsLeaf"),
+            )?;
             Ok(())
         })();
         // The kernel records LR; user space inserts it when .gopclntab says the interrupted
@@ -276,7 +380,12 @@ impl Suite {
 /// The `--watch` runs: the events program (`tests/go/events`) started, the watcher attached to it
 /// (its uprobes on the arm64 Go runtime), then the program let go and run to its end.
 impl Suite {
-    fn watched(&self, program: &str, args: &[&str], watch_args: &[&str]) -> Result<Watched, String> {
+    fn watched(
+        &self,
+        program: &str,
+        args: &[&str],
+        watch_args: &[&str],
+    ) -> Result<Watched, String> {
         let exe = self.go.join(program);
         let target_err = PathBuf::from(format!("/tmp/{program}-stderr.txt"));
         let err_file = std::fs::File::create(&target_err).map_err(|e| e.to_string())?;
@@ -299,7 +408,10 @@ impl Suite {
             }
         }
         let pid = target.0.id().to_string();
-        println!("  started {} {args:?}: pid {pid}, printed {stdout:?}", exe.display());
+        println!(
+            "  started {} {args:?}: pid {pid}, printed {stdout:?}",
+            exe.display()
+        );
 
         let started = Instant::now();
         let mut watcher = Reaped(
@@ -345,15 +457,23 @@ impl Suite {
                 Err(_) => return Err("the watcher did not attach its probes".into()),
             }
         }
-        println!("  watcher attached after {:.1} s", started.elapsed().as_secs_f64());
+        println!(
+            "  watcher attached after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
 
         // Let the program go; it ends by itself.
         let mut stdin = target.0.stdin.take().ok_or("no stdin")?;
         let _ = stdin.write_all(b"go\n");
         drop(stdin);
         stdout.extend(out.map_while(Result::ok));
-        let code = target.wait(WATCH_TIMEOUT).ok_or("the events program did not end")?.code();
-        let status = watcher.wait(WATCH_TIMEOUT).ok_or("the watcher did not end after the target")?;
+        let code = target
+            .wait(WATCH_TIMEOUT)
+            .ok_or("the events program did not end")?
+            .code();
+        let status = watcher
+            .wait(WATCH_TIMEOUT)
+            .ok_or("the watcher did not end after the target")?;
         while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
             show_line(&line);
             stderr.push(line);
@@ -366,7 +486,9 @@ impl Suite {
             .map_err(|_| "watcher stdout thread")?
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(|e| format!("watch stdout line is not json ({e})")))
+            .map(|l| {
+                serde_json::from_str(l).map_err(|e| format!("watch stdout line is not json ({e})"))
+            })
             .collect::<Result<_, _>>()?;
         let report = events.pop().ok_or("no report line")?;
         expect_eq("last line", report["event"].as_str(), Some("report"))?;
@@ -401,7 +523,12 @@ impl Suite {
             let history = w.report["stack_growth"]
                 .as_array()
                 .and_then(|h| h.iter().find(|g| g["goid"].as_u64() == Some(goid)))
-                .ok_or_else(|| format!("no growth history for goroutine {goid}: {}", w.report["stack_growth"]))?;
+                .ok_or_else(|| {
+                    format!(
+                        "no growth history for goroutine {goid}: {}",
+                        w.report["stack_growth"]
+                    )
+                })?;
             let steps: Vec<Value> = history["steps"].as_array().cloned().unwrap_or_default();
             let mut sizes = vec![history["initial_bytes"].as_u64().unwrap_or(0)];
             sizes.extend(steps.iter().filter_map(|s| s["bytes"].as_u64()));
@@ -410,22 +537,39 @@ impl Suite {
                 return Err(format!("first size {sizes:?}"));
             }
             if sizes.windows(2).any(|p| p[1] != p[0] * 2) || *sizes.last().unwrap_or(&0) < 2 << 20 {
-                return Err(format!("not every doubling up to 2 MiB in order: {sizes:?}"));
+                return Err(format!(
+                    "not every doubling up to 2 MiB in order: {sizes:?}"
+                ));
             }
             let times: Vec<f64> = steps.iter().filter_map(|s| s["t_s"].as_f64()).collect();
             if times.windows(2).any(|t| t[0] > t[1]) {
                 return Err(format!("growth times out of order: {times:?}"));
             }
             let deepest = steps.last().cloned().unwrap_or_default();
-            println!("  deepest growth: depth {}, top {}", deepest["depth"], deepest["top"]);
-            expect_eq("deepest growth's top frame", deepest["top"][0].as_str(), Some("main.recurse"))?;
+            println!(
+                "  deepest growth: depth {}, top {}",
+                deepest["depth"], deepest["top"]
+            );
+            expect_eq(
+                "deepest growth's top frame",
+                deepest["top"][0].as_str(),
+                Some("main.recurse"),
+            )?;
             if deepest["depth"].as_u64().unwrap_or(0) <= 5000 {
                 return Err(format!("deepest growth's depth {}", deepest["depth"]));
             }
-            let alerts: Vec<&Value> = w.events.iter().filter(|e| e["event"] == "stack_alert").collect();
+            let alerts: Vec<&Value> = w
+                .events
+                .iter()
+                .filter(|e| e["event"] == "stack_alert")
+                .collect();
             expect_eq("alerts", alerts.len(), 1)?;
             expect_eq("alert goid", alerts[0]["goid"].as_u64(), Some(goid))?;
-            expect_eq("alert size", alerts[0]["stack_bytes"].as_u64(), Some(1 << 20))?;
+            expect_eq(
+                "alert size",
+                alerts[0]["stack_bytes"].as_u64(),
+                Some(1 << 20),
+            )?;
             let folded = alerts[0]["folded"].as_str().unwrap_or_default();
             println!(
                 "  alert: goid {}, {} bytes, depth {}, folded {}...{}",
@@ -435,10 +579,16 @@ impl Suite {
                 &folded[..folded.floor_char_boundary(60)],
                 &folded[folded.ceil_char_boundary(folded.len().saturating_sub(40))..]
             );
-            if !(folded.starts_with("runtime.goexit;main.grow.func") && folded.ends_with(";main.recurse")) {
+            if !(folded.starts_with("runtime.goexit;main.grow.func")
+                && folded.ends_with(";main.recurse"))
+            {
                 return Err("alert's folded stack is not goexit;grow.func...;recurse".into());
             }
-            expect_eq("ALERT lines on stderr", w.stderr.matches("ALERT goroutine").count(), 1)?;
+            expect_eq(
+                "ALERT lines on stderr",
+                w.stderr.matches("ALERT goroutine").count(),
+                1,
+            )?;
             if !w.stderr.contains(&format!("ALERT goroutine {goid} ")) {
                 return Err(format!("no ALERT line for goroutine {goid}"));
             }
@@ -486,7 +636,11 @@ impl Suite {
                 &head[..head.len().min(2)],
                 &tail[tail.len().saturating_sub(3)..]
             );
-            expect_eq("fatal message", fatal["message"].as_str(), Some("stack overflow"))?;
+            expect_eq(
+                "fatal message",
+                fatal["message"].as_str(),
+                Some("stack overflow"),
+            )?;
             expect_eq("head frames", head.len(), 50)?;
             expect_eq("tail frames", tail.len(), 50)?;
             if head.iter().any(|f| f != "main.overflow") {
@@ -495,7 +649,11 @@ impl Suite {
             expect_eq(
                 "outermost frames",
                 tail[tail.len() - 3..].to_vec(),
-                vec!["main.main".to_owned(), "runtime.main".into(), "runtime.goexit".into()],
+                vec![
+                    "main.main".to_owned(),
+                    "runtime.main".into(),
+                    "runtime.goexit".into(),
+                ],
             )?;
             let depth = fatal["depth"].as_u64().unwrap_or(0);
             let omitted = fatal["omitted"].as_u64().unwrap_or(0);
@@ -503,7 +661,12 @@ impl Suite {
             let elided = w
                 .target_stderr
                 .lines()
-                .find_map(|l| l.strip_prefix("...")?.strip_suffix(" frames elided...")?.parse::<u64>().ok())
+                .find_map(|l| {
+                    l.strip_prefix("...")?
+                        .strip_suffix(" frames elided...")?
+                        .parse::<u64>()
+                        .ok()
+                })
                 .ok_or("Go printed no elided-frames count")?;
             expect_eq("frames elided (ours, Go's)", omitted, elided)?;
             Ok(())
@@ -612,7 +775,11 @@ fn show(what: &str, stack: &Value, frames: usize) {
         stack["state"],
         goids(stack),
         stack["depth"],
-        f.iter().take(frames).cloned().collect::<Vec<_>>().join(" <- "),
+        f.iter()
+            .take(frames)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" <- "),
         if f.len() > frames { " <- ..." } else { "" }
     );
 }
@@ -656,7 +823,12 @@ impl GoProcess {
                 p.goids.push((role, id));
             }
         }
-        println!("  started {} {all:?}: pid {}, goids {:?}", exe.display(), p.pid(), p.goids);
+        println!(
+            "  started {} {all:?}: pid {}, goids {:?}",
+            exe.display(),
+            p.pid(),
+            p.goids
+        );
         Ok(p)
     }
 
