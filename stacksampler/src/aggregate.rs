@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::{
     goruntime::state::GoroutineState,
-    sample::{LabelSet, Sample},
+    sample::{LabelSet, Sample, SampleKind},
 };
 
 /// Index of a node in the [`StackTrie`]; a node stands for the stack from the root to it.
@@ -33,9 +33,14 @@ pub const GAP_MARKER: u64 = u64::MAX;
 /// ran on the system stack. It symbolizes as one `--- switched to goroutine stack ---` frame.
 pub const SWITCH_MARKER: u64 = u64::MAX - 1;
 
+/// Pseudo-address standing for the stack of a goroutine that a wall-clock snapshot found
+/// running but whose live stack no CPU sample gave (see `record::wall`). It symbolizes as one
+/// `[running, stack not captured]` frame.
+pub const NOT_CAPTURED_MARKER: u64 = u64::MAX - 2;
+
 /// Whether `addr` is one of the pseudo-addresses above rather than a code address.
 pub fn is_marker(addr: u64) -> bool {
-    addr == GAP_MARKER || addr == SWITCH_MARKER
+    addr == GAP_MARKER || addr == SWITCH_MARKER || addr == NOT_CAPTURED_MARKER
 }
 
 /// Index of an interned label set in [`Profile::label_sets`]; [`NO_LABELS`] for none.
@@ -185,6 +190,8 @@ pub struct StackKey {
     pub leaf: NodeId,
     /// The goroutines' pprof label set ([`Profile::label_set`]).
     pub labels: LabelSetId,
+    /// CPU samples and wall-clock samples are separate rows.
+    pub kind: SampleKind,
 }
 
 /// What is known about one row.
@@ -208,6 +215,8 @@ pub struct StackStats {
     /// Times of the first and the last sample, kernel monotonic nanoseconds.
     pub first_ns: u64,
     pub last_ns: u64,
+    /// Wall-clock time the row's wall samples stand for, nanoseconds (0 for CPU rows).
+    pub wall_ns: u64,
 }
 
 /// Sample accounting of a run.
@@ -219,6 +228,14 @@ pub struct SampleCounts {
     pub kept: u64,
     /// Samples the kernel could not deliver (ring buffer full) or user space could not decode.
     pub lost: u64,
+    /// Wall-clock snapshots of every goroutine taken (`record --wall`).
+    pub wall_snapshots: u64,
+    /// Goroutine samples in those snapshots, and those that passed the filters (`total` and
+    /// `kept` count CPU samples only).
+    pub wall_total: u64,
+    pub wall_kept: u64,
+    /// Wall-clock time the kept wall samples stand for, nanoseconds (goroutine-time).
+    pub wall_kept_ns: u64,
 }
 
 /// The aggregated profile of a run.
@@ -242,16 +259,27 @@ pub struct Row<'a> {
 impl Profile {
     /// Adds a sample that passed the filters.
     pub fn add(&mut self, sample: &Sample) {
-        self.counts.kept += 1;
-        let leaf = match marked_frames(sample) {
-            Some(frames) => self.trie.insert_for(sample.tid, &frames),
-            None => self.trie.insert_for(sample.tid, &sample.frames),
+        let frames = marked_frames(sample);
+        let frames = frames.as_deref().unwrap_or(&sample.frames);
+        let leaf = match sample.kind {
+            SampleKind::Cpu => {
+                self.counts.kept += 1;
+                self.trie.insert_for(sample.tid, frames)
+            }
+            // Thousands of goroutines per snapshot: remembering a path per one would only
+            // churn the per-thread memory.
+            SampleKind::Wall => {
+                self.counts.wall_kept += 1;
+                self.counts.wall_kept_ns += sample.wall_ns;
+                self.trie.insert(frames)
+            }
         };
         let labels = self.intern_labels(sample);
         let key = StackKey {
             state: sample.state(),
             leaf,
             labels,
+            kind: sample.kind,
         };
         let stats = self.stacks.entry(key).or_default();
         let depth = sample.depth() as u64;
@@ -262,6 +290,7 @@ impl Profile {
         stats.depth = (stats.depth.0.min(depth), stats.depth.1.max(depth));
         stats.gap_frames = stats.gap_frames.max(sample.gap.map_or(0, |g| g.frames));
         stats.count += 1;
+        stats.wall_ns += sample.wall_ns;
         stats.first_ns = stats.first_ns.min(sample.time_ns);
         stats.last_ns = stats.last_ns.max(sample.time_ns);
         stats.truncated |= sample.truncated;
@@ -304,17 +333,32 @@ impl Profile {
         self.label_sets.get(id as usize).map_or(&[], |s| &s[..])
     }
 
-    /// Rows by descending count (ties: deeper first, then key order, so output is stable).
+    /// Whether the run took wall-clock snapshots (its rows are then of two kinds).
+    pub fn has_wall(&self) -> bool {
+        self.counts.wall_snapshots > 0
+    }
+
+    /// Rows of every kind: CPU rows by descending count, then wall rows by descending time
+    /// (ties: deeper first, then key order, so output is stable).
     pub fn ranked(&self) -> Vec<Row<'_>> {
+        let mut rows = self.ranked_of(SampleKind::Cpu);
+        rows.extend(self.ranked_of(SampleKind::Wall));
+        rows
+    }
+
+    /// The rows of one kind, CPU rows by descending count, wall rows by descending time.
+    pub fn ranked_of(&self, kind: SampleKind) -> Vec<Row<'_>> {
         let mut rows: Vec<Row<'_>> = self
             .stacks
             .iter()
+            .filter(|(key, _)| key.kind == kind)
             .map(|(key, stats)| Row { key: *key, stats })
             .collect();
         rows.sort_by(|a, b| {
             b.stats
-                .count
-                .cmp(&a.stats.count)
+                .wall_ns
+                .cmp(&a.stats.wall_ns)
+                .then_with(|| b.stats.count.cmp(&a.stats.count))
                 .then_with(|| {
                     self.trie
                         .depth(b.key.leaf)
@@ -325,11 +369,25 @@ impl Profile {
         rows
     }
 
-    /// Kept samples per goroutine state, in report order, states with no sample left out.
+    /// Kept CPU samples per goroutine state, in report order, states with no sample left out.
     pub fn by_state(&self) -> Vec<(GoroutineState, u64)> {
+        self.totals_by_state(SampleKind::Cpu, |s| s.count)
+    }
+
+    /// Kept wall-clock time per goroutine state (nanoseconds of goroutine-time), in report
+    /// order, states without any left out.
+    pub fn wall_by_state(&self) -> Vec<(GoroutineState, u64)> {
+        self.totals_by_state(SampleKind::Wall, |s| s.wall_ns)
+    }
+
+    fn totals_by_state(
+        &self,
+        kind: SampleKind,
+        value: impl Fn(&StackStats) -> u64,
+    ) -> Vec<(GoroutineState, u64)> {
         let mut counts: HashMap<GoroutineState, u64> = HashMap::new();
-        for (key, stats) in &self.stacks {
-            *counts.entry(key.state).or_default() += stats.count;
+        for (key, stats) in self.stacks.iter().filter(|(k, _)| k.kind == kind) {
+            *counts.entry(key.state).or_default() += value(stats);
         }
         GoroutineState::ALL
             .into_iter()

@@ -22,6 +22,7 @@ use stacksampler::{
     record::{
         RecordOptions,
         filter::{Filter, LabelFilter},
+        wall::DEFAULT_WALL_FREQUENCY_HZ,
     },
     report::{OutputFormat, OutputPlan, RenderOptions},
     top::{DEFAULT_REFRESH, TopOptions},
@@ -222,6 +223,16 @@ pub struct RecordArgs {
     /// creation and exit (a target's fatal error is always recorded).
     #[arg(long)]
     pub events: bool,
+
+    /// Also take every goroutine's stack, running or not, --wall-frequency times a second
+    /// (read from the target's memory, as `dump` does): wall-clock samples beside the CPU
+    /// samples, so off-CPU time shows.
+    #[arg(long)]
+    pub wall: bool,
+
+    /// Wall-clock snapshots of every goroutine per second (with --wall).
+    #[arg(long, requires = "wall", default_value_t = DEFAULT_WALL_FREQUENCY_HZ, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub wall_frequency: u64,
 }
 
 /// How samples are taken and which are kept (`record` and `top`).
@@ -267,6 +278,7 @@ impl SamplingArgs {
             filter: Filter::from(&self.filter),
             verbose,
             samples_ring: self.ring_size,
+            wall_frequency_hz: None,
         }
     }
 }
@@ -276,6 +288,7 @@ impl RecordArgs {
     pub fn options(&self, verbose: bool) -> RecordOptions {
         RecordOptions {
             events: self.events,
+            wall_frequency_hz: self.wall.then_some(self.wall_frequency),
             ..self
                 .sampling
                 .record(self.target.pid, self.stop.duration, verbose)

@@ -21,6 +21,7 @@ pub mod record;
 pub mod report;
 pub mod sample;
 pub mod session;
+pub mod snapshots;
 pub mod symbolize;
 pub mod target;
 pub mod top;

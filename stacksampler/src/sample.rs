@@ -22,9 +22,39 @@ pub struct GoroutineInfo {
     pub g_addr: u64,
 }
 
+/// Where a sample comes from: the two kinds stay apart in every output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleKind {
+    /// A CPU-clock tick on a thread of the target, walked by the kernel: where CPU time goes.
+    #[default]
+    Cpu,
+    /// One goroutine in a wall-clock snapshot of every goroutine (`record --wall`), on a CPU
+    /// or not: where goroutines spend their time, waiting included.
+    Wall,
+}
+
+impl SampleKind {
+    /// The name outputs use (`cpu`, `wall`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Wall => "wall",
+        }
+    }
+}
+
 /// One decoded sample.
 #[derive(Clone, Debug, Default)]
 pub struct Sample {
+    /// CPU tick or wall-clock snapshot.
+    pub kind: SampleKind,
+    /// For a wall sample: the wall-clock time it stands for (the time since the previous
+    /// snapshot), nanoseconds. 0 for CPU samples.
+    pub wall_ns: u64,
+    /// For a wall sample: the call site of the `go` statement that created the goroutine
+    /// (from `g.gopc`; the kernel does not read it for CPU samples).
+    pub creator: Option<u64>,
     /// Kernel monotonic time of the sample in nanoseconds.
     pub time_ns: u64,
     /// Thread id.
@@ -279,6 +309,9 @@ impl Sample {
             fp: header.last_fp,
         });
         Self {
+            kind: SampleKind::Cpu,
+            wall_ns: 0,
+            creator: None,
             time_ns: header.time_ns,
             tid: header.tid,
             cpu: header.cpu,

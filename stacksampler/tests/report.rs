@@ -70,6 +70,7 @@ mod fixtures {
             execs: Vec::new(),
             duration_secs: 5.0,
             frequency_hz: 99,
+            wall_frequency_hz: None,
             max_frames: 8192,
             ended_by: EndReason::Duration,
         }

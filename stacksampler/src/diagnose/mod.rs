@@ -13,6 +13,7 @@
 pub mod cycles;
 mod pileup;
 mod runaway_recursion;
+mod snapshots;
 mod stack;
 
 use serde::Serialize;
@@ -21,6 +22,7 @@ use crate::{aggregate::Profile, symbolize::Symbols};
 
 pub use pileup::KIND as GOROUTINE_PILEUP;
 pub use runaway_recursion::KIND as RUNAWAY_RECURSION;
+pub use snapshots::{ALL_BLOCKED, GROWTH as GOROUTINE_GROWTH};
 pub use stack::FrameInfo;
 
 /// How urgent a finding is.
@@ -52,6 +54,12 @@ pub struct Finding {
     /// `goroutine_pileup`: `stack` (frames, innermost first), `stack_complete`, `goroutines`,
     /// `states` (state -> goroutines), `waitreasons`, `samples`, `goids` (at most 1000),
     /// `goids_truncated`.
+    ///
+    /// `goroutine_growth` (`--wall`): `state`, `status`, `first`, `last`, `peak`, `span_s`,
+    /// `rate_per_s`, `snapshots`, `blocking` and `created_by` (frames or null), `stack`.
+    ///
+    /// `all_goroutines_blocked` (`--wall`): `goroutines`, `snapshots`, `from_s`, `to_s`,
+    /// `wait_reasons` (`{wait_reason, goroutines}`).
     pub data: serde_json::Value,
 }
 
@@ -80,6 +88,12 @@ pub struct DiagnoseOptions {
     /// Stacks are "the same" for a pile-up when their innermost this-many frames (addresses)
     /// are; `None` compares whole stacks. Default `Some(16)`.
     pub pileup_frames: Option<usize>,
+    /// Goroutines a group must gain between the first and the last wall-clock snapshot to be a
+    /// growth (leak) finding. Default 10.
+    pub growth_min_goroutines: usize,
+    /// Consecutive wall-clock snapshots with every goroutine blocked that make a finding.
+    /// Default 3.
+    pub all_blocked_min_snapshots: usize,
 }
 
 impl Default for DiagnoseOptions {
@@ -92,6 +106,8 @@ impl Default for DiagnoseOptions {
             critical_horizon_secs: 600.0,
             pileup_min_goroutines: 100,
             pileup_frames: Some(16),
+            growth_min_goroutines: 10,
+            all_blocked_min_snapshots: 3,
         }
     }
 }
@@ -123,6 +139,17 @@ impl DiagnoseOptions {
 /// Diagnoses a profile: findings most severe first (then runaway recursions before pile-ups,
 /// then the larger first).
 pub fn diagnose(profile: &Profile, symbols: &Symbols, options: &DiagnoseOptions) -> Vec<Finding> {
+    diagnose_run(profile, None, symbols, options)
+}
+
+/// [`diagnose`], plus the findings over a `--wall` run's snapshots (growth, every goroutine
+/// blocked) when it has them.
+pub fn diagnose_run(
+    profile: &Profile,
+    snapshots: Option<&crate::snapshots::SnapshotHistory>,
+    symbols: &Symbols,
+    options: &DiagnoseOptions,
+) -> Vec<Finding> {
     let mut expander = stack::Expander::new(symbols);
     let mut chimneys = runaway_recursion::Analyzer::new(options, &expander);
     let mut piles = pileup::PileUps::new(options);
@@ -146,6 +173,9 @@ pub fn diagnose(profile: &Profile, symbols: &Symbols, options: &DiagnoseOptions)
     }
     let mut findings = chimneys.findings(options);
     findings.extend(piles.findings(symbols, options));
+    if let Some(history) = snapshots {
+        findings.extend(snapshots::findings(history, symbols, options));
+    }
     // Stable: within a kind, each module's own order (largest first) is kept.
     findings.sort_by(|a, b| {
         b.severity
@@ -159,7 +189,8 @@ fn kind_rank(kind: &str) -> u8 {
     match kind {
         RUNAWAY_RECURSION => 0,
         GOROUTINE_PILEUP => 1,
-        _ => 2,
+        snapshots::GROWTH => 2,
+        _ => 3,
     }
 }
 

@@ -169,7 +169,9 @@ fn finding(key: &[u64], g: &Group, symbols: &Symbols, options: &DiagnoseOptions)
     }
 }
 
-fn is_runtime(function: &str) -> bool {
+/// Whether `function` is of the Go runtime or the standard library's blocking layers (never the
+/// telling frame of a stack).
+pub(crate) fn is_runtime(function: &str) -> bool {
     function.starts_with("runtime.")
         || function.starts_with("internal/")
         || function.starts_with("sync.")

@@ -158,18 +158,21 @@ impl TargetMem {
 
 /// The fields of one `runtime.g`, decoded from one read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RawG {
+pub struct RawG {
     status: u32,
-    goid: u64,
-    waitreason: u8,
+    pub goid: u64,
+    pub waitreason: u8,
     waitsince: i64,
     lockedm: u64,
-    gopc: u64,
-    startpc: u64,
+    /// The return address of the `go` statement that created it.
+    pub gopc: u64,
+    /// The function it was started with.
+    pub startpc: u64,
     parent_goid: Option<u64>,
-    labels: u64,
+    /// `g.labels`.
+    pub labels: u64,
     stack_lo: u64,
-    stack_hi: u64,
+    pub stack_hi: u64,
     sched: Regs,
     syscall: Regs,
 }
@@ -183,7 +186,7 @@ struct Regs {
 }
 
 impl RawG {
-    fn state(&self) -> GoroutineState {
+    pub fn state(&self) -> GoroutineState {
         GoroutineState::from_raw(self.status)
     }
 
@@ -273,12 +276,17 @@ impl GReader {
 }
 
 /// A stack as resume addresses, before symbolization.
-struct RawStack {
-    source: StackSource,
-    pcs: Vec<u64>,
-    elided: u64,
-    tail: Vec<u64>,
-    truncated: bool,
+pub struct RawStack {
+    pub source: StackSource,
+    /// Innermost first: the goroutine's resume pc, then return addresses.
+    pub pcs: Vec<u64>,
+    /// Calls between `pcs` and `tail` counted, not kept.
+    pub elided: u64,
+    /// The outermost return addresses of a stack deeper than `pcs`.
+    pub tail: Vec<u64>,
+    pub truncated: bool,
+    /// The stack pointer the walk started from (0 without a walk).
+    pub sp: u64,
 }
 
 impl RawStack {
@@ -289,16 +297,155 @@ impl RawStack {
             elided: 0,
             tail: Vec::new(),
             truncated: false,
+            sp: 0,
         }
     }
 }
 
 /// One goroutine read, before symbolization.
-struct RawGoroutine {
-    addr: u64,
-    g: RawG,
-    stack: RawStack,
-    inconsistent: bool,
+pub struct RawGoroutine {
+    /// Address of its `runtime.g`.
+    pub addr: u64,
+    pub g: RawG,
+    pub stack: RawStack,
+    pub inconsistent: bool,
+}
+
+/// A target opened for reading its goroutines, as often as asked: the dump reads them once, a
+/// `record --wall` run at every wall-clock tick. Everything found once (the binary, the
+/// goroutine list, the layout, the target's memory) is kept between reads.
+pub struct GoroutineReader {
+    pid: u32,
+    binary: GoBinary,
+    binary_name: String,
+    mem: TargetMem,
+    at: AllGs,
+    g: GReader,
+    symbolizer: ProcessSymbolizer,
+    deep: DeepStackReader,
+    /// Goroutines read again because they changed under the read, over every read.
+    reread: u64,
+}
+
+/// Every goroutine of the list at one moment, before symbolization.
+pub struct Snapshot {
+    /// Live goroutines (not dead, not idle), in list order.
+    pub goroutines: Vec<RawGoroutine>,
+    /// Dead goroutines in the list.
+    pub dead: u64,
+    /// The target went away during the read: `goroutines` is what was read.
+    pub incomplete: bool,
+}
+
+impl GoroutineReader {
+    /// Opens `pid`: its binary, layout and goroutine list.
+    pub fn open(pid: u32) -> Result<Self, DumpError> {
+        let process = Process::open(pid)?;
+        let binary = goruntime::inspect(&process.exe_link)?;
+        let binary_name = process.exe.display().to_string();
+        if !binary.is_go {
+            return Err(DumpError::NotGo(binary_name));
+        }
+        let (Some(layout), Some(go_layout)) = (binary.runtime_layout, binary.layout) else {
+            return Err(DumpError::NoLayout(format!(
+                "{binary_name}: {}",
+                binary.warnings.join("; ")
+            )));
+        };
+        let mem = TargetMem {
+            pid,
+            file: File::open(format!("/proc/{pid}/mem")).map_err(|source| DumpError::Io {
+                what: format!("/proc/{pid}/mem"),
+                source,
+            })?,
+            bytes: Cell::new(0),
+        };
+        let bias = binary.load_bias(pid, &process.exe).unwrap_or(0);
+        let image = if binary.symbols.allgs.is_none() {
+            let mut file = File::open(&process.exe_link).map_err(|source| DumpError::Io {
+                what: process.exe_link.display().to_string(),
+                source,
+            })?;
+            ElfImage::map_file(&mut file)
+                .map_err(|source| DumpError::Io {
+                    what: process.exe_link.display().to_string(),
+                    source,
+                })?
+                .ok()
+        } else {
+            None
+        };
+        let at = allgs::locate(&binary, image.as_ref(), bias, layout.g_goid, &mem).map_err(
+            |source| DumpError::AllGs {
+                binary: binary_name.clone(),
+                source,
+            },
+        )?;
+        let symbolizer = ProcessSymbolizer::new(pid)?;
+        let deep = DeepStackReader::open(pid, go_layout).map_err(|source| DumpError::Io {
+            what: format!("/proc/{pid}/mem"),
+            source,
+        })?;
+        Ok(Self {
+            pid,
+            binary,
+            binary_name,
+            mem,
+            at,
+            g: GReader::new(layout),
+            symbolizer,
+            deep,
+            reread: 0,
+        })
+    }
+
+    /// The target's binary as inspected at open.
+    pub fn binary(&self) -> &GoBinary {
+        &self.binary
+    }
+
+    /// Bytes read from the target so far (goroutines, stacks, deep-stack continuations).
+    pub fn bytes_read(&self) -> u64 {
+        self.mem.bytes.get() + self.deep.stats.bytes_read
+    }
+
+    /// Reads every goroutine now.
+    pub fn snapshot(&mut self) -> Result<Snapshot, DumpError> {
+        let (goroutines, dead, incomplete) =
+            self.read_all().map_err(|source| DumpError::AllGs {
+                binary: self.binary_name.clone(),
+                source,
+            })?;
+        Ok(Snapshot {
+            goroutines,
+            dead,
+            incomplete,
+        })
+    }
+
+    /// The address at which to look a resume pc up (see [`lookup_pc`]).
+    pub fn lookup_pc(&self, pc: u64) -> u64 {
+        lookup_pc(&self.symbolizer, pc)
+    }
+
+    /// The function a goroutine was started with, named from `g.startpc`.
+    pub fn start_function(&mut self, startpc: u64) -> Option<Arc<str>> {
+        let at = lookup_pc(&self.symbolizer, startpc);
+        let symbols = self.symbolizer.symbolize(&[at]);
+        symbols.frames(at).last().map(|f| f.function.clone())
+    }
+
+    /// The goroutine label set at `g.labels` (`ptr`), with the word it points at now (the
+    /// reference a sample carries, see [`crate::sample::LabelRef`]).
+    pub fn label_word(&self, ptr: u64) -> Option<u64> {
+        self.mem.u64(ptr)
+    }
+}
+
+/// Whether a goroutine started with `function` is one of the runtime's own (Go's dumps and
+/// goroutine profiles leave them out).
+pub fn is_system_start(function: &str) -> bool {
+    function.starts_with("runtime.") && !USER_RUNTIME_STARTS.contains(&function)
 }
 
 /// Dumps every goroutine of `options.pid`.
@@ -309,67 +456,18 @@ pub fn dump(options: DumpOptions) -> Result<Dump, DumpError> {
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let pid = options.pid;
-    let process = Process::open(pid)?;
-    let binary = goruntime::inspect(&process.exe_link)?;
-    let binary_name = process.exe.display().to_string();
-    if !binary.is_go {
-        return Err(DumpError::NotGo(binary_name));
-    }
-    let (Some(layout), Some(go_layout)) = (binary.runtime_layout, binary.layout) else {
-        return Err(DumpError::NoLayout(format!(
-            "{binary_name}: {}",
-            binary.warnings.join("; ")
-        )));
-    };
-    let mem = TargetMem {
-        pid,
-        file: File::open(format!("/proc/{pid}/mem")).map_err(|source| DumpError::Io {
-            what: format!("/proc/{pid}/mem"),
-            source,
-        })?,
-        bytes: Cell::new(0),
-    };
-    let bias = binary.load_bias(pid, &process.exe).unwrap_or(0);
-    let image = if binary.symbols.allgs.is_none() {
-        let mut file = File::open(&process.exe_link).map_err(|source| DumpError::Io {
-            what: process.exe_link.display().to_string(),
-            source,
-        })?;
-        ElfImage::map_file(&mut file)
-            .map_err(|source| DumpError::Io {
-                what: process.exe_link.display().to_string(),
-                source,
-            })?
-            .ok()
-    } else {
-        None
-    };
-    let allgs_error = |source| DumpError::AllGs {
-        binary: binary_name.clone(),
-        source,
-    };
-    let at =
-        allgs::locate(&binary, image.as_ref(), bias, layout.g_goid, &mem).map_err(allgs_error)?;
-    let symbolizer = ProcessSymbolizer::new(pid)?;
-    let mut deep = DeepStackReader::open(pid, go_layout).map_err(|source| DumpError::Io {
-        what: format!("/proc/{pid}/mem"),
-        source,
-    })?;
-
-    let mut reader = Reader {
-        mem: &mem,
-        g: GReader::new(layout),
-        symbolizer: &symbolizer,
-        deep: &mut deep,
-        reread: 0,
-    };
-    let (raw, dead, incomplete) = reader.read_all(pid, &at).map_err(allgs_error)?;
+    let mut reader = GoroutineReader::open(pid)?;
+    let Snapshot {
+        goroutines: raw,
+        dead,
+        incomplete,
+    } = reader.snapshot()?;
     let (reread, inconsistent) = (
         reader.reread,
         raw.iter().filter(|g| g.inconsistent).count() as u64,
     );
     let now_ns = monotonic_ns();
-    let mut warnings = binary.warnings.clone();
+    let mut warnings = reader.binary.warnings.clone();
     if incomplete {
         warnings.push(format!(
             "pid {pid} exited during the dump: {} goroutines were listed, {} of their stacks read",
@@ -377,8 +475,16 @@ pub fn dump(options: DumpOptions) -> Result<Dump, DumpError> {
             raw.iter().filter(|g| !g.stack.pcs.is_empty()).count()
         ));
     }
+    let bytes_read = reader.bytes_read();
+    let GoroutineReader {
+        binary,
+        binary_name,
+        mem,
+        at,
+        symbolizer,
+        ..
+    } = reader;
     let goroutines = resolve(raw, &binary, &mem, symbolizer, now_ns);
-    let bytes_read = mem.bytes.get() + deep.stats.bytes_read;
     let mut dump = Dump {
         pid,
         binary: binary_name,
@@ -400,27 +506,15 @@ pub fn dump(options: DumpOptions) -> Result<Dump, DumpError> {
     Ok(dump)
 }
 
-/// Reads the goroutines and their stacks.
-struct Reader<'a> {
-    mem: &'a TargetMem,
-    g: GReader,
-    symbolizer: &'a ProcessSymbolizer,
-    deep: &'a mut DeepStackReader,
-    reread: u64,
-}
-
-impl Reader<'_> {
+impl GoroutineReader {
     /// Every live goroutine of the list, the number of dead ones, and whether the target went
     /// away midway.
     ///
     /// In three batched passes: every `g`, then every stack, then every `g` again; goroutines
     /// that changed between their two reads are then read again one by one.
-    fn read_all(
-        &mut self,
-        pid: u32,
-        at: &AllGs,
-    ) -> Result<(Vec<RawGoroutine>, u64, bool), allgs::AllGsError> {
-        let addrs = allgs::read_g_pointers(self.mem, at)?;
+    fn read_all(&mut self) -> Result<(Vec<RawGoroutine>, u64, bool), allgs::AllGsError> {
+        let pid = self.pid;
+        let addrs = allgs::read_g_pointers(&self.mem, &self.at)?;
         let first = self.read_gs(&addrs);
         let mut dead = 0;
         let mut live: Vec<(u64, RawG)> = Vec::with_capacity(addrs.len());
@@ -521,7 +615,7 @@ impl Reader<'_> {
     fn read_goroutine(&mut self, addr: u64, mut g: RawG) -> RawGoroutine {
         for attempt in 0..=MAX_REREADS {
             let stack = self.walk(addr, &g);
-            match self.g.read(self.mem, addr) {
+            match self.g.read(&self.mem, addr) {
                 Some(after) if after.resume_point() == g.resume_point() => {
                     return RawGoroutine {
                         addr,
@@ -606,6 +700,7 @@ impl Reader<'_> {
             }
         };
         let mut stack = RawStack::empty(source);
+        stack.sp = regs.sp;
         stack.pcs.push(regs.pc);
         let mut fp = regs.bp;
         while fp != 0 {
@@ -737,9 +832,7 @@ fn resolve(
             let start_function = (g.startpc != 0)
                 .then(|| frames_of(g.startpc).last().map(|f| f.function.clone()))
                 .flatten();
-            let system = start_function
-                .as_deref()
-                .is_some_and(|f| f.starts_with("runtime.") && !USER_RUNTIME_STARTS.contains(&f));
+            let system = start_function.as_deref().is_some_and(is_system_start);
             let created_by = (g.gopc != 0)
                 .then(|| {
                     let frames = frames_of(g.gopc);

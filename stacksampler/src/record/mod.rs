@@ -6,6 +6,7 @@ pub mod deep_stack;
 pub mod filter;
 pub mod labels;
 mod probes;
+pub mod wall;
 
 use std::{
     cell::{Cell, RefCell},
@@ -28,8 +29,11 @@ use crate::{
     record::deep_stack::{ContinuationStats, DeepStackReader},
     record::filter::Filter,
     record::labels::{LabelResolver, ProcMem},
+    record::wall::{WallSampler, WallStats},
     report::{EndReason, Report, RunInfo},
+    sample::SampleKind,
     session::{LiveTick, Notice, Observer, Session, Step},
+    snapshots::SnapshotHistory,
     symbolize::{ProcessSymbolizer, Symbolize, SymbolizeError},
     target::{self, KernelError, Process, TargetError},
 };
@@ -50,6 +54,8 @@ pub enum RunError {
     Symbolize(#[from] SymbolizeError),
     #[error("waiting for samples: {0}")]
     Io(#[from] std::io::Error),
+    #[error("wall-clock snapshots: {0}")]
+    Wall(#[from] crate::dump::DumpError),
 }
 
 /// Extra facts about a run for tests, benchmarks and `--verbose`.
@@ -69,6 +75,8 @@ pub struct RunStats {
     pub kernel_cost: KernelCost,
     /// User-space completion of deep stacks.
     pub continuation: ContinuationStats,
+    /// The wall-clock snapshots (`--wall`).
+    pub wall: WallStats,
 }
 
 /// A finished run: the report and how it went.
@@ -197,6 +205,8 @@ pub struct RecordOptions {
     pub verbose: bool,
     /// Size of the sample ring buffer; `None`: [`bpf::object::SAMPLES_RING_BYTES`].
     pub samples_ring: Option<bpf::RingBytes>,
+    /// Also snapshot every goroutine this many times a second (`--wall`): wall-clock samples.
+    pub wall_frequency_hz: Option<u64>,
 }
 
 /// Samples the process `opts.pid` as `opts` say and returns its report.
@@ -253,6 +263,18 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         opts.events,
         &mut warnings,
     );
+    // Opened before attaching: a target the snapshots cannot read fails the run at once.
+    let wall = match opts.wall_frequency_hz {
+        Some(hz) => Some(WallSampler::open(opts.pid, hz, opts.frequency_hz)?),
+        None => None,
+    };
+    let mut wall_ticks = wall.as_ref().map(|w| {
+        let mut t = tokio::time::interval(w.period());
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let wall = RefCell::new(wall);
+    let history = RefCell::new(SnapshotHistory::default());
     let mut loaded = LoadedSampler::attach(ebpf, &options)?;
     let mut tracker = Tracker::new(monotonic_ns(), None, None);
     let mut on_event = |e| {
@@ -281,8 +303,15 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     let started = Instant::now();
     let mut sink = |mut sample: crate::sample::Sample| {
         let (mut profile, mut images) = (profile.borrow_mut(), images.borrow_mut());
-        profile.counts.total += 1;
-        let image = match images.image_of(sample.exec_id) {
+        let cpu = sample.kind == SampleKind::Cpu;
+        let lookup = if cpu {
+            profile.counts.total += 1;
+            images.image_of(sample.exec_id)
+        } else {
+            // Snapshots read the image the run started with (they stop at an exec).
+            ImageLookup::Known(0)
+        };
+        let image = match lookup {
             ImageLookup::Known(i) => i,
             ImageLookup::New => {
                 // The target exec'd: everything read from its executable is read again (the
@@ -309,7 +338,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
                 i
             }
         };
-        if reads_goroutines.get(image).copied().unwrap_or(false) {
+        if cpu && reads_goroutines.get(image).copied().unwrap_or(false) {
             go_samples += 1;
             if sample.goroutine.is_none() {
                 go_unknown += 1;
@@ -339,7 +368,13 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
                 *frame = images::tag_address(*frame, image);
             }
         }
+        if cpu && let Some(w) = wall.borrow_mut().as_mut() {
+            w.remember_cpu(&sample);
+        }
         if filter.keep(&sample) {
+            if !cpu {
+                history.borrow_mut().add_kept(&sample);
+            }
             profile.add(&sample);
         }
     };
@@ -350,6 +385,50 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         tokio::select! {
             r = stream.next_batch(&mut sink) => { r?; }
             r = next_events(event_probes.as_mut(), &mut on_event) => r?,
+            _ = next_tick(wall_ticks.as_mut()) => {
+                // The latest CPU samples first: they hold the live stacks of running goroutines.
+                stream.drain(&mut sink);
+                let taken = if images.borrow().len() == 1 {
+                    wall.borrow_mut().as_mut().map(|w| {
+                        let snapshot = w.snapshot(monotonic_ns());
+                        if let Ok(snapshot) = &snapshot {
+                            let mut history = history.borrow_mut();
+                            for &(raw, _) in &snapshot.states.reasons {
+                                if let Some(name) = w.reason_name(raw) {
+                                    history.reason_names.entry(raw).or_insert_with(|| name.to_owned());
+                                }
+                            }
+                        }
+                        snapshot
+                    })
+                } else {
+                    warnings.push(
+                        "the target exec'd: wall-clock snapshots stopped (they read the program \
+                         it ran at start)"
+                            .to_owned(),
+                    );
+                    None
+                };
+                match taken {
+                    Some(Ok(snapshot)) => {
+                        history.borrow_mut().begin(snapshot.states);
+                        profile.borrow_mut().counts.wall_snapshots += 1;
+                        profile.borrow_mut().counts.wall_total += snapshot.samples.len() as u64;
+                        for sample in snapshot.samples {
+                            sink(sample);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        // The target is going away (the session sees its exit) or its memory
+                        // became unreadable: the snapshots taken so far stay in the profile.
+                        if target::process::is_alive(opts.pid) {
+                            warnings.push(format!("wall-clock snapshots stopped: {e}"));
+                        }
+                        wall_ticks = None;
+                    }
+                    None => wall_ticks = None,
+                }
+            }
             step = session.next() => match step {
                 Step::End(reason) => break reason,
                 Step::Tick => {
@@ -383,6 +462,9 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     };
     let elapsed = started.elapsed();
     stream.drain(&mut sink);
+    drop(sink);
+    let wall_stats = wall.into_inner().map(|w| w.stats).unwrap_or_default();
+    let history = history.into_inner();
     // What `--events` adds to the report, known once the probes are drained.
     let mut probe_facts = None;
     if let Some(attached) = event_probes.as_mut() {
@@ -451,13 +533,19 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         observer.notice(Notice::Warning(w));
     }
 
-    let addresses = profile.trie.unique_addresses();
+    let mut addresses = profile.trie.unique_addresses();
+    addresses.extend(history.addresses());
     let symbols = images.symbolize(&addresses);
     let diagnose_options = diagnose::DiagnoseOptions {
         max_stack_bytes,
         ..Default::default()
     };
-    let diagnosis = diagnose::diagnose(&profile, &symbols, &diagnose_options);
+    let diagnosis = diagnose::diagnose_run(
+        &profile,
+        opts.wall_frequency_hz.map(|_| &history),
+        &symbols,
+        &diagnose_options,
+    );
     // The probes are in the executable the target ran at start (image 0).
     let fatal =
         crate::events::report::fatal_report(&mut images.get_mut(0).symbolizer, &tracker.fatal);
@@ -486,6 +574,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
             execs,
             duration_secs: elapsed.as_secs_f64(),
             frequency_hz: opts.frequency_hz,
+            wall_frequency_hz: opts.wall_frequency_hz,
             max_frames: opts.max_frames,
             ended_by,
         },
@@ -504,6 +593,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         cpus,
         kernel_cost,
         continuation,
+        wall: wall_stats,
     };
     Ok(Finished { report, stats })
 }
@@ -533,6 +623,16 @@ fn unknown_goroutines_warning(total: u64, unknown: u64, counters: &Counters) -> 
          states, goroutine ids and labels of those samples are missing",
         unknown as f64 * 100.0 / total as f64
     ))
+}
+
+/// The next tick of `ticks`, or never without one.
+async fn next_tick(ticks: Option<&mut tokio::time::Interval>) {
+    match ticks {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The next batch of runtime events, or never when no probes are attached.

@@ -63,7 +63,8 @@ impl CallGraph {
     pub fn build(report: &Report) -> Self {
         let mut functions: BTreeMap<String, NodeStats> = BTreeMap::new();
         let mut edge_counts: HashMap<(String, String), u64> = HashMap::new();
-        for row in report.profile.ranked() {
+        // CPU samples only: wall samples (`--wall`) count goroutines, not CPU time.
+        for row in report.profile.ranked_of(crate::sample::SampleKind::Cpu) {
             let count = row.stats.count;
             let frames = stack::expand(report, row.key.leaf);
             if let Some(leaf) = frames.first() {

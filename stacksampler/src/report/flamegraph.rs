@@ -120,7 +120,7 @@ impl FlamegraphRenderer {
                 }
                 let family = if let Some(k) = kinds.get(name) {
                     Family::Kind(*k)
-                } else if i == 0 && self.state_frames {
+                } else if i == 0 && (self.state_frames || report.profile.has_wall()) {
                     Family::State
                 } else if name.starts_with("[... ") {
                     Family::Elided
@@ -136,7 +136,7 @@ impl FlamegraphRenderer {
             } else {
                 names.join(";")
             };
-            *lines.entry(key).or_default() += row.stats.count;
+            *lines.entry(key).or_default() += folded::row_weight(report, &row);
         }
         (lines, palette)
     }
@@ -150,10 +150,17 @@ impl Renderer for FlamegraphRenderer {
             || run.binary.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        let title = format!(
-            "stacksampler: pid {} {binary_name}, {kept} samples in {:.1} s at {} Hz",
-            run.pid, run.duration_secs, run.frequency_hz
-        );
+        let title = match run.wall_frequency_hz {
+            Some(wall_hz) => format!(
+                "stacksampler: pid {} {binary_name}, {:.1} s: [cpu] {kept} samples at {} Hz, \
+                 [wall] every goroutine at {wall_hz} Hz (ms)",
+                run.pid, run.duration_secs, run.frequency_hz
+            ),
+            None => format!(
+                "stacksampler: pid {} {binary_name}, {kept} samples in {:.1} s at {} Hz",
+                run.pid, run.duration_secs, run.frequency_hz
+            ),
+        };
         let (lines, palette) = self.lines(report);
         if lines.is_empty() {
             return Ok(write_empty(out, &title)?);

@@ -1,5 +1,6 @@
 //! Folded stacks, the input format of inferno and FlameGraph: one line per distinct stack,
-//! `frame;frame;...;frame count`, outermost first, inlined frames expanded.
+//! `frame;frame;...;frame count`, outermost first, inlined frames expanded. In a `--wall` run
+//! the root frame is `[cpu]` or `[wall]` and the counts are milliseconds ([`row_weight`]).
 //!
 //! `;` inside a function name becomes `:` (and line breaks become spaces) so the line stays
 //! parseable. Lines are merged when they render the same (for instance once the state is not a
@@ -7,7 +8,7 @@
 
 use std::{borrow::Cow, collections::BTreeMap, io::Write};
 
-use crate::{aggregate::Row, diagnose::cycles::Segment};
+use crate::{aggregate::Row, diagnose::cycles::Segment, sample::SampleKind};
 
 use super::{
     RenderError, Renderer, Report,
@@ -51,7 +52,30 @@ pub fn state_frame(row: &Row<'_>) -> String {
     format!("[{}]", row.key.state.name())
 }
 
-/// The frames of `row` as folded names, outermost first, with `policy` for cycles.
+/// The root frame standing for a sample kind in a `--wall` run: `[cpu]`, `[wall]`.
+pub fn kind_frame(row: &Row<'_>) -> String {
+    format!("[{}]", row.key.kind.name())
+}
+
+/// Nanoseconds per millisecond.
+const NS_PER_MS: u64 = 1_000_000;
+
+/// The value of `row` in folded lines and flame graphs: its samples, or in a `--wall` run (two
+/// kinds side by side) milliseconds, of CPU time for CPU rows (samples x period) and of
+/// goroutine wall-clock time for wall rows; at least 1 for a row that has samples.
+pub fn row_weight(report: &Report, row: &Row<'_>) -> u64 {
+    if !report.profile.has_wall() {
+        return row.stats.count;
+    }
+    let ns = match row.key.kind {
+        SampleKind::Cpu => row.stats.count * (1_000_000_000 / report.run.frequency_hz.max(1)),
+        SampleKind::Wall => row.stats.wall_ns,
+    };
+    ((ns + NS_PER_MS / 2) / NS_PER_MS).max(u64::from(row.stats.count > 0))
+}
+
+/// The frames of `row` as folded names, outermost first, with `policy` for cycles; in a
+/// `--wall` run the kind (`[cpu]`, `[wall]`) is the root frame.
 pub fn row_names(
     report: &Report,
     row: &Row<'_>,
@@ -69,6 +93,9 @@ pub fn row_names(
     };
     if state_frame_root {
         names.push(state_frame(row));
+    }
+    if report.profile.has_wall() {
+        names.push(kind_frame(row));
     }
     names.reverse();
     names
@@ -106,7 +133,7 @@ pub fn lines(report: &Report, state_frames: bool, policy: CyclePolicy) -> BTreeM
         } else {
             names.join(";")
         };
-        *lines.entry(key).or_default() += row.stats.count;
+        *lines.entry(key).or_default() += row_weight(report, &row);
     }
     lines
 }

@@ -9,6 +9,7 @@ use crate::{
     diagnose::{Finding, cycles::Segment},
     events::report::{FatalReport, WatchReport},
     goruntime::state::GoroutineState,
+    sample::SampleKind,
     symbolize::FrameKind,
 };
 
@@ -70,6 +71,9 @@ pub struct JsonReport<'a> {
     pub runtime_events: Option<&'a WatchReport>,
     pub samples: JsonSamples,
     pub states: Vec<JsonStateCount>,
+    /// The wall-clock side of a `record --wall` run (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wall: Option<JsonWall>,
     pub warnings: &'a [String],
     /// Most severe first.
     pub diagnosis: Vec<&'a Finding>,
@@ -117,6 +121,28 @@ pub struct JsonSamples {
     pub lost: u64,
 }
 
+/// The wall-clock snapshots of a `--wall` run.
+#[derive(Debug, Serialize)]
+pub struct JsonWall {
+    pub frequency_hz: u64,
+    /// Snapshots of every goroutine taken.
+    pub snapshots: u64,
+    /// Goroutine samples in them, and those kept by the filters.
+    pub samples: u64,
+    pub kept: u64,
+    /// Wall-clock time the kept samples stand for (goroutine-seconds).
+    pub goroutine_secs: f64,
+    /// Of it, per goroutine state.
+    pub states: Vec<JsonStateSecs>,
+}
+
+/// Goroutine-seconds of one state.
+#[derive(Debug, Serialize)]
+pub struct JsonStateSecs {
+    pub state: GoroutineState,
+    pub secs: f64,
+}
+
 /// Kept samples of one goroutine state.
 #[derive(Debug, Serialize)]
 pub struct JsonStateCount {
@@ -124,10 +150,16 @@ pub struct JsonStateCount {
     pub count: u64,
 }
 
-/// One aggregated row: a goroutine state and a stack.
+/// One aggregated row: a sample kind, a goroutine state and a stack.
 #[derive(Debug, Serialize)]
 pub struct JsonStack {
+    /// `cpu` (CPU samples) or `wall` (goroutines in wall-clock snapshots, `--wall`).
+    pub kind: SampleKind,
+    /// Samples: CPU ticks, or goroutine snapshots for a wall row.
     pub count: u64,
+    /// Wall rows: the wall-clock time their samples stand for, seconds (absent for CPU rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wall_secs: Option<f64>,
     pub state: GoroutineState,
     /// Raw `g.waitreason` values seen (waiting rows only).
     pub waitreasons: Vec<u8>,
@@ -234,6 +266,22 @@ impl JsonRenderer {
                 .into_iter()
                 .map(|(state, count)| JsonStateCount { state, count })
                 .collect(),
+            wall: run.wall_frequency_hz.map(|frequency_hz| JsonWall {
+                frequency_hz,
+                snapshots: c.wall_snapshots,
+                samples: c.wall_total,
+                kept: c.wall_kept,
+                goroutine_secs: c.wall_kept_ns as f64 / 1e9,
+                states: report
+                    .profile
+                    .wall_by_state()
+                    .into_iter()
+                    .map(|(state, ns)| JsonStateSecs {
+                        state,
+                        secs: ns as f64 / 1e9,
+                    })
+                    .collect(),
+            }),
             warnings: &report.warnings,
             diagnosis: {
                 let mut d: Vec<&Finding> = report.diagnosis.iter().collect();
@@ -270,7 +318,9 @@ impl JsonRenderer {
             .collect();
         let (frames, elided) = cap(&frames, self.max_frames);
         JsonStack {
+            kind: row.key.kind,
             count: stats.count,
+            wall_secs: (row.key.kind == SampleKind::Wall).then(|| stats.wall_ns as f64 / 1e9),
             state: row.key.state,
             waitreasons: stats.waitreasons.iter().copied().collect(),
             waitreason_names: stats

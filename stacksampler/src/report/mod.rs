@@ -68,6 +68,8 @@ pub struct RunInfo {
     pub duration_secs: f64,
     /// Sampling frequency per CPU, Hz.
     pub frequency_hz: u64,
+    /// Wall-clock snapshots of every goroutine per second (`record --wall`), when taken.
+    pub wall_frequency_hz: Option<u64>,
     /// Frame limit of the kernel walk.
     pub max_frames: u32,
     pub ended_by: EndReason,

@@ -1,7 +1,9 @@
 //! pprof output: a gzipped `perftools.profiles.Profile` protobuf that `go tool pprof` reads.
 //!
 //! - Sample types `samples/count` and `cpu/nanoseconds` (default `cpu`); period type
-//!   `cpu/nanoseconds`, period `1e9 / frequency`, as Go's own CPU profiles.
+//!   `cpu/nanoseconds`, period `1e9 / frequency`, as Go's own CPU profiles. A `--wall` run adds
+//!   `wall/nanoseconds` (the default there): wall rows have `[snapshots, 0, wall ns]`, CPU rows
+//!   `[samples, cpu ns, 0]`, and every sample a `kind` label (`cpu`, `wall`).
 //! - One sample per aggregated row (state, stack) with labels `state` (string), `goid` (numeric,
 //!   one value per distinct goroutine, at most [`MAX_GOID_LABELS`]), `goroutines` (numeric,
 //!   the count), `waitreason` (string: Go's name for it in the target's version, else the raw
@@ -20,7 +22,7 @@ use std::{
 use flate2::{Compression, write::GzEncoder};
 use prost::Message;
 
-use crate::{images::split_address, symbolize::Frame};
+use crate::{images::split_address, sample::SampleKind, symbolize::Frame};
 
 use super::{RenderError, Renderer, Report, stack};
 
@@ -222,7 +224,7 @@ pub fn build(report: &Report) -> proto::Profile {
     let period = 1_000_000_000 / run.frequency_hz.max(1) as i64;
     let cpu = strings.get("cpu");
     let nanoseconds = strings.get("nanoseconds");
-    let sample_type = vec![
+    let mut sample_type = vec![
         proto::ValueType {
             r#type: strings.get("samples"),
             unit: strings.get("count"),
@@ -232,6 +234,15 @@ pub fn build(report: &Report) -> proto::Profile {
             unit: nanoseconds,
         },
     ];
+    // A `--wall` run: goroutine wall-clock time, the default view.
+    let wall = report.profile.has_wall().then(|| {
+        let wall = strings.get("wall");
+        sample_type.push(proto::ValueType {
+            r#type: wall,
+            unit: nanoseconds,
+        });
+        wall
+    });
 
     // Mappings: the target binary first (pprof takes the first as the main binary), then every
     // other module a frame names, in name order.
@@ -344,6 +355,14 @@ pub fn build(report: &Report) -> proto::Profile {
             num: 0,
             num_unit: 0,
         }];
+        if wall.is_some() {
+            label.push(proto::Label {
+                key: key(&mut strings, "kind"),
+                str: strings.get(row.key.kind.name()),
+                num: 0,
+                num_unit: 0,
+            });
+        }
         let goid_key = key(&mut strings, "goid");
         label.extend(
             stats
@@ -386,9 +405,14 @@ pub fn build(report: &Report) -> proto::Profile {
                 num_unit: 0,
             });
         }
+        let value = match (wall, row.key.kind) {
+            (None, _) => vec![count, count.saturating_mul(period)],
+            (Some(_), SampleKind::Cpu) => vec![count, count.saturating_mul(period), 0],
+            (Some(_), SampleKind::Wall) => vec![count, 0, stats.wall_ns as i64],
+        };
         sample.push(proto::Sample {
             location_id,
-            value: vec![count, count.saturating_mul(period)],
+            value,
             label,
         });
     }
@@ -425,7 +449,7 @@ pub fn build(report: &Report) -> proto::Profile {
         }),
         period,
         comment,
-        default_sample_type: cpu,
+        default_sample_type: wall.unwrap_or(cpu),
         doc_url: 0,
         string_table: strings.table,
     }

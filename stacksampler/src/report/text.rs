@@ -11,7 +11,11 @@ use crate::{
     aggregate::Row,
     diagnose::{Severity, cycles::Segment},
     goruntime::state::GoroutineState,
+    sample::SampleKind,
 };
+
+/// Nanoseconds per second.
+const NS_PER_S: f64 = 1e9;
 
 use super::{
     RenderError, Renderer, Report,
@@ -49,6 +53,7 @@ impl Renderer for TextRenderer {
         }
         write_header(report, out)?;
         write_states(report, out)?;
+        write_wall_states(report, out)?;
         write_warnings(report, out)?;
         write_diagnosis(report, out)?;
         if let Some(events) = &report.runtime_events {
@@ -59,7 +64,10 @@ impl Renderer for TextRenderer {
                 crate::events::report::render_events_text(events, false)
             )?;
         }
-        self.write_stacks(report, out)?;
+        self.write_stacks(report, SampleKind::Cpu, out)?;
+        if report.profile.has_wall() {
+            self.write_stacks(report, SampleKind::Wall, out)?;
+        }
         Ok(())
     }
 }
@@ -119,6 +127,17 @@ fn write_header(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
         "samples: {} total, {} kept, {} lost",
         c.total, c.kept, c.lost
     )?;
+    if let Some(hz) = run.wall_frequency_hz {
+        writeln!(
+            out,
+            "wall-clock: {} snapshots of every goroutine at {hz} Hz, {} goroutine samples, {} kept \
+             ({:.1} goroutine-seconds)",
+            c.wall_snapshots,
+            c.wall_total,
+            c.wall_kept,
+            c.wall_kept_ns as f64 / NS_PER_S
+        )?;
+    }
     Ok(())
 }
 
@@ -135,6 +154,25 @@ fn write_states(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
             "  {:<10} {count:>8} {:>6.1}%",
             state.name(),
             stack::percent(count, kept)
+        )?;
+    }
+    Ok(())
+}
+
+fn write_wall_states(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+    let states = report.profile.wall_by_state();
+    if states.is_empty() {
+        return Ok(());
+    }
+    let total = report.profile.counts.wall_kept_ns;
+    writeln!(out, "\nwall-clock goroutine states (goroutine-seconds):")?;
+    for (state, ns) in states {
+        writeln!(
+            out,
+            "  {:<10} {:>8.1} {:>6.1}%",
+            state.name(),
+            ns as f64 / NS_PER_S,
+            stack::percent(ns, total)
         )?;
     }
     Ok(())
@@ -188,18 +226,51 @@ struct StackLine {
 }
 
 impl TextRenderer {
-    fn write_stacks(&self, report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
-        let rows = report.profile.ranked();
-        let kept = report.profile.counts.kept;
+    /// The ranked stacks of one kind: CPU rows by samples, wall rows by time.
+    fn write_stacks(
+        &self,
+        report: &Report,
+        kind: SampleKind,
+        out: &mut dyn Write,
+    ) -> std::io::Result<()> {
+        let rows = report.profile.ranked_of(kind);
+        let c = report.profile.counts;
+        // A row's share of its kind: CPU samples, or goroutine wall-clock time.
+        let (total, amount): (u64, fn(&Row<'_>) -> u64) = match kind {
+            SampleKind::Cpu => (c.kept, |r| r.stats.count),
+            SampleKind::Wall => (c.wall_kept_ns, |r| r.stats.wall_ns),
+        };
+        let (title, prefix) = match kind {
+            SampleKind::Cpu => ("stacks", "#"),
+            SampleKind::Wall => ("wall-clock stacks", "W"),
+        };
         if rows.is_empty() {
-            writeln!(out, "\nno stacks kept")?;
+            writeln!(out, "\nno {title} kept")?;
             return Ok(());
         }
-        writeln!(out, "\nstacks: {} distinct, ranked by samples", rows.len())?;
+        match kind {
+            SampleKind::Cpu => {
+                writeln!(out, "\nstacks: {} distinct, ranked by samples", rows.len())?
+            }
+            SampleKind::Wall => writeln!(
+                out,
+                "\nwall-clock stacks: {} distinct, ranked by goroutine time",
+                rows.len()
+            )?,
+        }
         let shown = self.max_stacks.unwrap_or(rows.len()).min(rows.len());
         for (i, row) in rows.iter().take(shown).enumerate() {
             writeln!(out)?;
-            writeln!(out, "#{:<3} {}", i + 1, summary_line(report, row, kept))?;
+            let head = match kind {
+                SampleKind::Cpu => count_words(row.stats.count),
+                SampleKind::Wall => format!("{:.2} s", row.stats.wall_ns as f64 / NS_PER_S),
+            };
+            writeln!(
+                out,
+                "{prefix}{:<3} {}",
+                i + 1,
+                summary_line(report, row, &head, stack::percent(amount(row), total))
+            )?;
             let frames = stack::expand(report, row.key.leaf);
             let lines = stack_lines(&frames, &stack::fold(&frames));
             for line in self.elide(lines) {
@@ -216,12 +287,16 @@ impl TextRenderer {
             }
         }
         if shown < rows.len() {
-            let rest: u64 = rows[shown..].iter().map(|r| r.stats.count).sum();
+            let rest: u64 = rows[shown..].iter().map(amount).sum();
+            let rest_words = match kind {
+                SampleKind::Cpu => format!("{rest} samples"),
+                SampleKind::Wall => format!("{:.2} goroutine-seconds", rest as f64 / NS_PER_S),
+            };
             writeln!(
                 out,
-                "\n... {} more stacks with {rest} samples ({:.1}%) not shown",
+                "\n... {} more stacks with {rest_words} ({:.1}%) not shown",
                 rows.len() - shown,
-                stack::percent(rest, kept)
+                stack::percent(rest, total)
             )?;
         }
         Ok(())
@@ -246,20 +321,17 @@ impl TextRenderer {
     }
 }
 
-/// `800 samples  80.0%  running  3 goroutines (1 7 9)  depth 5`.
-fn summary_line(report: &Report, row: &Row<'_>, kept: u64) -> String {
+/// `800 samples` (the noun padded to one width).
+fn count_words(count: u64) -> String {
+    let noun = if count == 1 { "sample " } else { "samples" };
+    format!("{count} {noun}")
+}
+
+/// `800 samples  80.0%  running  3 goroutines (1 7 9)  depth 5` (`head` is the amount:
+/// samples, or time for a wall row, and `share` its percentage).
+fn summary_line(report: &Report, row: &Row<'_>, head: &str, share: f64) -> String {
     let stats = row.stats;
-    let noun = if stats.count == 1 {
-        "sample "
-    } else {
-        "samples"
-    };
-    let mut s = format!(
-        "{} {noun} {:5.1}%  {}",
-        stats.count,
-        stack::percent(stats.count, kept),
-        row.key.state.name()
-    );
+    let mut s = format!("{head} {share:5.1}%  {}", row.key.state.name());
     if row.key.state == GoroutineState::Waiting && !stats.waitreasons.is_empty() {
         let reasons: Vec<String> = stats
             .waitreasons

@@ -79,6 +79,9 @@ impl Symbols {
         if addr == crate::aggregate::SWITCH_MARKER {
             return std::borrow::Cow::Owned(vec![Frame::switch_point()]);
         }
+        if addr == crate::aggregate::NOT_CAPTURED_MARKER {
+            return std::borrow::Cow::Owned(vec![Frame::not_captured()]);
+        }
         match self.by_addr.get(&addr) {
             Some(frames) if !frames.is_empty() => std::borrow::Cow::Borrowed(frames),
             _ => std::borrow::Cow::Owned(vec![Frame::unknown(None, addr)]),
@@ -110,6 +113,22 @@ impl Frame {
     pub fn switch_point() -> Self {
         Self {
             function: Self::SWITCH_FUNCTION.into(),
+            file: None,
+            line: None,
+            inlined: false,
+            module: None,
+            kind: FrameKind::Unknown,
+        }
+    }
+
+    /// Function name of the pseudo-frame of a running goroutine whose stack a wall-clock
+    /// snapshot could not take (see `aggregate::NOT_CAPTURED_MARKER`).
+    pub const NOT_CAPTURED_FUNCTION: &'static str = "[running, stack not captured]";
+
+    /// The pseudo-frame for a running goroutine's uncaptured stack.
+    pub fn not_captured() -> Self {
+        Self {
+            function: Self::NOT_CAPTURED_FUNCTION.into(),
             file: None,
             line: None,
             inlined: false,

@@ -383,6 +383,7 @@ mod tests {
                 filter: Filter::default(),
                 verbose: false,
                 samples_ring: None,
+                wall_frequency_hz: None,
             },
             refresh: DEFAULT_REFRESH,
         };

@@ -1,0 +1,3 @@
+module wallclock
+
+go 1.19
