@@ -462,7 +462,6 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     };
     let elapsed = started.elapsed();
     stream.drain(&mut sink);
-    drop(sink);
     let wall_stats = wall.into_inner().map(|w| w.stats).unwrap_or_default();
     let history = history.into_inner();
     // What `--events` adds to the report, known once the probes are drained.

@@ -5,9 +5,10 @@
 //! profile, then the one symbolization and the renderers.
 //!
 //! - A running goroutine's saved registers are stale: its stack is the one of its latest CPU
-//!   sample when that is at most [`RECENT_CPU_PERIODS`] CPU periods old (the live stack, taken
-//!   by the kernel a few milliseconds before), else one `[running, stack not captured]` frame
-//!   (its time is counted, never shown at a stale place).
+//!   sample when that was taken since the previous snapshot (or at most
+//!   [`RECENT_CPU_PERIODS`] CPU periods ago, whichever is longer): a stack it ran during the
+//!   interval the sample stands for, taken by the kernel. Else one
+//!   `[running, stack not captured]` frame: its time is counted, never shown at a stale place.
 //! - The runtime's own goroutines are left out, as Go's goroutine profile leaves them out.
 
 use std::{collections::HashMap, time::Duration};
@@ -23,8 +24,8 @@ use crate::{
     snapshots::SnapshotStates,
 };
 
-/// A CPU sample of a running goroutine stands for its stack in a snapshot when it is at most
-/// this many CPU sampling periods old.
+/// A CPU sample of a running goroutine stands for its stack in a snapshot when it was taken
+/// since the previous snapshot, or at most this many CPU sampling periods ago.
 pub const RECENT_CPU_PERIODS: u64 = 3;
 
 /// Default `--wall-frequency`: snapshots per second.
@@ -194,10 +195,8 @@ impl WallSampler {
         let stack = &raw.stack;
         match stack.source {
             StackSource::NotCaptured => {
-                let live = self
-                    .recent
-                    .get(&g.goid)
-                    .filter(|s| now_ns.saturating_sub(s.time_ns) <= self.recent_ns);
+                let oldest = now_ns.saturating_sub(self.recent_ns.max(wall_ns));
+                let live = self.recent.get(&g.goid).filter(|s| s.time_ns >= oldest);
                 let Some(live) = live else {
                     self.stats.running_not_captured += 1;
                     return Some(Sample {
