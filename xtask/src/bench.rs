@@ -17,6 +17,7 @@ mod sysctl;
 mod table;
 mod tools;
 mod ttr;
+mod wall;
 
 use std::{
     path::PathBuf,
@@ -44,6 +45,7 @@ pub enum Section {
     Overhead,
     Memory,
     Dump,
+    Wall,
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +130,7 @@ pub struct Results {
     pub overhead: Option<Vec<overhead::WorkloadResult>>,
     pub memory: Option<memory::MemoryResult>,
     pub dump: Option<Vec<dump::DumpResult>>,
+    pub wall: Option<wall::WallResult>,
     pub goals: Vec<Goal>,
 }
 
@@ -230,6 +233,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let wall = if wanted(Section::Wall) {
+        mark("wall-clock snapshots", &mut load);
+        Some(wall::run(&ctx)?)
+    } else {
+        None
+    };
     load.push(("end".to_owned(), machine::load_average()));
 
     let mut results = Results {
@@ -243,6 +252,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         overhead,
         memory,
         dump,
+        wall,
         goals: vec![],
     };
     results.goals = goals(&results);
@@ -302,6 +312,28 @@ fn goals(r: &Results) -> Vec<Goal> {
                 d.bytes_read,
                 d.median_wall_s,
                 d.median_self_dump_s
+            ),
+        });
+    }
+    if let Some(w) = &r.wall
+        && let Some(c) = w.configs.iter().find(|c| c.run == "record --wall")
+    {
+        let plain = w.configs.iter().find(|c| c.run == "record");
+        goals.push(Goal {
+            goal: format!(
+                "under 1% throughput loss during a {} Hz --wall run on {} goroutines",
+                w.wall_hz, w.goroutines
+            ),
+            met: c.loss_pct < 1.0,
+            met_by_estimate: c.estimated_loss_pct < 1.0,
+            detail: format!(
+                "measured median loss {:.2}% (plain record at {} Hz in the same rounds: {:.2}%); estimate for an idle machine {:.2}% ({:.2}%); profiler {:.3} cores",
+                c.loss_pct,
+                w.cpu_hz,
+                plain.map_or(f64::NAN, |p| p.loss_pct),
+                c.estimated_loss_pct,
+                plain.map_or(f64::NAN, |p| p.estimated_loss_pct),
+                c.profiler_cores_median
             ),
         });
     }

@@ -89,21 +89,23 @@ pub struct WorkloadResult {
     pub configs: Vec<ConfigResult>,
 }
 
-struct ProfiledWindow {
-    m: Measurement,
+pub struct ProfiledWindow {
+    pub m: Measurement,
     samples: u64,
     lost: u64,
     exit: Exit,
     attach: Duration,
 }
 
-/// Starts `tool` on the target, waits until it has its perf events open (plus a grace period),
-/// measures one window, then stops it with SIGINT (both tools then write their output) and reaps it.
-fn profiled_window(
+/// Starts `tool` on the target (stacksampler with `extra` flags too), waits until it has its
+/// perf events open (plus a grace period), measures one window, then stops it with SIGINT (both
+/// tools then write their output) and reaps it.
+pub fn profiled_window(
     ctx: &Ctx,
     target: &mut Target,
     tool: Tool,
     hz: u64,
+    extra: &[&str],
     window: Duration,
 ) -> anyhow::Result<ProfiledWindow> {
     let pid = target.pid().to_string();
@@ -115,7 +117,8 @@ fn profiled_window(
     let mut cmd = match tool {
         Tool::Stacksampler => {
             let mut c = Command::new(&ctx.tools.stacksampler);
-            c.args(["--pid", &pid, "--frequency", &hz.to_string()])
+            c.args(["record", "--pid", &pid, "--frequency", &hz.to_string()])
+                .args(extra)
                 .args(["--max-frames", &MAX_FRAMES.to_string(), "--output"])
                 .arg(&out);
             c
@@ -241,7 +244,7 @@ pub fn run(ctx: &Ctx, workload: &str, depth: Option<usize>) -> anyhow::Result<Wo
         for k in 0..CONFIGS.len() {
             let index = (k + round) % CONFIGS.len();
             let (tool, hz) = CONFIGS[index];
-            let profiled = profiled_window(ctx, &mut target, tool, hz, window)?;
+            let profiled = profiled_window(ctx, &mut target, tool, hz, &[], window)?;
             let base = target.measure(window, None)?;
             let ratio = profiled.m.units_per_s / ((prev.units_per_s + base.units_per_s) / 2.0);
             let cpu_ratio =

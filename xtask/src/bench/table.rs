@@ -151,6 +151,25 @@ pub fn render(r: &Results) -> String {
             );
         }
     }
+    if let Some(w) = &r.wall {
+        let _ = writeln!(
+            s,
+            "\n### Wall-clock snapshots ({} goroutines parked, {} Hz snapshots beside {} Hz CPU sampling)\n\n| run | throughput loss (median) | per-round ratios | idle-machine estimate | profiler cores |\n|---|---|---|---|---|",
+            w.goroutines, w.wall_hz, w.cpu_hz
+        );
+        for c in &w.configs {
+            let ratios: Vec<String> = c.ratios.iter().map(|x| format!("{x:.4}")).collect();
+            let _ = writeln!(
+                s,
+                "| `{}` | {:.2}% | {} | {:.2}% | {:.3} |",
+                c.run,
+                c.loss_pct,
+                ratios.join(" "),
+                c.estimated_loss_pct,
+                c.profiler_cores_median
+            );
+        }
+    }
     if let Some(rows) = &r.time_to_report {
         let _ = writeln!(
             s,
