@@ -55,7 +55,7 @@ const MAX_REMEMBERED_PATHS: usize = 64;
 
 /// A hash map with a fast non-cryptographic hasher: keys are addresses and node ids the target
 /// cannot choose to collide (std's SipHash made hashing a third of a deep run's cost).
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 #[derive(Clone, Copy, Debug)]
 struct Node {

@@ -70,6 +70,19 @@ fn record(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
             s.kernel_cost.run_time_ns as f64 / s.delivered.max(1) as f64
         );
     }
+    if verbose && finished.stats.wall.snapshots > 0 {
+        let w = &finished.stats.wall;
+        let n = w.snapshots as f64;
+        eprintln!(
+            "stacksampler: wall-clock: {} snapshots, {:.2} ms and {:.0} KiB read per snapshot; running goroutines: {} from CPU samples, {} not captured; {} unreadable",
+            w.snapshots,
+            w.read_ns as f64 / n / 1e6,
+            w.bytes_read as f64 / n / 1024.0,
+            w.running_from_cpu,
+            w.running_not_captured,
+            w.unreadable
+        );
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let written = report::write_outputs(&finished.report, &plan, prepared, &mut out)?;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::{goruntime::state::GoroutineState, sample::Sample};
+use crate::{aggregate::FastMap, goruntime::state::GoroutineState, sample::Sample};
 
 /// Innermost frames that make two goroutines' stacks "the same" for a group: the blocking
 /// call and its callers near it (deeper parts may differ, as in a recursion).
@@ -51,7 +51,7 @@ pub struct SnapshotHistory {
     pub snapshots: Vec<SnapshotStates>,
     /// Per group, its kept goroutines in each snapshot (index as `snapshots`; missing
     /// trailing entries are 0).
-    pub groups: HashMap<GroupKey, Vec<u32>>,
+    pub groups: FastMap<GroupKey, Vec<u32>>,
     /// Go's name of each raw wait reason seen (the target's release).
     pub reason_names: HashMap<u8, String>,
 }

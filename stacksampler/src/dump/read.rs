@@ -236,23 +236,43 @@ impl GReader {
         }
     }
 
+    /// Bytes of a `g` that hold what [`RawG::resume_point`] compares.
+    fn resume_len(&self) -> usize {
+        let l = &self.layout;
+        [
+            l.g_stack_lo,
+            l.g_stack_hi,
+            l.g_sched + l.gobuf_bp.max(l.gobuf_pc).max(l.gobuf_sp),
+            l.g_syscallpc,
+            l.g_syscallsp,
+            l.g_syscallbp.unwrap_or(0),
+            l.g_atomicstatus,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0) as usize
+            + 8
+    }
+
     fn read(&self, mem: &TargetMem, g: u64) -> Option<RawG> {
         let mut b = vec![0u8; self.len];
         mem.read(g, &mut b)?;
         Some(self.decode(&b))
     }
 
-    /// Decodes the `len` bytes of a `g`.
+    /// Decodes the `len` bytes of a `g`; fields past a shorter `b` (a read of the first
+    /// [`GReader::resume_len`] bytes) decode as 0.
     fn decode(&self, b: &[u8]) -> RawG {
         let word = |off: u32| {
             let at = off as usize;
-            u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
+            b.get(at..at + 8)
+                .map_or(0, |w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
         };
         let l = &self.layout;
         RawG {
             status: word(l.g_atomicstatus) as u32,
             goid: word(l.g_goid),
-            waitreason: b[l.g_waitreason as usize],
+            waitreason: b.get(l.g_waitreason as usize).copied().unwrap_or(0),
             waitsince: l.g_waitsince.map_or(0, word) as i64,
             lockedm: l.g_lockedm.map_or(0, word),
             gopc: l.g_gopc.map_or(0, word),
@@ -515,7 +535,7 @@ impl GoroutineReader {
     fn read_all(&mut self) -> Result<(Vec<RawGoroutine>, u64, bool), allgs::AllGsError> {
         let pid = self.pid;
         let addrs = allgs::read_g_pointers(&self.mem, &self.at)?;
-        let first = self.read_gs(&addrs);
+        let first = self.read_gs(&addrs, self.g.len);
         let mut dead = 0;
         let mut live: Vec<(u64, RawG)> = Vec::with_capacity(addrs.len());
         let mut unread = 0;
@@ -565,7 +585,8 @@ impl GoroutineReader {
             .collect();
         drop(copies);
         let live_addrs: Vec<u64> = live.iter().map(|(a, _)| *a).collect();
-        let second = self.read_gs(&live_addrs);
+        // The second read only checks the resume point: its bytes are enough.
+        let second = self.read_gs(&live_addrs, self.g.resume_len());
         let mut out = Vec::with_capacity(live.len());
         for (((addr, g), stack), after) in live.into_iter().zip(stacks).zip(second) {
             match after {
@@ -575,9 +596,17 @@ impl GoroutineReader {
                     stack,
                     inconsistent: false,
                 }),
-                Some(after) if !gone => {
+                Some(_) if !gone => {
                     self.reread += 1;
-                    out.push(self.read_goroutine(addr, after));
+                    match self.g.read(&self.mem, addr) {
+                        Some(now) => out.push(self.read_goroutine(addr, now)),
+                        None => out.push(RawGoroutine {
+                            addr,
+                            g,
+                            stack,
+                            inconsistent: true,
+                        }),
+                    }
                 }
                 // Unreadable the second time (or the target is gone): as first read.
                 _ => out.push(RawGoroutine {
@@ -592,23 +621,51 @@ impl GoroutineReader {
         Ok((out, dead, gone))
     }
 
-    /// Reads the `g` at each address (batched).
-    fn read_gs(&self, addrs: &[u64]) -> Vec<Option<RawG>> {
-        let len = self.g.len;
-        let mut bytes = vec![0u8; addrs.len() * len];
+    /// Reads the first `len` bytes of the `g` at each address. The runtime allocates `g`s
+    /// side by side in its heap spans, so neighbours are read as one range (one iovec, each
+    /// page pinned once instead of once per `g`); a range that cannot be read is read `g` by
+    /// `g`.
+    fn read_gs(&self, addrs: &[u64], len: usize) -> Vec<Option<RawG>> {
+        let ranges = coalesce(addrs, len as u64);
+        let mut buffers: Vec<Vec<u8>> = ranges
+            .iter()
+            .map(|r| vec![0u8; (r.end - r.start) as usize])
+            .collect();
         let ok = {
-            let mut reqs: Vec<(u64, &mut [u8])> = addrs
+            let mut reqs: Vec<(u64, &mut [u8])> = ranges
                 .iter()
-                .copied()
-                .zip(bytes.chunks_exact_mut(len))
+                .zip(buffers.iter_mut())
+                .map(|(r, b)| (r.start, b.as_mut_slice()))
                 .collect();
             self.mem.read_batch(&mut reqs)
         };
-        bytes
-            .chunks_exact(len)
-            .zip(ok)
-            .map(|(b, ok)| ok.then(|| self.g.decode(b)))
-            .collect()
+        let mut out: Vec<Option<RawG>> = vec![None; addrs.len()];
+        let mut retry: Vec<usize> = Vec::new();
+        for ((range, buffer), ok) in ranges.iter().zip(&buffers).zip(ok) {
+            for &i in &range.members {
+                if ok {
+                    let at = (addrs[i] - range.start) as usize;
+                    out[i] = Some(self.g.decode(&buffer[at..at + len]));
+                } else {
+                    retry.push(i);
+                }
+            }
+        }
+        if !retry.is_empty() {
+            let mut bytes = vec![0u8; retry.len() * len];
+            let ok = {
+                let mut reqs: Vec<(u64, &mut [u8])> = retry
+                    .iter()
+                    .map(|&i| addrs[i])
+                    .zip(bytes.chunks_exact_mut(len))
+                    .collect();
+                self.mem.read_batch(&mut reqs)
+            };
+            for ((&i, b), ok) in retry.iter().zip(bytes.chunks_exact(len)).zip(ok) {
+                out[i] = ok.then(|| self.g.decode(b));
+            }
+        }
+        out
     }
 
     /// Walks one goroutine's stack, re-reading it while its `g` changes under the walk.
@@ -740,6 +797,41 @@ impl GoroutineReader {
         }
         stack
     }
+}
+
+/// Most bytes between two `g`s read as one range (more is read `g` by `g`).
+const MAX_RANGE_GAP: u64 = 128;
+/// Most bytes of one range read.
+const MAX_RANGE_BYTES: u64 = 256 * 1024;
+
+/// Memory read in one piece, and the indices of the addresses it covers.
+#[derive(Debug, PartialEq, Eq)]
+struct ReadRange {
+    start: u64,
+    end: u64,
+    members: Vec<usize>,
+}
+
+/// Groups `addrs` (each read `len` bytes) into ranges of neighbours.
+fn coalesce(addrs: &[u64], len: u64) -> Vec<ReadRange> {
+    let mut order: Vec<usize> = (0..addrs.len()).collect();
+    order.sort_unstable_by_key(|&i| addrs[i]);
+    let mut ranges: Vec<ReadRange> = Vec::new();
+    for i in order {
+        let (start, end) = (addrs[i], addrs[i].saturating_add(len));
+        match ranges.last_mut() {
+            Some(r) if start <= r.end + MAX_RANGE_GAP && end - r.start <= MAX_RANGE_BYTES => {
+                r.end = r.end.max(end);
+                r.members.push(i);
+            }
+            _ => ranges.push(ReadRange {
+                start,
+                end,
+                members: vec![i],
+            }),
+        }
+    }
+    ranges
 }
 
 /// The address to look a resume pc up at: the call instruction (pc - 1), except at a
@@ -880,4 +972,37 @@ fn resolve(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbouring_gs_are_read_as_one_range() {
+        // Two spans of neighbours, one far away, in any order.
+        let addrs = [0x1000 + 448, 0x9000_0000, 0x1000, 0x1000 + 2 * 448];
+        let ranges = coalesce(&addrs, 360);
+        assert_eq!(
+            ranges,
+            [
+                ReadRange {
+                    start: 0x1000,
+                    end: 0x1000 + 2 * 448 + 360,
+                    members: vec![2, 0, 3],
+                },
+                ReadRange {
+                    start: 0x9000_0000,
+                    end: 0x9000_0000 + 360,
+                    members: vec![1],
+                },
+            ]
+        );
+        // A range never grows past its limit.
+        let many: Vec<u64> = (0..2000).map(|i| i * 448).collect();
+        let ranges = coalesce(&many, 360);
+        assert!(ranges.len() > 1);
+        assert!(ranges.iter().all(|r| r.end - r.start <= MAX_RANGE_BYTES));
+        assert_eq!(ranges.iter().map(|r| r.members.len()).sum::<usize>(), 2000);
+    }
 }

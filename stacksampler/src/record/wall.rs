@@ -11,10 +11,10 @@
 //!   `[running, stack not captured]` frame: its time is counted, never shown at a stale place.
 //! - The runtime's own goroutines are left out, as Go's goroutine profile leaves them out.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use crate::{
-    aggregate::NOT_CAPTURED_MARKER,
+    aggregate::{FastMap, NOT_CAPTURED_MARKER},
     dump::{
         DumpError, StackSource,
         read::{GoroutineReader, RawGoroutine, is_system_start},
@@ -63,9 +63,11 @@ pub struct WallSampler {
     /// Monotonic time of the previous snapshot.
     previous_ns: Option<u64>,
     /// Whether a goroutine started at this pc is one of the runtime's (named once per pc).
-    system_starts: HashMap<u64, bool>,
+    system_starts: FastMap<u64, bool>,
+    /// Where each resume pc and creation pc is looked up (found once per pc).
+    lookups: FastMap<u64, u64>,
     /// The latest CPU sample of each goroutine seen running.
-    recent: HashMap<u64, Sample>,
+    recent: FastMap<u64, Sample>,
     /// Age up to which a CPU sample is recent.
     recent_ns: u64,
     pub stats: WallStats,
@@ -78,8 +80,9 @@ impl WallSampler {
             reader: GoroutineReader::open(pid)?,
             period: Duration::from_nanos(NS_PER_S / frequency_hz.max(1)),
             previous_ns: None,
-            system_starts: HashMap::new(),
-            recent: HashMap::new(),
+            system_starts: FastMap::default(),
+            lookups: FastMap::default(),
+            recent: FastMap::default(),
             recent_ns: RECENT_CPU_PERIODS * NS_PER_S / cpu_hz.max(1),
             stats: WallStats::default(),
         })
@@ -117,7 +120,7 @@ impl WallSampler {
             time_ns: now_ns,
             ..Default::default()
         };
-        let mut reasons: HashMap<u8, u32> = HashMap::new();
+        let mut reasons: FastMap<u8, u32> = FastMap::default();
         let mut samples = Vec::with_capacity(snapshot.goroutines.len());
         for raw in &snapshot.goroutines {
             if self.is_system(raw.g.startpc) {
@@ -144,6 +147,15 @@ impl WallSampler {
         self.stats.bytes_read += self.reader.bytes_read() - bytes_before;
         self.stats.read_ns += started.elapsed().as_nanos() as u64;
         Ok(WallSnapshot { states, samples })
+    }
+
+    /// [`GoroutineReader::lookup_pc`], remembered per pc.
+    fn lookup_pc(&mut self, pc: u64) -> u64 {
+        let reader = &self.reader;
+        *self
+            .lookups
+            .entry(pc)
+            .or_insert_with(|| reader.lookup_pc(pc))
     }
 
     fn is_system(&mut self, startpc: u64) -> bool {
@@ -182,7 +194,7 @@ impl WallSampler {
                 .flatten(),
             set: None,
         };
-        let creator = (g.gopc != 0).then(|| self.reader.lookup_pc(g.gopc));
+        let creator = (g.gopc != 0).then(|| self.lookup_pc(g.gopc));
         let base = Sample {
             kind: SampleKind::Wall,
             wall_ns,
@@ -224,7 +236,7 @@ impl WallSampler {
                 // Callers and the deep tail as call sites (return address - 1), as the kernel
                 // gives CPU samples; the resume pc as Go's traceback looks it up.
                 let mut frames = Vec::with_capacity(stack.pcs.len() + stack.tail.len());
-                frames.push(self.reader.lookup_pc(resume));
+                frames.push(self.lookup_pc(resume));
                 frames.extend(callers.iter().map(|r| r.saturating_sub(1)));
                 let gap = (stack.elided > 0).then_some(Gap {
                     at: frames.len(),

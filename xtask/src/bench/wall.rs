@@ -62,7 +62,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<WallResult> {
     target.throughput(Duration::from_secs(1))?; // warm-up, not counted
     let wall_hz = WALL_HZ.to_string();
     let runs: [(&str, Vec<&str>); 2] = [
-        ("record --wall", vec!["--wall", "--wall-frequency", &wall_hz]),
+        (
+            "record --wall",
+            vec!["--wall", "--wall-frequency", &wall_hz],
+        ),
         ("record", vec![]),
     ];
     let mut prev = target.measure(window, None)?;
