@@ -50,9 +50,14 @@ fn source_line(needle: &str) -> u64 {
     at as u64 + 1
 }
 
-/// Starts `wallclock -mode MODE`, to end by itself after `seconds` (or when its stdin closes).
+/// Starts `wallclock -mode MODE` (a normal build), to end by itself after `seconds` (or when
+/// its stdin closes).
 fn start(tc: &GoToolchain, mode: &str, seconds: u32) -> GoProcess {
-    let exe = build_go("wallclock", tc, Variant::Normal);
+    start_variant(tc, Variant::Normal, mode, seconds)
+}
+
+fn start_variant(tc: &GoToolchain, variant: Variant, mode: &str, seconds: u32) -> GoProcess {
+    let exe = build_go("wallclock", tc, variant);
     GoProcess::spawn(&exe, &["-mode", mode, "-seconds", &seconds.to_string()])
 }
 
@@ -200,13 +205,19 @@ fn go_pprof(tc: &GoToolchain, args: &[&str], profile: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Every build: a stripped binary's goroutine list is found from code, a PIE's is relocated; the
+/// names come from `.gopclntab` where there is no DWARF.
 #[test]
 fn a_leak_is_found_with_its_blocking_line_and_creation_site() {
     let _guard = exclusive();
     let blocking_line = source_line("leaked <- i");
     let go_line = source_line("go leakSend(i)");
-    for tc in primary_go_toolchains() {
-        let mut target = start(&tc, "leak", 60);
+    for (tc, variant) in primary_go_toolchains()
+        .into_iter()
+        .flat_map(|tc| Variant::ALL.map(|v| (tc.clone(), v)))
+    {
+        let label = format!("{} {variant:?}", tc.label());
+        let mut target = start_variant(&tc, variant, "leak", 60);
         target.wait_for_line("ready");
         let report = record_wall(target.pid(), RUN_SECS, &[]);
         let growth: Vec<&Value> = report["diagnosis"]
@@ -215,20 +226,20 @@ fn a_leak_is_found_with_its_blocking_line_and_creation_site() {
             .iter()
             .filter(|f| f["kind"] == "goroutine_growth")
             .collect();
-        assert_eq!(growth.len(), 1, "{}: {growth:?}", tc.label());
+        assert_eq!(growth.len(), 1, "{label}: {growth:?}");
         let d = &growth[0]["data"];
-        eprintln!("{}: {}", tc.label(), growth[0]["summary"]);
-        assert_eq!(d["status"], "chan send", "{d}");
-        assert_eq!(d["blocking"]["function"], "main.leakSend", "{d}");
-        assert_eq!(d["blocking"]["line"], blocking_line, "{d}");
+        eprintln!("{label}: {}", growth[0]["summary"]);
+        assert_eq!(d["status"], "chan send", "{label}: {d}");
+        assert_eq!(d["blocking"]["function"], "main.leakSend", "{label}: {d}");
+        assert_eq!(d["blocking"]["line"], blocking_line, "{label}: {d}");
         let creator = d["created_by"]["function"].as_str().expect("created_by");
-        assert!(creator.starts_with("main.spawnLeaks"), "{d}");
-        assert_eq!(d["created_by"]["line"], go_line, "{d}");
+        assert!(creator.starts_with("main.spawnLeaks"), "{label}: {d}");
+        assert_eq!(d["created_by"]["line"], go_line, "{label}: {d}");
         let (first, last) = (d["first"].as_u64().unwrap(), d["last"].as_u64().unwrap());
-        assert!(last > first + 100, "{d}");
+        assert!(last > first + 100, "{label}: {d}");
         // 50 a second by the program's clock; fewer when the machine is busy, never more.
         let rate = d["rate_per_s"].as_f64().unwrap();
-        assert!((15.0..=55.0).contains(&rate), "{d}");
+        assert!((15.0..=55.0).contains(&rate), "{label}: {d}");
     }
 }
 
