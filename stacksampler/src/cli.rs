@@ -645,6 +645,22 @@ mod tests {
     }
 
     #[test]
+    fn wall_clock_flags() {
+        let o = record(&["--pid", "1"]).options(false);
+        assert_eq!(o.wall_frequency_hz, None);
+        let o = record(&["--pid", "1", "--wall"]).options(false);
+        assert_eq!(o.wall_frequency_hz, Some(DEFAULT_WALL_FREQUENCY_HZ));
+        let o = record(&["--pid", "1", "--wall", "--wall-frequency", "25"]).options(false);
+        assert_eq!(o.wall_frequency_hz, Some(25));
+        // The frequency means nothing without --wall; 0 and more than 100 snapshots a second
+        // are refused.
+        assert!(parse(&["record", "--pid", "1", "--wall-frequency", "5"]).is_err());
+        assert!(parse(&["record", "--pid", "1", "--wall", "--wall-frequency", "0"]).is_err());
+        assert!(parse(&["record", "--pid", "1", "--wall", "--wall-frequency", "101"]).is_err());
+        assert!(parse(&["top", "--pid", "1", "--wall"]).is_err());
+    }
+
+    #[test]
     fn record_flags_and_verbose_anywhere() {
         let cli = parse(&[
             "-v", "record", "--pid", "3", "--kernel", "--events", "-F", "999",
