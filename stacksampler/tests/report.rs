@@ -20,7 +20,7 @@ use stacksampler::{
     diagnose::{Finding, Severity},
     goruntime::state::GoroutineState,
     report::{self, EndReason, OutputFormat, RenderOptions, Report, RunInfo, pprof::proto},
-    sample::{GoroutineInfo, Sample},
+    sample::{GoroutineInfo, Sample, SampleKind},
     symbolize::{Frame, FrameKind, Symbols},
 };
 
@@ -152,6 +152,42 @@ mod fixtures {
             }],
         );
         s
+    }
+
+    /// The basic run with `--wall`: 10 snapshots at 10 Hz of its goroutines (the ten parked
+    /// ones, the syscall one, and goroutine 1 in the hot loop), 100 ms each.
+    pub fn wall() -> Report {
+        let mut report = basic();
+        report.run.wall_frequency_hz = Some(10);
+        let version = "go1.27.3".parse().expect("a Go version");
+        let chan_receive = stacksampler::goruntime::waitreason::raw(&version, "chan receive")
+            .expect("Go 1.27 has a chan receive wait reason");
+        let wall = |frames: &[u64], goid, state, waitreason| Sample {
+            kind: SampleKind::Wall,
+            wall_ns: 100_000_000,
+            ..sample(frames, Some(goid), state, waitreason)
+        };
+        let p = &mut report.profile;
+        for _ in 0..10 {
+            p.counts.wall_snapshots += 1;
+            for g in 10..20 {
+                p.add(&wall(
+                    &[PARK, CHANRECV, WORKER, GOEXIT],
+                    g,
+                    GoroutineState::Waiting,
+                    chan_receive,
+                ));
+            }
+            p.add(&wall(
+                &[LIBC, SYSCALL, READ, WORKER, GOEXIT],
+                7,
+                GoroutineState::Syscall,
+                0,
+            ));
+            p.add(&wall(&[HOT, MAIN, GOEXIT], 1, GoroutineState::Running, 0));
+            p.counts.wall_total += 12;
+        }
+        report
     }
 
     /// A small run: a hot loop on three goroutines, a syscall, parked goroutines, a native
@@ -377,6 +413,67 @@ fn text_basic() {
         "basic.txt",
         &render(&fixtures::basic(), OutputFormat::Text, &opts()),
     );
+}
+
+#[test]
+fn text_wall() {
+    golden(
+        "wall.txt",
+        &render(&fixtures::wall(), OutputFormat::Text, &opts()),
+    );
+}
+
+#[test]
+fn folded_wall() {
+    golden(
+        "wall.folded",
+        &render(&fixtures::wall(), OutputFormat::Folded, &opts()),
+    );
+}
+
+#[test]
+fn json_wall() {
+    golden(
+        "wall.json",
+        &render(&fixtures::wall(), OutputFormat::Json, &opts()),
+    );
+}
+
+#[test]
+fn pprof_wall_has_its_own_sample_type_and_kind_label() {
+    let bytes = render(&fixtures::wall(), OutputFormat::Pprof, &opts());
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let p = <proto::Profile as prost::Message>::decode(&raw[..]).unwrap();
+    let name = |i: i64| p.string_table[i as usize].as_str();
+    let types: Vec<&str> = p.sample_type.iter().map(|t| name(t.r#type)).collect();
+    assert_eq!(types, ["samples", "cpu", "wall"]);
+    assert_eq!(name(p.default_sample_type), "wall");
+    let kind = |s: &proto::Sample| {
+        s.label
+            .iter()
+            .find(|l| name(l.key) == "kind")
+            .map(|l| name(l.str).to_owned())
+    };
+    let (mut cpu_ns, mut wall_ns) = (0, 0);
+    for s in &p.sample {
+        match kind(s).as_deref() {
+            Some("cpu") => {
+                assert_eq!(s.value[2], 0);
+                cpu_ns += s.value[1];
+            }
+            Some("wall") => {
+                assert_eq!(s.value[1], 0);
+                wall_ns += s.value[2];
+            }
+            other => panic!("sample kind {other:?}"),
+        }
+    }
+    // 100 CPU samples at 99 Hz; 12 goroutines x 10 snapshots x 100 ms.
+    assert_eq!(cpu_ns, 100 * (1_000_000_000 / 99));
+    assert_eq!(wall_ns, 120 * 100_000_000);
 }
 
 #[test]
