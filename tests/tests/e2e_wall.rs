@@ -300,3 +300,34 @@ fn every_goroutine_blocked_is_found_and_filters_apply_to_wall_samples() {
         );
     }
 }
+
+#[test]
+fn wall_on_a_program_not_written_in_go_is_one_line_error() {
+    // Ends by itself soon after the run.
+    let mut sleeper = GoProcess::spawn_command(Command::new("sleep").arg("2"));
+    let pid = sleeper.pid().to_string();
+    let out = run_stacksampler(&["record", "--wall", "--pid", &pid, "--duration", "1"]);
+    assert!(!out.status.success(), "{}", out.stderr);
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("stacksampler: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", out.stderr);
+    assert!(
+        errors[0].contains("wall-clock snapshots: ") && errors[0].ends_with("is not a Go program"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        errors[0].matches("is not a Go program").count(),
+        1,
+        "{}",
+        errors[0]
+    );
+    assert!(
+        sleeper
+            .wait_timeout(std::time::Duration::from_secs(5))
+            .is_some()
+    );
+}

@@ -54,7 +54,7 @@ pub enum RunError {
     Symbolize(#[from] SymbolizeError),
     #[error("waiting for samples: {0}")]
     Io(#[from] std::io::Error),
-    #[error("wall-clock snapshots: {0}")]
+    #[error("wall-clock snapshots")]
     Wall(#[from] crate::dump::DumpError),
 }
 
