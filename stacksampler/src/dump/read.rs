@@ -26,7 +26,7 @@ use std::{
 use crate::{
     events::watch::monotonic_ns,
     goruntime::{
-        self, GoBinary, RuntimeLayout,
+        self, GoArch, GoBinary, RuntimeLayout,
         allgs::{self, AllGs},
         labels::{ReadMemory, read_labels},
         state::{GSCAN_BIT, GoroutineState},
@@ -48,6 +48,9 @@ const MAX_REREADS: u32 = 3;
 const IOV_MAX: usize = 1024;
 /// Size of a frame record: saved frame pointer, return address.
 const RECORD_BYTES: u64 = 16;
+/// On arm64 a Go function's frame record (saved frame pointer, then its return address) sits
+/// this far below its sp (`MOVD R29, -8(RSP)` in every prologue).
+const ARM64_RECORD_BELOW_SP: u64 = 8;
 /// Functions of package `runtime` that Go does not count as system goroutines.
 const USER_RUNTIME_STARTS: [&str; 3] = [
     "runtime.main",
@@ -705,13 +708,18 @@ impl GoroutineReader {
             GoroutineState::Syscall => {
                 let mut regs = g.syscall;
                 if regs.bp == 0 {
-                    // Before Go 1.23: the caller of entersyscall keeps its frame pointer at
-                    // the top of its frame, `frame size - 8` above the sp it had at the call.
-                    regs.bp = self
-                        .symbolizer
-                        .go_frame_size_at(regs.pc)
-                        .filter(|size| *size >= 8)
-                        .map_or(0, |size| regs.sp + u64::from(size) - 8);
+                    // Before Go 1.23 (and wherever the runtime does not save it): the caller of
+                    // entersyscall keeps its frame record at a fixed place of its frame. amd64:
+                    // at the top, `frame size - 8` above the sp it had at the call; arm64: just
+                    // below that sp.
+                    regs.bp = match self.binary.arch {
+                        GoArch::Arm64 => regs.sp.saturating_sub(ARM64_RECORD_BELOW_SP),
+                        _ => self
+                            .symbolizer
+                            .go_frame_size_at(regs.pc)
+                            .filter(|size| *size >= 8)
+                            .map_or(0, |size| regs.sp + u64::from(size) - 8),
+                    };
                 }
                 Ok(regs)
             }
@@ -746,22 +754,30 @@ impl GoroutineReader {
         let (lo, hi) = (g.stack_lo, g.stack_hi);
         let len = copy.len() as u64;
         let record = |fp: u64| -> Option<(u64, u64)> {
-            let off = fp.checked_sub(regs.sp)?;
-            if off + RECORD_BYTES <= len {
-                let at = off as usize;
-                let w =
-                    |i: usize| u64::from_le_bytes(copy[i..i + 8].try_into().unwrap_or_default());
-                Some((w(at), w(at + 8)))
-            } else {
-                Some((self.mem.u64(fp)?, self.mem.u64(fp + 8)?))
+            match fp.checked_sub(regs.sp) {
+                Some(off) if off + RECORD_BYTES <= len => {
+                    let at = off as usize;
+                    let w = |i: usize| {
+                        u64::from_le_bytes(copy[i..i + 8].try_into().unwrap_or_default())
+                    };
+                    Some((w(at), w(at + 8)))
+                }
+                // Above the copy, or (arm64) the first record just below its start.
+                _ => Some((self.mem.u64(fp)?, self.mem.u64(fp + 8)?)),
             }
+        };
+        // arm64 keeps a function's frame record just below its sp: the walk's first record may
+        // sit there.
+        let floor = match self.binary.arch {
+            GoArch::Arm64 => regs.sp.saturating_sub(ARM64_RECORD_BELOW_SP),
+            _ => regs.sp,
         };
         let mut stack = RawStack::empty(source);
         stack.sp = regs.sp;
         stack.pcs.push(regs.pc);
         let mut fp = regs.bp;
         while fp != 0 {
-            if fp < regs.sp || fp + RECORD_BYTES > hi {
+            if fp < floor || fp + RECORD_BYTES > hi {
                 stack.truncated = true;
                 break;
             }
