@@ -105,9 +105,23 @@ pub struct NativeFrames {
     pub cut: bool,
 }
 
+/// What the native unwinding of a run did (`--verbose`, the benchmark).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NativeStats {
+    /// Samples that had a native part.
+    pub samples: u64,
+    /// Native frames found.
+    pub frames: u64,
+    /// Native parts cut before they reached Go code again.
+    pub cut: u64,
+    /// Time spent unwinding, in nanoseconds.
+    pub unwind_ns: u64,
+}
+
 /// Unwinds native stacks, caching the frame rule of each address.
 #[derive(Default)]
 pub struct NativeUnwinder {
+    pub stats: NativeStats,
     /// Rules by (module identity, ELF virtual address); `None`: no unwind information.
     rules: HashMap<(usize, u64), Option<FrameRule>>,
     context: Option<Box<UnwindContext<usize>>>,
@@ -133,9 +147,13 @@ impl NativeUnwinder {
         let Some(native) = sample.native.take() else {
             return;
         };
+        let started = std::time::Instant::now();
         let at = native.at.min(sample.frames.len());
         let found = self.unwind(&native, symbolizer);
         let n = found.frames.len();
+        self.stats.samples += 1;
+        self.stats.frames += n as u64;
+        self.stats.cut += u64::from(found.cut);
         sample.frames.splice(at..at, found.frames);
         if let Some(gap) = sample.gap.as_mut()
             && gap.at >= at
@@ -145,6 +163,7 @@ impl NativeUnwinder {
         if found.cut {
             sample.native_cut = Some(at + n);
         }
+        self.stats.unwind_ns += started.elapsed().as_nanos() as u64;
     }
 
     /// The native frames of `stack`.
@@ -223,7 +242,12 @@ impl NativeUnwinder {
         };
         let pc = read(cfa.checked_add_signed(rule.ra)?)?;
         let fp = match rule.fp {
-            Some(off) => read(cfa.checked_add_signed(off)?)?,
+            // In an epilogue the slot can be below the stack pointer: already popped, so the
+            // register holds the caller's value again.
+            Some(off) => {
+                let at = cfa.checked_add_signed(off)?;
+                if at < regs.sp { regs.fp } else { read(at)? }
+            }
             None => regs.fp,
         };
         // Callers live at higher addresses.
@@ -300,13 +324,30 @@ fn frame_rule(
             return row;
         }
     }
-    let (_, data) = section(".debug_frame")?;
-    let debug_frame = DebugFrame::new(data, LittleEndian);
-    debug_frame
-        .unwind_info_for_address(&bases, context, vaddr, DebugFrame::cie_from_offset)
-        .ok()
-        .and_then(to_rule)
+    if let Some((_, data)) = section(".debug_frame") {
+        let debug_frame = DebugFrame::new(data, LittleEndian);
+        let row = debug_frame
+            .unwind_info_for_address(&bases, context, vaddr, DebugFrame::cie_from_offset)
+            .ok()
+            .and_then(to_rule);
+        if row.is_some() {
+            return row;
+        }
+    }
+    // PLT stubs (`.plt`, `.plt.sec`, `.plt.got`) often have no FDE; they jump without touching
+    // the stack, so the return address is at the stack pointer.
+    let in_plt = image.sections().iter().any(|s| {
+        s.name.starts_with(".plt") && vaddr >= s.addr && vaddr < s.addr.saturating_add(s.size)
+    });
+    in_plt.then_some(PLT_RULE)
 }
+
+/// The frame rule of a PLT stub: the caller's return address is at the stack pointer.
+const PLT_RULE: FrameRule = FrameRule {
+    cfa: Cfa::Sp(8),
+    ra: -8,
+    fp: None,
+};
 
 fn to_rule(row: &gimli::UnwindTableRow<usize>) -> Option<FrameRule> {
     let cfa = match row.cfa() {
@@ -328,4 +369,70 @@ fn to_rule(row: &gimli::UnwindTableRow<usize>) -> Option<FrameRule> {
         _ => return None,
     };
     Some(FrameRule { cfa, ra, fp })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::Gap;
+
+    fn native(start: NativeStart, at: usize, stack: Vec<u8>) -> NativeStack {
+        NativeStack {
+            start,
+            at,
+            pc: 0x1000,
+            sp: 0x7000,
+            fp: 0,
+            lr: 0,
+            stack,
+        }
+    }
+
+    #[test]
+    fn unwind_without_unwind_information_is_cut_where_it_stopped() {
+        let symbolizer = ProcessSymbolizer::empty(0);
+        let mut unwinder = NativeUnwinder::default();
+        let mut sample = Sample {
+            frames: vec![0x1000, 0x2000, 0x3000],
+            gap: Some(Gap { at: 2, frames: 7 }),
+            native: Some(native(NativeStart::CgoCall, 1, vec![0; 64])),
+            ..Sample::default()
+        };
+        unwinder.complete(&mut sample, &symbolizer);
+        assert_eq!(sample.frames, [0x1000, 0x2000, 0x3000]);
+        assert_eq!(sample.native_cut, Some(1));
+        assert!(sample.native.is_none());
+        assert_eq!(unwinder.stats.samples, 1);
+        assert_eq!(unwinder.stats.cut, 1);
+
+        // A callback's start pc is a return address into C: its call site is the first frame.
+        let mut sample = Sample {
+            frames: vec![0x1000, 0x2000],
+            gap: Some(Gap { at: 2, frames: 7 }),
+            native: Some(native(NativeStart::CgoCallback, 2, Vec::new())),
+            ..Sample::default()
+        };
+        unwinder.complete(&mut sample, &symbolizer);
+        assert_eq!(sample.frames, [0x1000, 0x2000, 0xfff]);
+        assert_eq!(sample.gap, Some(Gap { at: 3, frames: 7 }));
+        assert_eq!(sample.native_cut, Some(3));
+    }
+
+    #[test]
+    fn go_assembly_frames_step_by_their_stack_delta() {
+        // Inside Go's text (crosscall2) the unwinder uses .gopclntab: without a table for the
+        // address there is no step, and the unwind is cut rather than guessed.
+        let symbolizer = ProcessSymbolizer::empty(0);
+        let mut unwinder = NativeUnwinder::new(&NativeConfig {
+            go_text_lo: 0x800,
+            go_text_hi: 0x2000,
+            ..NativeConfig::default()
+        });
+        let found = unwinder.unwind(
+            &native(NativeStart::CgoCallback, 0, vec![0; 32]),
+            &symbolizer,
+        );
+        assert_eq!(found.frames, [0xfff]);
+        assert!(found.cut);
+    }
 }

@@ -466,6 +466,46 @@ mod tests {
     }
 
     #[test]
+    fn decodes_native_trailer_and_stack_copy() {
+        let header = SampleHeader {
+            flags: SampleFlags::NATIVE,
+            n_frames: 2,
+            ..Default::default()
+        };
+        let mut bytes = record(&header, &[0x100, 0x201]);
+        let trailer = NativeTrailer {
+            pc: 0x100,
+            sp: 0x7000,
+            fp: 0x7100,
+            lr: 0,
+            kind: NativeKind::CGO_CALL,
+            at: 1,
+            len: 16,
+            _pad: 0,
+        };
+        // SAFETY: the trailer is plain old data of NATIVE_TRAILER_SIZE bytes.
+        bytes.extend_from_slice(unsafe {
+            std::slice::from_raw_parts(
+                (&trailer as *const NativeTrailer).cast::<u8>(),
+                NATIVE_TRAILER_SIZE,
+            )
+        });
+        bytes.extend_from_slice(&[7; 16]);
+        let s = Sample::decode(&bytes).unwrap();
+        assert_eq!(s.frames, [0x100, 0x200]);
+        let native = s.native.unwrap();
+        assert_eq!(native.start, NativeStart::CgoCall);
+        assert_eq!((native.at, native.sp, native.fp), (1, 0x7000, 0x7100));
+        assert_eq!(native.stack, [7; 16]);
+        // A stack shorter than the trailer says is rejected.
+        let short = &bytes[..bytes.len() - 1];
+        assert_eq!(
+            Sample::decode(short).unwrap_err(),
+            DecodeError::NativeTrailer
+        );
+    }
+
+    #[test]
     fn unknown_goroutine_without_flag() {
         let header = SampleHeader {
             goid: 9,

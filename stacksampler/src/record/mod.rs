@@ -26,7 +26,7 @@ use crate::{
     events::{Tracker, decode::RuntimeEvent, watch::monotonic_ns},
     goruntime::{self, GoVersion},
     images::{self, ExeIdentity, ExecInfo, ImageLookup, Images},
-    native::{self, NativeUnwinder},
+    native::{self, NativeStats, NativeUnwinder},
     record::deep_stack::{ContinuationStats, DeepStackReader},
     record::filter::Filter,
     record::labels::{LabelResolver, ProcMem},
@@ -78,6 +78,8 @@ pub struct RunStats {
     pub continuation: ContinuationStats,
     /// The wall-clock snapshots (`--wall`).
     pub wall: WallStats,
+    /// User-space unwinding of native (C) frames.
+    pub native: NativeStats,
 }
 
 /// A finished run: the report and how it went.
@@ -604,6 +606,10 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         kernel_cost,
         continuation,
         wall: wall_stats,
+        native: native_unwinder
+            .as_ref()
+            .map(|u| u.stats)
+            .unwrap_or_default(),
     };
     Ok(Finished { report, stats })
 }

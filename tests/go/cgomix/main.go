@@ -2,7 +2,9 @@
 // back into Go, which recurses 30 levels and spins; another goroutine spins inside libc
 // (strtod) called from C. Both C parts are compiled at cgo's default -O2 (no frame pointers).
 //
-// It prints "ready" once both goroutines run, and exits after -seconds.
+// -mode picks what runs: "both" (default), "callback", "libc", or "go" (a pure-Go spinner in
+// this cgo binary, for the benchmark's cost of samples without a native part). It prints
+// "ready" once they run, and exits after -seconds.
 package main
 
 /*
@@ -79,14 +81,38 @@ func libcEntry(done *sync.WaitGroup) {
 	libcLoop()
 }
 
+//go:noinline
+func goEntry(done *sync.WaitGroup) {
+	defer done.Done()
+	goRec(goDepth)
+}
+
 func main() {
 	seconds := flag.Float64("seconds", 10, "run time")
+	mode := flag.String("mode", "both", "both, callback, libc or go")
 	flag.Parse()
 	var done sync.WaitGroup
-	running.Add(1)
-	done.Add(2)
-	go callbackEntry(&done)
-	go libcEntry(&done)
+	switch *mode {
+	case "both":
+		running.Add(1)
+		done.Add(2)
+		go callbackEntry(&done)
+		go libcEntry(&done)
+	case "callback":
+		running.Add(1)
+		done.Add(1)
+		go callbackEntry(&done)
+	case "libc":
+		done.Add(1)
+		go libcEntry(&done)
+	case "go":
+		running.Add(1)
+		done.Add(1)
+		go goEntry(&done)
+	default:
+		fmt.Println("unknown -mode", *mode)
+		return
+	}
 	running.Wait()
 	fmt.Println("ready")
 	time.Sleep(time.Duration(*seconds * float64(time.Second)))
