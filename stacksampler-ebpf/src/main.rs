@@ -278,10 +278,7 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
                 h.switch_index = n_frames;
                 h.sp = sched.sp;
                 h.sched_ret = unsafe { goroutine::user_word(sched.sp) };
-                let idx = n_frames as usize;
-                if idx < MAX_STACK_FRAMES {
-                    sample.frames[idx] = sched.pc;
-                }
+                store_frame(cpu, n_frames as u64, sched.pc);
                 let cont = unsafe { unwind::walk(cpu, n_frames + 1, sched.fp, limit, callbacks) };
                 n_frames = cont.next_index;
                 last_fp = cont.last_fp;
@@ -340,7 +337,7 @@ unsafe fn cross_callback(
     let native = &cfg.native;
     let (stack_lo, stack_hi) = (g.stack_lo, g.stack_hi);
     let sched_sp = record + native.callback_sched_offset as u64;
-    if sched_sp < stack_lo || sched_sp >= stack_hi || n_frames >= native::NATIVE_FRAME_LIMIT {
+    if sched_sp < stack_lo || sched_sp >= stack_hi {
         return None;
     }
     // As at a cgo call: at sched.sp either asmcgocall's frame record (Go 1.21+) or its return
@@ -372,13 +369,7 @@ unsafe fn cross_callback(
     let (base, fp) = if record_at_sched {
         (n_frames, sched_sp)
     } else {
-        let idx = n_frames as usize;
-        let slot = SCRATCH.get_ptr_mut(cpu)?;
-        if idx >= MAX_STACK_FRAMES {
-            return None;
-        }
-        // SAFETY: `idx` is bounds-checked; the slot is this CPU's.
-        unsafe { (*slot).frames[idx] = word };
+        store_frame(cpu, n_frames as u64, word);
         (n_frames + 1, sched_sp + native.cgocall_frame as u64)
     };
     let limit = if limit > native::NATIVE_FRAME_LIMIT {
@@ -391,6 +382,25 @@ unsafe fn cross_callback(
         next_index: cont.next_index,
         last_fp: cont.last_fp,
     })
+}
+
+/// Stores `value` as frame `index` of this CPU's scratch slot (nothing past the buffer).
+///
+/// Not inlined: as a BPF subprogram its bound check is on the very register it indexes with.
+/// Inlined into the large sampling function, the compiler reloaded the index from the stack
+/// after checking it, and the 6.1 verifier lost the bound ("unbounded memory access").
+#[inline(never)]
+fn store_frame(cpu: u32, index: u64, value: u64) {
+    let Some(slot) = SCRATCH.get_ptr_mut(cpu) else {
+        return;
+    };
+    // A 64-bit index: a u32 one is zero-extended into a second register, and the verifier
+    // does not carry the check of one to the other.
+    let i = index as usize;
+    if i < MAX_STACK_FRAMES {
+        // SAFETY: `i` is bounds-checked; the slot is this CPU's.
+        unsafe { (*slot).frames[i] = value };
+    }
 }
 
 /// The current thread's `task_struct.self_exec_id` (low 32 bits), 0 when not configured.

@@ -94,6 +94,13 @@ pub unsafe fn write_trailer(cfg: &NativeConfig, cpu: u32, n_frames: u32) -> u32 
     if stack_hi > trailer.sp && stack_hi - trailer.sp < len {
         len = stack_hi - trailer.sp;
     }
+    // The bound again, on a value the compiler cannot see through: it would drop a check it
+    // proved redundant, and the 6.1 verifier cannot derive the bound from the comparisons
+    // above (they are between two registers).
+    let len = core::hint::black_box(len);
+    if len > NATIVE_STACK_BYTES as u64 {
+        return 0;
+    }
     // SAFETY: `at` frames plus the reserved trailer and stack bytes fit the frame array
     // (checked above); the slot is this CPU's.
     let dst = unsafe { (*slot).frames.as_mut_ptr().add(at) }.cast::<u8>();

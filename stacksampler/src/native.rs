@@ -62,7 +62,7 @@ pub fn kernel_config(symbolizer: &ProcessSymbolizer) -> Option<NativeConfig> {
     {
         config.cgocallback_lo = cb.0;
         config.cgocallback_hi = cb.1;
-        config.callback_sched_offset = cb_frame + CALLBACK_RECORD_BYTES;
+        config.callback_sched_offset = cb_frame.saturating_add(CALLBACK_RECORD_BYTES);
         config.cgocall_frame = call_frame;
     }
     Some(config)
@@ -228,10 +228,10 @@ impl NativeUnwinder {
             // Go assembly (crosscall2): its stack-pointer delta, return address above it, and
             // the frame pointer it keeps for the C caller untouched.
             let size = u64::from(symbolizer.go_frame_size_at(lookup)?);
-            let pc = read(regs.sp + size)?;
+            let ra_at = regs.sp.checked_add(size)?;
             return Some(Regs {
-                pc,
-                sp: regs.sp + size + 8,
+                pc: read(ra_at)?,
+                sp: ra_at.checked_add(8)?,
                 fp: regs.fp,
             });
         }
