@@ -47,7 +47,82 @@ impl ConfigFlags {
     /// [`SamplerConfig::pidns`] names the target's PID namespace: thread ids compared with
     /// `m.procid` are taken in it (`bpf_get_ns_current_pid_tgid`), as the target itself sees them.
     pub const PIDNS_KNOWN: u32 = 1 << 3;
+    /// [`SamplerConfig::native`] is valid: samples in C code reached from Go (a cgo call, or C
+    /// code between a cgo callback and the cgo call below it) carry a copy of the native stack.
+    pub const NATIVE_STACKS: u32 = 1 << 4;
 }
+
+/// Most bytes of native (C) stack copied with one sample, from the native part's stack pointer
+/// up (the C frames are unwound from this copy in user space, as `perf --call-graph dwarf` does).
+pub const NATIVE_STACK_BYTES: usize = 8192;
+
+/// Where Go code is and how to cross the cgo boundary, for the kernel program (runtime
+/// addresses of the target, computed in user space from `.gopclntab`).
+///
+/// A sample whose pc is outside `[go_text_lo, go_text_hi)` on `g0` while `m.curg` is in
+/// `_Gsyscall` is in a cgo call: its native part is copied, and its Go part walked from
+/// `curg.sched` (saved by `runtime.asmcgocall`). A walk on a goroutine's stack that meets a
+/// return address inside `[cgocallback_lo, cgocallback_hi)` is inside a cgo callback: the C
+/// frames between the callback and its cgo call are on `g0`, the Go frames below the cgo call
+/// continue at `curg`'s own stack (see `docs/native-unwinding.md`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NativeConfig {
+    /// Go's text (`.gopclntab`'s range): the Go functions, without the C code linked beside them.
+    pub go_text_lo: u64,
+    pub go_text_hi: u64,
+    /// `runtime.cgocallback` (0, 0 in a binary without cgo).
+    pub cgocallback_lo: u64,
+    pub cgocallback_hi: u64,
+    /// From the frame record of `runtime.cgocallbackg` (whose return address is in
+    /// `runtime.cgocallback`) to the goroutine's `sched.sp` saved at its cgo call: the record's
+    /// 16 bytes, plus the frame `cgocallback` opened on the goroutine stack (its frame size
+    /// and return address).
+    pub callback_sched_offset: u32,
+    /// Stack frame of `runtime.cgocall` (bytes it pushed, return address excluded) at its call
+    /// of `asmcgocall`: its frame record is at `sched.sp + cgocall_frame`.
+    pub cgocall_frame: u32,
+    /// Bytes of native stack copied per native sample, at most [`NATIVE_STACK_BYTES`].
+    pub stack_bytes: u32,
+    pub _pad: u32,
+}
+
+/// Values of [`NativeTrailer::kind`].
+pub struct NativeKind;
+impl NativeKind {
+    /// The thread was in C code called from Go: `frames[0]` is the interrupted pc (= `pc`), the
+    /// native callers of it go at `at` (= 1), before the goroutine's Go frames.
+    pub const CGO_CALL: u32 = 1;
+    /// The walk met a cgo callback: `pc` is the return address into the C side (`crosscall2`),
+    /// and the native frames from it go at `at`, after `runtime.cgocallback`.
+    pub const CGO_CALLBACK: u32 = 2;
+}
+
+/// With [`SampleFlags::NATIVE`]: what follows the frames of a record: the registers the native
+/// part starts with and `len` bytes of its stack copied from `sp`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NativeTrailer {
+    /// Program counter, stack pointer and frame pointer where the native unwind starts.
+    pub pc: u64,
+    pub sp: u64,
+    pub fp: u64,
+    /// arm64: the link register (the return address of a leaf); 0 on amd64.
+    pub lr: u64,
+    /// [`NativeKind`] value.
+    pub kind: u32,
+    /// Index in the sample's frames where the native frames go.
+    pub at: u32,
+    /// Stack bytes that follow (copied from `sp`).
+    pub len: u32,
+    pub _pad: u32,
+}
+
+/// Size of [`NativeTrailer`] in bytes.
+pub const NATIVE_TRAILER_SIZE: usize = core::mem::size_of::<NativeTrailer>();
+
+/// Frame slots of the scratch buffer a native sample reserves for its trailer and stack copy.
+pub const NATIVE_RESERVED_FRAMES: usize = (NATIVE_TRAILER_SIZE + NATIVE_STACK_BYTES) / 8;
 
 /// A PID namespace as `stat(2)` of `/proc/PID/ns/pid` names it: the nsfs device and inode.
 ///
@@ -144,6 +219,8 @@ pub struct SamplerConfig {
     /// threads created after it), from the kernel's BTF; 0: not read.
     pub task_exec_id_offset: u32,
     pub _pad: u32,
+    /// Go text and the cgo crossings, valid with [`ConfigFlags::NATIVE_STACKS`].
+    pub native: NativeConfig,
 }
 
 /// Bits of [`SampleHeader::flags`].
@@ -162,6 +239,8 @@ impl SampleFlags {
     /// The walk left the system stack and continued on `m.curg`'s stack from `curg.sched`;
     /// [`SampleHeader::switch_index`] is the first frame on the goroutine's stack.
     pub const SWITCHED_TO_CURG: u32 = 1 << 5;
+    /// The record carries a [`NativeTrailer`] and a native stack copy after its frames.
+    pub const NATIVE: u32 = 1 << 6;
 }
 
 /// Fixed-size part of one sample, followed in the ring buffer by `n_frames` return addresses.
@@ -253,10 +332,18 @@ pub struct Counters {
     /// Of those, samples whose thread was not the one `m.procid` names (a thread Go did not
     /// create, or thread ids taken in the wrong PID namespace).
     pub goroutine_tid_mismatch: u64,
+    /// Samples sent with a native stack copy ([`SampleFlags::NATIVE`]).
+    pub native_samples: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<GoLayout>() == 20 * 4);
-const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16 + 20 * 4 + 16 + 8);
+const _: () = assert!(core::mem::size_of::<NativeConfig>() == 4 * 8 + 4 * 4);
+const _: () = assert!(
+    core::mem::size_of::<SamplerConfig>()
+        == 16 + 20 * 4 + 16 + 8 + core::mem::size_of::<NativeConfig>()
+);
+const _: () = assert!(NATIVE_TRAILER_SIZE == 4 * 8 + 4 * 4);
+const _: () = assert!(NATIVE_STACK_BYTES.is_multiple_of(8));
 const _: () = assert!(SAMPLE_HEADER_SIZE == 11 * 8 + 10 * 4);
 const _: () = assert!(SAMPLE_HEADER_SIZE.is_multiple_of(8));
 
@@ -267,6 +354,7 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::GoLayout {}
     unsafe impl aya::Pod for super::PidNamespace {}
+    unsafe impl aya::Pod for super::NativeConfig {}
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ pub struct Goroutine {
     pub on_system_stack: bool,
     /// `m.curg.sched` when the thread was on `g0` with a user goroutine attached.
     pub curg_sched: Option<Sched>,
+    /// `g0.stack.hi` of the thread when it was on `g0` (0 otherwise): where a copy of the
+    /// native stack of a cgo call ends.
+    pub system_stack_hi: u64,
     /// `g.labels` and the word it points at (both 0 without labels or when not read).
     pub labels_ptr: u64,
     pub labels_word: u64,
@@ -85,8 +88,9 @@ unsafe fn current_g(_cfg: &SamplerConfig) -> Option<u64> {
     use aya_ebpf::{bindings::pt_regs, helpers::generated::bpf_task_pt_regs};
     let task = unsafe { bpf_get_current_task_btf() };
     let regs = unsafe { bpf_task_pt_regs(task) } as *const pt_regs;
-    let saved = unsafe { bpf_probe_read_kernel(regs) }.ok()?;
-    Some(saved.regs[28])
+    // SAFETY: the address of X28 in the task's pt_regs, read with bpf_probe_read_kernel (one
+    // member: the whole pt_regs would take most of the BPF stack).
+    unsafe { bpf_probe_read_kernel(&raw const (*regs).regs[28]) }.ok()
 }
 
 /// The current thread's id as the target sees it: in its own PID namespace when user space
@@ -132,6 +136,7 @@ pub unsafe fn read(cfg: &SamplerConfig) -> Result<Goroutine, ReadFailure> {
     let mut target = g;
     let mut on_system_stack = false;
     let mut curg_sched = None;
+    let mut system_stack_hi = 0;
     if m != 0 {
         let g0: u64 = unsafe { field(m, go.m_g0) }.unwrap_or(0);
         let gsignal: u64 = unsafe { field(m, go.m_gsignal) }.unwrap_or(0);
@@ -142,6 +147,7 @@ pub unsafe fn read(cfg: &SamplerConfig) -> Result<Goroutine, ReadFailure> {
                 target = curg;
                 // A signal handler interrupts the goroutine asynchronously: its sched is stale.
                 if g == g0 {
+                    system_stack_hi = unsafe { field(g, go.g_stack_hi) }.unwrap_or(0);
                     let sched = curg + go.g_sched as u64;
                     curg_sched = Some(Sched {
                         pc: unsafe { field(sched, go.gobuf_pc) }.unwrap_or(0),
@@ -178,5 +184,20 @@ pub unsafe fn read(cfg: &SamplerConfig) -> Result<Goroutine, ReadFailure> {
         stack_hi: unsafe { field(target, go.g_stack_hi) }.unwrap_or(0),
         on_system_stack,
         curg_sched,
+        system_stack_hi,
     })
+}
+
+/// `g0.stack.hi` of the thread running goroutine `g` (0 when unreadable).
+#[inline(always)]
+pub unsafe fn g0_stack_hi(go: &GoLayout, g: u64) -> u64 {
+    let m: u64 = unsafe { field(g, go.g_m) }.unwrap_or(0);
+    if m == 0 {
+        return 0;
+    }
+    let g0: u64 = unsafe { field(m, go.m_g0) }.unwrap_or(0);
+    if g0 == 0 {
+        return 0;
+    }
+    unsafe { field(g0, go.g_stack_hi) }.unwrap_or(0)
 }

@@ -2,13 +2,14 @@
 //! of the target process, records the user stack (frame-pointer walk, up to 16384 frames) and the
 //! goroutine the thread was running, and sends it to user space through a ring buffer.
 //!
-//! Module map: `maps`, `goroutine` (`runtime.g`/`m`), `unwind` (the `bpf_loop` walk), this file
-//! (the sampling program); `runtime_events` (the uprobes of `watch` and of `record`'s fatal errors).
+//! Module map: `maps`, `goroutine` (`runtime.g`/`m`), `unwind` (the `bpf_loop` walk), `native`
+//! (cgo crossings and the native stack copy), this file (the sampling program); `runtime_events` (the uprobes of `watch` and of `record`'s fatal errors).
 #![no_std]
 #![no_main]
 
 mod goroutine;
 mod maps;
+mod native;
 mod runtime_events;
 mod unwind;
 
@@ -26,8 +27,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use stacksampler_common::{
-    ConfigFlags, MAX_KERNEL_FRAMES, MAX_STACK_FRAMES, SAMPLE_HEADER_SIZE, SampleFlags,
-    SamplerConfig,
+    ConfigFlags, MAX_KERNEL_FRAMES, MAX_STACK_FRAMES, NativeKind, NativeTrailer,
+    SAMPLE_HEADER_SIZE, SampleFlags, SamplerConfig, StackSample,
 };
 
 use crate::maps::{CONFIG, SAMPLES, SCRATCH, bump};
@@ -83,7 +84,8 @@ unsafe fn user_regs(ctx: &PerfEventContext) -> Option<(UserRegs, bool)> {
     ))
 }
 
-/// arm64: pc, sp and the frame pointer X29 from the saved user `pt_regs`.
+/// arm64: pc, sp and the frame pointer X29 from the saved user `pt_regs`, read member by member
+/// (the whole `pt_regs` would take most of the 512-byte BPF stack).
 #[cfg(bpf_target_arch = "aarch64")]
 unsafe fn user_regs(ctx: &PerfEventContext) -> Option<(UserRegs, bool)> {
     // PSR mode bits: EL0 (user) is 0.
@@ -92,16 +94,18 @@ unsafe fn user_regs(ctx: &PerfEventContext) -> Option<(UserRegs, bool)> {
     let kernel_mode = pstate & PSR_MODE_MASK != 0;
     let task = unsafe { bpf_get_current_task_btf() };
     let regs = unsafe { bpf_task_pt_regs(task) } as *const pt_regs;
-    let saved = unsafe { bpf_probe_read_kernel(regs) }.ok()?;
-    Some((
-        UserRegs {
-            ip: saved.pc,
-            sp: saved.sp,
-            fp: saved.regs[29],
-            leaf_ret: saved.regs[30],
-        },
-        kernel_mode,
-    ))
+    // SAFETY: field addresses inside the task's pt_regs, read with bpf_probe_read_kernel.
+    unsafe {
+        Some((
+            UserRegs {
+                ip: bpf_probe_read_kernel(&raw const (*regs).pc).ok()?,
+                sp: bpf_probe_read_kernel(&raw const (*regs).sp).ok()?,
+                fp: bpf_probe_read_kernel(&raw const (*regs).regs[29]).ok()?,
+                leaf_ret: bpf_probe_read_kernel(&raw const (*regs).regs[30]).ok()?,
+            },
+            kernel_mode,
+        ))
+    }
 }
 
 unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
@@ -136,7 +140,7 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
 
     let Some((regs, kernel_mode)) = (unsafe { user_regs(ctx) }) else {
         h.flags |= SampleFlags::NO_USER_REGS;
-        submit(cpu, 0);
+        submit(cpu, 0, 0);
         return;
     };
     if kernel_mode {
@@ -172,11 +176,83 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
         None
     };
 
+    let native_on = cfg.flags & ConfigFlags::NATIVE_STACKS != 0;
+    let callbacks = if native_on {
+        native::callback_range(&cfg.native)
+    } else {
+        unwind::StopRange::NONE
+    };
+    // Bytes after the frames: a native trailer and stack copy (0 for a pure-Go sample).
+    let mut native_bytes = 0u32;
+    let mut has_native = false;
+
     // The interrupted instruction is frame 0; the walk adds the return addresses.
     sample.frames[0] = regs.ip;
-    let walk = unsafe { unwind::walk(cpu, 1, regs.fp, limit) };
-    let mut n_frames = walk.next_index;
-    let mut last_fp = walk.last_fp;
+    let mut n_frames;
+    let mut last_fp;
+    // In a cgo call: the thread runs C code on g0 while its goroutine is in _Gsyscall; the C
+    // frames have no frame records, so the Go part is walked from curg.sched (saved by
+    // asmcgocall) and the native part goes to user space as a stack copy.
+    let cgo_call = match &g {
+        Some(g)
+            if native_on
+                && !native::in_go_text(&cfg.native, regs.ip)
+                && native::in_syscall(g.status) =>
+        {
+            g.curg_sched
+                .as_ref()
+                .map(|sched| (sched.sp, sched.fp, g.system_stack_hi))
+        }
+        _ => None,
+    };
+    if let Some((sched_sp, sched_fp, stack_hi)) = cgo_call {
+        let h = &mut sample.header;
+        h.flags |= SampleFlags::SYSTEM_STACK;
+        h.sp = sched_sp;
+        has_native = native::set_pending(
+            NativeTrailer {
+                pc: regs.ip,
+                sp: regs.sp,
+                fp: regs.fp,
+                lr: regs.leaf_ret,
+                kind: NativeKind::CGO_CALL,
+                at: 1,
+                len: 0,
+                _pad: 0,
+            },
+            stack_hi,
+        );
+        // Where asmcgocall saved sched, it either has a frame record (Go 1.21+: sched.bp is
+        // sched.sp, the record's address) or none (Go 1.19: sched.bp is cgocall's frame and the
+        // word at sched.sp is asmcgocall's return address into cgocall).
+        let mut base = 1;
+        if sched_fp != sched_sp {
+            sample.frames[1] = unsafe { goroutine::user_word(sched_sp) };
+            base = 2;
+        }
+        if limit > native::NATIVE_FRAME_LIMIT {
+            limit = native::NATIVE_FRAME_LIMIT;
+        }
+        let walk = unsafe { unwind::walk(cpu, base, sched_fp, limit, callbacks) };
+        n_frames = walk.next_index;
+        last_fp = walk.last_fp;
+    } else {
+        let walk = unsafe { unwind::walk(cpu, 1, regs.fp, limit, callbacks) };
+        n_frames = walk.next_index;
+        last_fp = walk.last_fp;
+        if walk.stopped_at != 0
+            && let Some(g) = &g
+            && !g.on_system_stack
+        {
+            // A cgo callback: the walk met runtime.cgocallback's frame on the goroutine stack.
+            let crossing = unsafe { cross_callback(cfg, cpu, g, walk.stopped_at, n_frames, limit) };
+            if let Some(c) = crossing {
+                has_native = true;
+                n_frames = c.next_index;
+                last_fp = c.last_fp;
+            }
+        }
+    }
 
     if let Some(g) = g {
         let h = &mut sample.header;
@@ -189,12 +265,12 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
         h.stack_hi = g.stack_hi;
         h.labels_ptr = g.labels_ptr;
         h.labels_word = g.labels_word;
-        if g.on_system_stack {
+        if g.on_system_stack && !has_native {
             h.flags |= SampleFlags::SYSTEM_STACK;
             // Continue on the user goroutine's stack from where it switched away (curg.sched):
             // a sample taken in runtime.newstack then still shows the recursion that grew it.
             if let Some(sched) = g.curg_sched
-                && walk.ended
+                && last_fp == 0
                 && (n_frames as usize) < MAX_STACK_FRAMES
                 && n_frames < limit
             {
@@ -202,11 +278,8 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
                 h.switch_index = n_frames;
                 h.sp = sched.sp;
                 h.sched_ret = unsafe { goroutine::user_word(sched.sp) };
-                let idx = n_frames as usize;
-                if idx < MAX_STACK_FRAMES {
-                    sample.frames[idx] = sched.pc;
-                }
-                let cont = unsafe { unwind::walk(cpu, n_frames + 1, sched.fp, limit) };
+                store_frame(cpu, n_frames as u64, sched.pc);
+                let cont = unsafe { unwind::walk(cpu, n_frames + 1, sched.fp, limit, callbacks) };
                 n_frames = cont.next_index;
                 last_fp = cont.last_fp;
             }
@@ -223,7 +296,111 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
         n_frames += kernel;
     }
     sample.header.n_frames = n_frames;
-    submit(cpu, n_frames);
+    if has_native {
+        native_bytes = unsafe { native::write_trailer(&cfg.native, cpu, n_frames) };
+        if native_bytes != 0 {
+            if let Some(slot) = SCRATCH.get_ptr_mut(cpu) {
+                // SAFETY: this CPU's slot.
+                unsafe { (*slot).header.flags |= SampleFlags::NATIVE };
+            }
+            bump(|c| c.native_samples += 1);
+        }
+    }
+    submit(cpu, n_frames, native_bytes);
+}
+
+/// Where a walk continues after a cgo callback (its native part is pending).
+struct Crossing {
+    next_index: u32,
+    last_fp: u64,
+}
+
+/// Crosses a cgo callback met by the walk at frame record `record` (the record of
+/// `runtime.cgocallbackg`, whose return address into `runtime.cgocallback` is the last of the
+/// `n_frames` frames written).
+///
+/// `cgocallback` ran on g0 before it switched to the goroutine: the record's saved frame pointer
+/// is its frame on g0, whose return address leads into the C code (`crosscall2`). On the
+/// goroutine stack it opened a frame of its own size just below the `sched.sp` that the cgo
+/// call saved: there `asmcgocall`'s return address into `runtime.cgocall`, and `cgocall`'s frame
+/// record a frame size further up, from which the walk continues into the Go code below the cgo
+/// call. Fields read during the callback (`g.sched`, `g.syscallsp`) are overwritten by the Go
+/// code it runs; these stack words are not.
+unsafe fn cross_callback(
+    cfg: &SamplerConfig,
+    cpu: u32,
+    g: &goroutine::Goroutine,
+    record: u64,
+    n_frames: u32,
+    limit: u32,
+) -> Option<Crossing> {
+    let native = &cfg.native;
+    let (stack_lo, stack_hi) = (g.stack_lo, g.stack_hi);
+    let sched_sp = record + native.callback_sched_offset as u64;
+    if sched_sp < stack_lo || sched_sp >= stack_hi {
+        return None;
+    }
+    // As at a cgo call: at sched.sp either asmcgocall's frame record (Go 1.21+) or its return
+    // address into cgocall (Go 1.19), whose frame record is then a frame size further up.
+    let word = unsafe { goroutine::user_word(sched_sp) };
+    let record_at_sched = !native::in_go_text(native, word);
+    if record_at_sched && (word <= sched_sp || word >= stack_hi) {
+        return None;
+    }
+    let system_fp = unsafe { goroutine::user_word(record) };
+    if system_fp == 0 {
+        return None;
+    }
+    let trailer = NativeTrailer {
+        pc: unsafe { goroutine::user_word(system_fp + 8) },
+        sp: system_fp + 16,
+        fp: unsafe { goroutine::user_word(system_fp) },
+        lr: 0,
+        kind: NativeKind::CGO_CALLBACK,
+        at: n_frames,
+        len: 0,
+        _pad: 0,
+    };
+    if !native::set_pending(trailer, unsafe {
+        goroutine::g0_stack_hi(&cfg.go, g.g_addr)
+    }) {
+        return None;
+    }
+    let (base, fp) = if record_at_sched {
+        (n_frames, sched_sp)
+    } else {
+        store_frame(cpu, n_frames as u64, word);
+        (n_frames + 1, sched_sp + native.cgocall_frame as u64)
+    };
+    let limit = if limit > native::NATIVE_FRAME_LIMIT {
+        native::NATIVE_FRAME_LIMIT
+    } else {
+        limit
+    };
+    let cont = unsafe { unwind::walk(cpu, base, fp, limit, native::callback_range(native)) };
+    Some(Crossing {
+        next_index: cont.next_index,
+        last_fp: cont.last_fp,
+    })
+}
+
+/// Stores `value` as frame `index` of this CPU's scratch slot (nothing past the buffer).
+///
+/// Not inlined: as a BPF subprogram its bound check is on the very register it indexes with.
+/// Inlined into the large sampling function, the compiler reloaded the index from the stack
+/// after checking it, and the 6.1 verifier lost the bound ("unbounded memory access").
+#[inline(never)]
+fn store_frame(cpu: u32, index: u64, value: u64) {
+    let Some(slot) = SCRATCH.get_ptr_mut(cpu) else {
+        return;
+    };
+    // A 64-bit index: a u32 one is zero-extended into a second register, and the verifier
+    // does not carry the check of one to the other.
+    let i = index as usize;
+    if i < MAX_STACK_FRAMES {
+        // SAFETY: `i` is bounds-checked; the slot is this CPU's.
+        unsafe { (*slot).frames[i] = value };
+    }
 }
 
 /// The current thread's `task_struct.self_exec_id` (low 32 bits), 0 when not configured.
@@ -256,8 +433,9 @@ unsafe fn kernel_stack(ctx: &PerfEventContext, cpu: u32, user: u32) -> u32 {
     (written as u32) / 8
 }
 
-/// Copies the header and the first `n_frames` frames of this CPU's scratch slot to the ring buffer.
-fn submit(cpu: u32, n_frames: u32) {
+/// Copies the header, the first `n_frames` frames of this CPU's scratch slot and the
+/// `extra_bytes` after them (a native trailer and stack copy) to the ring buffer.
+fn submit(cpu: u32, n_frames: u32, extra_bytes: u32) {
     let Some(slot) = SCRATCH.get_ptr(cpu) else {
         return;
     };
@@ -265,7 +443,10 @@ fn submit(cpu: u32, n_frames: u32) {
     if n > MAX_STACK_FRAMES {
         n = MAX_STACK_FRAMES;
     }
-    let len = SAMPLE_HEADER_SIZE + n * 8;
+    let mut len = SAMPLE_HEADER_SIZE + n * 8 + extra_bytes as usize;
+    if len > core::mem::size_of::<StackSample>() {
+        len = core::mem::size_of::<StackSample>();
+    }
     // SAFETY: `len` is at most the slot's size (header + MAX_STACK_FRAMES frames).
     let bytes = unsafe { core::slice::from_raw_parts(slot.cast::<u8>(), len) };
     // SAFETY: the header is at the start of the slot.

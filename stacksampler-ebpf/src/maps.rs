@@ -49,6 +49,11 @@ pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 pub static SCRATCH: Array<StackSample> = Array::with_max_entries(MAX_CPUS, 0);
 
+/// The native part of the sample being built on this CPU (kept off the 512-byte BPF stack).
+#[map]
+pub static NATIVE_PENDING: PerCpuArray<crate::native::PendingNative> =
+    PerCpuArray::with_max_entries(1, 0);
+
 /// Applies `f` to this CPU's counters.
 #[inline(always)]
 pub fn bump(f: impl FnOnce(&mut Counters)) {

@@ -11,14 +11,28 @@ use stacksampler_common::MAX_STACK_FRAMES;
 
 use crate::maps::SCRATCH;
 
+/// Return addresses at which the walk stops: those inside `runtime.cgocallback`, where a cgo
+/// callback's Go frames end and the C frames that called back are on another stack.
+#[derive(Clone, Copy)]
+pub struct StopRange {
+    pub lo: u64,
+    /// Length of the range (0: never stop).
+    pub len: u64,
+}
+
+impl StopRange {
+    pub const NONE: Self = Self { lo: 0, len: 0 };
+}
+
 /// Result of one walk.
 pub struct Walk {
     /// Index after the last frame written.
     pub next_index: u32,
     /// The frame pointer where the walk stopped at the limit (0 when the chain ended).
     pub last_fp: u64,
-    /// The chain ended by itself (frame pointer 0, unreadable, or not moving up the stack).
-    pub ended: bool,
+    /// The frame record whose return address is in the [`StopRange`] (0: none met); that
+    /// return address is the last frame written.
+    pub stopped_at: u64,
 }
 
 #[repr(C)]
@@ -33,24 +47,30 @@ struct WalkState {
     /// 1 once the chain ended by itself.
     ended: u32,
     fp: u64,
+    stop_lo: u64,
+    stop_len: u64,
+    stopped_at: u64,
 }
 
 /// Walks from frame pointer `fp`, writing return addresses into this CPU's scratch frames from
 /// index `base` up to (not including) index `limit`.
 #[inline(always)]
-pub unsafe fn walk(cpu: u32, base: u32, fp: u64, limit: u32) -> Walk {
+pub unsafe fn walk(cpu: u32, base: u32, fp: u64, limit: u32, stop: StopRange) -> Walk {
     let mut state = WalkState {
         cpu,
         base,
         next: base,
         ended: 0,
         fp,
+        stop_lo: stop.lo,
+        stop_len: stop.len,
+        stopped_at: 0,
     };
     if fp == 0 {
         return Walk {
             next_index: base,
             last_fp: 0,
-            ended: true,
+            stopped_at: 0,
         };
     }
     let steps = limit.saturating_sub(base);
@@ -68,7 +88,7 @@ pub unsafe fn walk(cpu: u32, base: u32, fp: u64, limit: u32) -> Walk {
     Walk {
         next_index: state.next,
         last_fp: if ended { 0 } else { state.fp },
-        ended,
+        stopped_at: state.stopped_at,
     }
 }
 
@@ -102,6 +122,12 @@ extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `pos` is bounds-checked above; the slot is this CPU's.
     unsafe { (*slot).frames[pos as usize] = ret };
     state.next = (pos + 1) as u32;
+    if ret.wrapping_sub(state.stop_lo) < state.stop_len {
+        state.stopped_at = fp;
+        state.ended = 1;
+        state.fp = 0;
+        return 1;
+    }
     // Callers live at higher addresses; anything else is the end of the chain (or garbage).
     if next_fp <= fp {
         state.ended = 1;

@@ -38,9 +38,17 @@ pub const SWITCH_MARKER: u64 = u64::MAX - 1;
 /// `[running, stack not captured]` frame.
 pub const NOT_CAPTURED_MARKER: u64 = u64::MAX - 2;
 
+/// Pseudo-address marking where the native (C) part of a mixed stack was cut: its unwind
+/// stopped before it reached Go code again (the bounded stack copy ended, or a frame had no
+/// call-frame information). It symbolizes as one `[native frames cut ...]` frame.
+pub const NATIVE_CUT_MARKER: u64 = u64::MAX - 3;
+
 /// Whether `addr` is one of the pseudo-addresses above rather than a code address.
 pub fn is_marker(addr: u64) -> bool {
-    addr == GAP_MARKER || addr == SWITCH_MARKER || addr == NOT_CAPTURED_MARKER
+    addr == GAP_MARKER
+        || addr == SWITCH_MARKER
+        || addr == NOT_CAPTURED_MARKER
+        || addr == NATIVE_CUT_MARKER
 }
 
 /// Index of an interned label set in [`Profile::label_sets`]; [`NO_LABELS`] for none.
@@ -407,6 +415,9 @@ fn marked_frames(sample: &Sample) -> Option<Vec<u64>> {
     }
     if let Some(gap) = sample.gap.filter(|g| g.at <= n) {
         marks.push((gap.at, GAP_MARKER));
+    }
+    if let Some(at) = sample.native_cut.filter(|at| *at <= n) {
+        marks.push((at, NATIVE_CUT_MARKER));
     }
     if marks.is_empty() && kernel.is_empty() {
         return None;

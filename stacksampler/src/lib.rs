@@ -17,6 +17,7 @@ pub mod events;
 pub mod goruntime;
 pub mod images;
 pub mod inspect;
+pub mod native;
 pub mod record;
 pub mod report;
 pub mod sample;

@@ -69,6 +69,16 @@ fn record(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
             s.kernel_cost.run_count,
             s.kernel_cost.run_time_ns as f64 / s.delivered.max(1) as f64
         );
+        let n = &s.native;
+        if n.samples > 0 {
+            eprintln!(
+                "stacksampler: native unwinding: {} samples, {} native frames, {} cut, {:.0} ns per native sample",
+                n.samples,
+                n.frames,
+                n.cut,
+                n.unwind_ns as f64 / n.samples as f64
+            );
+        }
     }
     if verbose && finished.stats.wall.snapshots > 0 {
         let w = &finished.stats.wall;

@@ -1,6 +1,8 @@
 //! Decoded samples: what one kernel record says, in user-space types.
 
-use stacksampler_common::{SAMPLE_HEADER_SIZE, SampleFlags, SampleHeader};
+use stacksampler_common::{
+    NATIVE_TRAILER_SIZE, NativeKind, NativeTrailer, SAMPLE_HEADER_SIZE, SampleFlags, SampleHeader,
+};
 
 use bytes::Buf as _;
 
@@ -94,6 +96,62 @@ pub struct Sample {
     /// With `--kernel`, for a sample that hit kernel mode: the kernel stack, innermost first.
     /// It sits on top of the user stack (`frames`); depth and filters count user frames only.
     pub kernel_frames: Vec<u64>,
+    /// The native (C) part the kernel could not walk: registers and a stack copy, unwound in
+    /// user space (`crate::native`) into frames inserted at [`NativeStack::at`].
+    pub native: Option<NativeStack>,
+    /// Index in `frames` after the native frames of a native part whose unwind was cut (the
+    /// stack copy ended, or a frame had no unwind information): a marker goes there.
+    pub native_cut: Option<usize>,
+}
+
+/// Where a sample's native part sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NativeStart {
+    /// The thread was in C code called from Go: `frames[0]` is the interrupted pc, the
+    /// native unwind starts there.
+    CgoCall,
+    /// A cgo callback: the native unwind starts at the return address into the C code that
+    /// called back (`pc`), after the frame in `runtime.cgocallback`.
+    CgoCallback,
+}
+
+/// The registers and stack bytes of a sample's native part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NativeStack {
+    pub start: NativeStart,
+    /// Index in `frames` where the native frames go.
+    pub at: usize,
+    pub pc: u64,
+    pub sp: u64,
+    pub fp: u64,
+    /// arm64: the link register; 0 on amd64.
+    pub lr: u64,
+    /// The stack copied from `sp` up.
+    pub stack: Vec<u8>,
+}
+
+impl NativeStack {
+    /// Decodes a [`NativeTrailer`] and the stack bytes after it; `None` when malformed.
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let head = bytes.get(..NATIVE_TRAILER_SIZE)?;
+        // SAFETY: NativeTrailer is repr(C) plain old data, valid for any bit pattern.
+        let t: NativeTrailer = unsafe { std::ptr::read_unaligned(head.as_ptr().cast()) };
+        let stack = bytes.get(NATIVE_TRAILER_SIZE..NATIVE_TRAILER_SIZE + t.len as usize)?;
+        let start = match t.kind {
+            NativeKind::CGO_CALL => NativeStart::CgoCall,
+            NativeKind::CGO_CALLBACK => NativeStart::CgoCallback,
+            _ => return None,
+        };
+        Some(Self {
+            start,
+            at: t.at as usize,
+            pc: t.pc,
+            sp: t.sp,
+            fp: t.fp,
+            lr: t.lr,
+            stack: stack.to_vec(),
+        })
+    }
 }
 
 /// A goroutine label set: (key, value) pairs sorted by key, shared between samples.
@@ -240,6 +298,8 @@ pub enum DecodeError {
     Short(usize),
     #[error("sample record says {claimed} frames but carries {present}")]
     FrameCount { claimed: usize, present: usize },
+    #[error("sample record's native stack trailer is malformed")]
+    NativeTrailer,
 }
 
 impl crate::bpf::Record for Sample {
@@ -286,6 +346,14 @@ impl Sample {
         let kernel_frames = read(kernel);
         let mut sample = Self::from_parts(&header, frames);
         sample.kernel_frames = kernel_frames;
+        if header.flags & SampleFlags::NATIVE != 0 {
+            let native =
+                NativeStack::decode(&body[claimed * 8..]).ok_or(DecodeError::NativeTrailer)?;
+            if native.at > sample.frames.len() {
+                return Err(DecodeError::NativeTrailer);
+            }
+            sample.native = Some(native);
+        }
         Ok(sample)
     }
 
@@ -335,6 +403,8 @@ impl Sample {
             sched_ret: (flags & SampleFlags::SWITCHED_TO_CURG != 0).then_some(header.sched_ret),
             leaf_ret: (header.leaf_ret != 0).then_some(header.leaf_ret),
             kernel_frames: Vec::new(),
+            native: None,
+            native_cut: None,
         }
     }
 }
@@ -392,6 +462,46 @@ mod tests {
                 claimed: 5,
                 present: 1
             }
+        );
+    }
+
+    #[test]
+    fn decodes_native_trailer_and_stack_copy() {
+        let header = SampleHeader {
+            flags: SampleFlags::NATIVE,
+            n_frames: 2,
+            ..Default::default()
+        };
+        let mut bytes = record(&header, &[0x100, 0x201]);
+        let trailer = NativeTrailer {
+            pc: 0x100,
+            sp: 0x7000,
+            fp: 0x7100,
+            lr: 0,
+            kind: NativeKind::CGO_CALL,
+            at: 1,
+            len: 16,
+            _pad: 0,
+        };
+        // SAFETY: the trailer is plain old data of NATIVE_TRAILER_SIZE bytes.
+        bytes.extend_from_slice(unsafe {
+            std::slice::from_raw_parts(
+                (&trailer as *const NativeTrailer).cast::<u8>(),
+                NATIVE_TRAILER_SIZE,
+            )
+        });
+        bytes.extend_from_slice(&[7; 16]);
+        let s = Sample::decode(&bytes).unwrap();
+        assert_eq!(s.frames, [0x100, 0x200]);
+        let native = s.native.unwrap();
+        assert_eq!(native.start, NativeStart::CgoCall);
+        assert_eq!((native.at, native.sp, native.fp), (1, 0x7000, 0x7100));
+        assert_eq!(native.stack, [7; 16]);
+        // A stack shorter than the trailer says is rejected.
+        let short = &bytes[..bytes.len() - 1];
+        assert_eq!(
+            Sample::decode(short).unwrap_err(),
+            DecodeError::NativeTrailer
         );
     }
 

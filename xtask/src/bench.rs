@@ -10,6 +10,7 @@ mod dump;
 mod kernel;
 mod machine;
 mod memory;
+mod native;
 mod overhead;
 pub(crate) mod proc;
 mod symbolize;
@@ -46,6 +47,7 @@ pub enum Section {
     Memory,
     Dump,
     Wall,
+    Native,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +133,7 @@ pub struct Results {
     pub memory: Option<memory::MemoryResult>,
     pub dump: Option<Vec<dump::DumpResult>>,
     pub wall: Option<wall::WallResult>,
+    pub native_cost: Option<native::NativeCost>,
     pub goals: Vec<Goal>,
 }
 
@@ -239,6 +242,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let native_cost = if wanted(Section::Native) {
+        mark("mixed Go and C stacks", &mut load);
+        Some(native::run(&ctx)?)
+    } else {
+        None
+    };
     load.push(("end".to_owned(), machine::load_average()));
 
     let mut results = Results {
@@ -253,6 +262,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         memory,
         dump,
         wall,
+        native_cost,
         goals: vec![],
     };
     results.goals = goals(&results);

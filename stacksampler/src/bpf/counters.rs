@@ -22,6 +22,7 @@ impl PerCpuCounters for Counters {
         self.truncated += c.truncated;
         self.goroutine_read_errors += c.goroutine_read_errors;
         self.goroutine_tid_mismatch += c.goroutine_tid_mismatch;
+        self.native_samples += c.native_samples;
     }
 }
 

@@ -15,7 +15,7 @@ use aya::{
     util::online_cpus,
 };
 use stacksampler_common::{
-    CONFIG_KEY, ConfigFlags, Counters, GoLayout, PidNamespace, SamplerConfig,
+    CONFIG_KEY, ConfigFlags, Counters, GoLayout, NativeConfig, PidNamespace, SamplerConfig,
     names::{CONFIG_MAP, COUNTERS_MAP, SAMPLE_PROGRAM, SAMPLES_MAP},
 };
 
@@ -45,6 +45,9 @@ pub struct LoadOptions {
     pub kernel_stacks: bool,
     /// Count the program's run time in the kernel (bpf_stats), for [`LoadedSampler::kernel_cost`].
     pub kernel_stats: bool,
+    /// Go text and the cgo crossings: samples in C code reached from Go carry their native
+    /// stack (`None`: frame-pointer walk only).
+    pub native: Option<NativeConfig>,
 }
 
 /// A loaded, attached sampler. Drop it to detach.
@@ -91,6 +94,9 @@ impl LoadedSampler {
         if options.kernel_stacks {
             flags |= ConfigFlags::KERNEL_STACKS;
         }
+        if options.native.is_some() {
+            flags |= ConfigFlags::NATIVE_STACKS;
+        }
         let config = SamplerConfig {
             target_tgid: options.pid,
             max_frames: options.max_frames,
@@ -100,6 +106,7 @@ impl LoadedSampler {
             pidns: options.pidns.unwrap_or_default(),
             task_exec_id_offset: options.task_exec_id_offset,
             _pad: 0,
+            native: options.native.unwrap_or_default(),
         };
         write_config(&mut ebpf, config)?;
 
@@ -135,6 +142,9 @@ impl LoadedSampler {
         let mut config = self.config;
         config.go = layout.unwrap_or_default();
         config.flags &= !ConfigFlags::GO_LAYOUT_KNOWN;
+        // The new image's code is elsewhere: its native samples are walked as before.
+        config.flags &= !ConfigFlags::NATIVE_STACKS;
+        config.native = NativeConfig::default();
         if layout.is_some() {
             config.flags |= ConfigFlags::GO_LAYOUT_KNOWN;
         }

@@ -26,6 +26,7 @@ use crate::{
     events::{Tracker, decode::RuntimeEvent, watch::monotonic_ns},
     goruntime::{self, GoVersion},
     images::{self, ExeIdentity, ExecInfo, ImageLookup, Images},
+    native::{self, NativeStats, NativeUnwinder},
     record::deep_stack::{ContinuationStats, DeepStackReader},
     record::filter::Filter,
     record::labels::{LabelResolver, ProcMem},
@@ -77,6 +78,8 @@ pub struct RunStats {
     pub continuation: ContinuationStats,
     /// The wall-clock snapshots (`--wall`).
     pub wall: WallStats,
+    /// User-space unwinding of native (C) frames.
+    pub native: NativeStats,
 }
 
 /// A finished run: the report and how it went.
@@ -235,7 +238,11 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     let maxstacksize_addr = Cell::new(start_image.maxstacksize_addr);
     let mut max_stack_bytes = read_limit(maxstacksize_addr.get());
     // Open the target's files now: it may exit before the report is symbolized.
-    let images = RefCell::new(Images::new(opts.pid, ProcessSymbolizer::new(opts.pid)?));
+    let symbolizer = ProcessSymbolizer::new(opts.pid)?;
+    // Mixed Go and C stacks: where Go's text is and how to cross the cgo boundary.
+    let native_config = go_layout.and_then(|_| native::kernel_config(&symbolizer));
+    let mut native_unwinder = native_config.as_ref().map(NativeUnwinder::new);
+    let images = RefCell::new(Images::new(opts.pid, symbolizer));
 
     let options = LoadOptions {
         pid: opts.pid,
@@ -248,6 +255,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         verbose: opts.verbose,
         kernel_stacks: opts.kernel_stacks,
         kernel_stats: opts.verbose,
+        native: native_config,
     };
     let mut ebpf = bpf::load(bpf::Mode::Record {
         events: opts.events,
@@ -348,6 +356,11 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
             resolver.resolve(&mut sample);
         }
         let symbolizer = &mut images.get_mut(image).symbolizer;
+        // The native part belongs to the first image (the kernel stops copying it after an exec).
+        match native_unwinder.as_mut() {
+            Some(unwinder) if image == 0 => unwinder.complete(&mut sample, symbolizer),
+            _ => sample.native = None,
+        }
         if let Some(origin) = sample.switch_origin()
             && morestack.contains(image, origin, symbolizer)
         {
@@ -593,6 +606,10 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         kernel_cost,
         continuation,
         wall: wall_stats,
+        native: native_unwinder
+            .as_ref()
+            .map(|u| u.stats)
+            .unwrap_or_default(),
     };
     Ok(Finished { report, stats })
 }

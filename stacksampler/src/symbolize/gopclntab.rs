@@ -781,6 +781,13 @@ impl GoPclnTab {
     /// 0 at its entry and everywhere in a frameless function, where the return address is still
     /// at the stack pointer (amd64) or in the link register (arm64). `None` outside Go code.
     pub fn frame_size_at(&self, pc: u64) -> Option<u32> {
+        let (reader, entry) = self.pcsp_reader(pc)?;
+        let off = u32::try_from(pc - entry).ok()?;
+        u32::try_from(reader.value_at(off)).ok()
+    }
+
+    /// A reader of the `pcsp` table of the function containing `pc`, and the function's entry.
+    fn pcsp_reader(&self, pc: u64) -> Option<(PcValueReader<'_>, u64)> {
         let (index, entry) = self.find_index(pc)?;
         let func = self.func_record(index)?;
         let pcsp = self.u32_at(func.at + FUNC_PCSP)?;
@@ -789,8 +796,21 @@ impl GoPclnTab {
             .get(index + 1)
             .map(|e| self.text_start + u64::from(*e))?;
         let func_len = u32::try_from(next.checked_sub(entry)?).ok()?;
-        let off = u32::try_from(pc - entry).ok()?;
-        u32::try_from(PcValueReader::new(self, pcsp, func_len).value_at(off)).ok()
+        Some((PcValueReader::new(self, pcsp, func_len), entry))
+    }
+
+    /// The largest stack frame the function containing `pc` pushes anywhere in its body (the
+    /// maximum of its `pcsp` table): the frame size at every call it makes. `None` outside Go
+    /// code.
+    pub fn max_frame_size(&self, pc: u64) -> Option<u32> {
+        let (mut reader, _) = self.pcsp_reader(pc)?;
+        let mut max = None;
+        while let Some(run) = reader.next_run() {
+            if let Ok(v) = u32::try_from(run.value) {
+                max = Some(max.map_or(v, |m: u32| m.max(v)));
+            }
+        }
+        max
     }
 
     /// The `funcID` of the (outermost, real) function containing `pc` (the byte 4 before the

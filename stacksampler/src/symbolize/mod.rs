@@ -82,6 +82,9 @@ impl Symbols {
         if addr == crate::aggregate::NOT_CAPTURED_MARKER {
             return std::borrow::Cow::Owned(vec![Frame::not_captured()]);
         }
+        if addr == crate::aggregate::NATIVE_CUT_MARKER {
+            return std::borrow::Cow::Owned(vec![Frame::native_cut()]);
+        }
         match self.by_addr.get(&addr) {
             Some(frames) if !frames.is_empty() => std::borrow::Cow::Borrowed(frames),
             _ => std::borrow::Cow::Owned(vec![Frame::unknown(None, addr)]),
@@ -134,6 +137,18 @@ impl Frame {
             inlined: false,
             module: None,
             kind: FrameKind::Unknown,
+        }
+    }
+
+    /// Function name of the pseudo-frame where the native part of a mixed stack was cut (see
+    /// `aggregate::NATIVE_CUT_MARKER`).
+    pub const NATIVE_CUT_FUNCTION: &'static str = "[native frames cut: unwind stopped]";
+
+    /// The pseudo-frame for a cut native part.
+    pub fn native_cut() -> Self {
+        Self {
+            function: Self::NATIVE_CUT_FUNCTION.into(),
+            ..Self::switch_point()
         }
     }
 

@@ -43,6 +43,16 @@ struct Mapping {
     module: Option<Arc<ModuleSymbolizer>>,
 }
 
+/// Runtime address ranges `[lo, hi)` of a process's Go code (see
+/// [`ProcessSymbolizer::go_ranges`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoRanges {
+    /// All Go functions.
+    pub text: (u64, u64),
+    /// The functions asked for, in order (`None`: not in the binary).
+    pub functions: Vec<Option<(u64, u64)>>,
+}
+
 /// A file that could not be used, kept for diagnostics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleProblem {
@@ -230,8 +240,9 @@ impl ProcessSymbolizer {
         })
     }
 
-    /// The Go table of the mapping holding `addr`, and `addr` as an ELF virtual address of it.
-    fn go_table_at(&self, addr: u64) -> Option<(&super::gopclntab::GoPclnTab, u64)> {
+    /// The indexed file mapped at `addr` and `addr` as an ELF virtual address of it (what the
+    /// native unwinder looks call-frame information up with).
+    pub fn module_at(&self, addr: u64) -> Option<(&Arc<ModuleSymbolizer>, u64)> {
         let idx = self.mappings.partition_point(|m| m.start <= addr);
         let map = idx
             .checked_sub(1)
@@ -241,6 +252,44 @@ impl ProcessSymbolizer {
         let vaddr = module
             .image()
             .offset_to_vaddr(addr - map.start + map.offset)?;
+        Some((module, vaddr))
+    }
+
+    /// Largest stack frame of the Go function containing `addr` (see
+    /// [`GoPclnTab::max_frame_size`](super::gopclntab::GoPclnTab::max_frame_size)).
+    pub fn go_max_frame_size(&self, addr: u64) -> Option<u32> {
+        let (table, vaddr) = self.go_table_at(addr)?;
+        table.max_frame_size(vaddr)
+    }
+
+    /// Runtime address ranges of the Go text (the functions `.gopclntab` covers) and of the Go
+    /// function `name` in it, from the first mapping with a Go table.
+    pub fn go_ranges(&self, names: &[&str]) -> Option<GoRanges> {
+        self.mappings.iter().find_map(|map| {
+            let module = map.module.as_ref()?;
+            let table = module.go_table()?;
+            let image = module.image();
+            let to_runtime = |vaddr: u64| {
+                let off = image.vaddr_to_offset(vaddr)?;
+                let addr = off.checked_sub(map.offset)? + map.start;
+                (addr < map.end).then_some(addr)
+            };
+            let (lo, hi) = table.pc_range()?;
+            let text = (to_runtime(lo)?, to_runtime(hi - 1)? + 1);
+            let functions = names
+                .iter()
+                .map(|name| {
+                    let (lo, hi) = table.function_range(name)?;
+                    Some((to_runtime(lo)?, to_runtime(hi - 1)? + 1))
+                })
+                .collect();
+            Some(GoRanges { text, functions })
+        })
+    }
+
+    /// The Go table of the mapping holding `addr`, and `addr` as an ELF virtual address of it.
+    fn go_table_at(&self, addr: u64) -> Option<(&super::gopclntab::GoPclnTab, u64)> {
+        let (module, vaddr) = self.module_at(addr)?;
         Some((module.go_table()?, vaddr))
     }
 

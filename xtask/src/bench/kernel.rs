@@ -64,22 +64,38 @@ fn number_before(line: &str, suffix: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("no number before {suffix:?} in {line:?}"))
 }
 
-fn measure(ctx: &Ctx, requested: Option<usize>) -> anyhow::Result<DepthCost> {
-    let depth = requested.unwrap_or(0);
-    let recursion = depth.saturating_sub(BASE_FRAMES);
-    let workers = if requested.is_some() { ctx.nproc } else { 0 };
-    let args: Vec<String> = ["-workload", "deep", "-depth", &recursion.to_string()]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(["-workers".to_owned(), workers.to_string()])
-        .collect();
-    let _target = Target::start(&ctx.tools.target, &args)?;
-    let pid = _target.pid();
-    let max_frames = if depth > MAX_FRAMES as usize {
-        MAX_FRAMES_LIMIT
-    } else {
-        MAX_FRAMES
-    };
+/// What one `stacksampler --verbose` run said of its kernel (and native unwinding) cost.
+pub struct VerboseRun {
+    pub report: ReportSummary,
+    pub target_hits: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub runs: u64,
+    pub ns_per_run: f64,
+    pub run_time_ns: u64,
+    /// The `native unwinding:` line, when the run had native samples.
+    pub native_line: Option<String>,
+}
+
+impl VerboseRun {
+    /// Depth of the most sampled stack.
+    pub fn measured_depth(&self) -> u64 {
+        self.report
+            .stacks
+            .iter()
+            .max_by_key(|s| s.count)
+            .map_or(0, |s| s.depth)
+    }
+
+    /// One target sample's own cost: the run time less the filtered runs at `filter_ns` each.
+    pub fn ns_per_target_sample(&self, filter_ns: f64) -> f64 {
+        let filtered = self.runs.saturating_sub(self.target_hits) as f64;
+        (self.run_time_ns as f64 - filtered * filter_ns) / self.target_hits.max(1) as f64
+    }
+}
+
+/// Samples `pid` for the kernel-cost duration with `--verbose` (bpf_stats on).
+pub fn sample_verbose(ctx: &Ctx, pid: u32, max_frames: u32) -> anyhow::Result<VerboseRun> {
     let duration = ctx.kernel_seconds;
     let json = ctx.tmp.join("kernel.json");
     let stderr_path = ctx.tmp.join("kernel.stderr");
@@ -112,29 +128,57 @@ fn measure(ctx: &Ctx, requested: Option<usize>) -> anyhow::Result<DepthCost> {
         .lines()
         .find(|l| l.contains("ns per delivered sample"))
         .with_context(|| format!("no kernel cost line in stacksampler's output: {stderr}"))?;
-    let report = ReportSummary::read(&json)?;
-    let measured_depth = report
-        .stacks
-        .iter()
-        .max_by_key(|s| s.count)
-        .map_or(0, |s| s.depth);
     let runs = number_before(line, " runs,")? as u64;
     let ns_per_run = number_before(line, " ns per run")?;
-    let delivered = number_before(line, " delivered,")? as u64;
-    let run_time_ns = (ns_per_run * runs as f64).round() as u64;
-    Ok(DepthCost {
-        requested_depth: requested,
-        measured_depth,
-        max_frames,
-        frequency_hz: 99,
-        duration_s: duration,
+    Ok(VerboseRun {
+        report: ReportSummary::read(&json)?,
         target_hits: number_before(line, " perf events on the target")? as u64,
-        delivered,
+        delivered: number_before(line, " delivered,")? as u64,
         lost: number_before(line, " lost,")? as u64,
         runs,
-        run_time_ns,
         ns_per_run,
-        ns_per_sample: run_time_ns as f64 / delivered.max(1) as f64,
+        run_time_ns: (ns_per_run * runs as f64).round() as u64,
+        native_line: stderr
+            .lines()
+            .find(|l| l.contains("native unwinding:"))
+            .map(str::to_owned),
+    })
+}
+
+/// The kernel cost of filtered runs only (the target idle): what every run pays.
+pub fn idle_cost(ctx: &Ctx) -> anyhow::Result<DepthCost> {
+    measure(ctx, None)
+}
+
+fn measure(ctx: &Ctx, requested: Option<usize>) -> anyhow::Result<DepthCost> {
+    let depth = requested.unwrap_or(0);
+    let recursion = depth.saturating_sub(BASE_FRAMES);
+    let workers = if requested.is_some() { ctx.nproc } else { 0 };
+    let args: Vec<String> = ["-workload", "deep", "-depth", &recursion.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-workers".to_owned(), workers.to_string()])
+        .collect();
+    let _target = Target::start(&ctx.tools.target, &args)?;
+    let max_frames = if depth > MAX_FRAMES as usize {
+        MAX_FRAMES_LIMIT
+    } else {
+        MAX_FRAMES
+    };
+    let run = sample_verbose(ctx, _target.pid(), max_frames)?;
+    Ok(DepthCost {
+        requested_depth: requested,
+        measured_depth: run.measured_depth(),
+        max_frames,
+        frequency_hz: 99,
+        duration_s: ctx.kernel_seconds,
+        target_hits: run.target_hits,
+        delivered: run.delivered,
+        lost: run.lost,
+        runs: run.runs,
+        run_time_ns: run.run_time_ns,
+        ns_per_run: run.ns_per_run,
+        ns_per_sample: run.run_time_ns as f64 / run.delivered.max(1) as f64,
         ns_per_target_sample: None,
     })
 }

@@ -94,6 +94,27 @@ pub fn render(r: &Results) -> String {
         }
     }
 
+    if let Some(n) = &r.native_cost {
+        let _ = writeln!(
+            s,
+            "\n### Mixed Go and C stacks (tests/go/cgomix, 99 Hz)\n\n| goroutine | depth (measured) | target hits | ns per target sample (kernel) | native unwinding (user space) |\n|---|---|---|---|---|"
+        );
+        for m in &n.modes {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.0} | {} |",
+                m.mode,
+                m.measured_depth,
+                m.target_hits,
+                m.ns_per_target_sample,
+                m.native_unwinding
+                    .as_deref()
+                    .and_then(|l| l.split("native unwinding: ").nth(1))
+                    .unwrap_or("none")
+            );
+        }
+    }
+
     if let Some(k) = &r.kernel_cost {
         let _ = writeln!(
             s,

@@ -19,6 +19,8 @@ pub struct Tools {
     pub symbolize_bench: PathBuf,
     /// The Go benchmark program (`tests/go/bench`), built with `go`.
     pub target: PathBuf,
+    /// The mixed Go and C program (`tests/go/cgomix`), built with `go` and cgo.
+    pub cgomix: PathBuf,
     pub go: PathBuf,
     pub perf: PathBuf,
     pub bpftrace: PathBuf,
@@ -44,22 +46,28 @@ impl Tools {
         let go = tools_dir().join(format!("go-{newest}/go/bin/go"));
         let out = root.join("target/bench");
         std::fs::create_dir_all(&out)?;
-        let target = out.join("bench");
-        run_cmd(
-            Command::new(&go)
-                .current_dir(root.join("tests/go/bench"))
-                .env("CGO_ENABLED", "0")
-                .env("GOTOOLCHAIN", "local")
-                .env("GOPROXY", "off")
-                .env("GOCACHE", tools_dir().join("go-cache/bench"))
-                .args(["build", "-o"])
-                .arg(&target)
-                .arg("."),
-        )?;
+        let build = |program: &str, cgo: bool| -> anyhow::Result<PathBuf> {
+            let exe = out.join(program);
+            run_cmd(
+                Command::new(&go)
+                    .current_dir(root.join("tests/go").join(program))
+                    .env("CGO_ENABLED", if cgo { "1" } else { "0" })
+                    .env("GOTOOLCHAIN", "local")
+                    .env("GOPROXY", "off")
+                    .env("GOCACHE", tools_dir().join("go-cache/bench"))
+                    .args(["build", "-o"])
+                    .arg(&exe)
+                    .arg("."),
+            )?;
+            Ok(exe)
+        };
+        let target = build("bench", false)?;
+        let cgomix = build("cgomix", true)?;
         Ok(Self {
             stacksampler,
             symbolize_bench,
             target,
+            cgomix,
             go,
             perf,
             bpftrace,

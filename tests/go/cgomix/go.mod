@@ -1,0 +1,3 @@
+module stacksampler.test/cgomix
+
+go 1.19
