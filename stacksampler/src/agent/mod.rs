@@ -1,0 +1,255 @@
+//! The `agent` verb: continuous profiling of several processes until stopped.
+//!
+//! Each target is one [`record::run`] (the same engine, attach and report as `record`) observed
+//! by an [`IntervalCutter`](interval::IntervalCutter), which cuts one profile per interval
+//! and queues it (bounded: a slow exporter drops profiles, counted, and never delays
+//! sampling). One task drains the queue into the exporters ([`files`]); [`metrics`] serves
+//! what the intervals measured. A target that exits is dropped with an
+//! [`AgentNotice::Dropped`]; the agent goes on until SIGINT or SIGTERM, then every run ends at
+//! its next tick, detaches and cuts its last interval.
+
+pub mod files;
+pub mod interval;
+pub mod metrics;
+
+use std::{cell::Cell, net::SocketAddr, path::PathBuf, rc::Rc, time::Duration};
+
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    task::{JoinSet, LocalSet},
+};
+
+use crate::{
+    record::{self, RecordOptions},
+    report::EndReason,
+    target,
+};
+use files::{FileError, OutputDir};
+use interval::{IntervalCutter, IntervalProfile, TargetFacts};
+use metrics::{BindError, Metrics};
+
+/// Interval profiles waiting for the exporters, at most; past that they are dropped.
+pub const PROFILE_QUEUE: usize = 64;
+/// Shortest interval (file names have millisecond times; the run ticks every 250 ms).
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the agent does.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// Processes to sample.
+    pub pids: Vec<u32>,
+    /// Length of each profile.
+    pub interval: Duration,
+    /// How each target is sampled; its `pid` and `duration` are set per target.
+    pub record: RecordOptions,
+    /// `--output-dir`: rotating pprof files.
+    pub output_dir: Option<OutputDir>,
+    /// `--metrics-addr`: the Prometheus endpoint.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// What the agent has to say while it runs (the binary prints it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentNotice {
+    /// `pid` is sampled.
+    Attached { pid: u32, service: String },
+    /// `pid` ended (exited, or died of a fatal error) and is no longer sampled.
+    Dropped {
+        pid: u32,
+        service: String,
+        reason: EndReason,
+    },
+    /// Sampling `pid` failed (it is no longer sampled).
+    Failed { pid: u32, error: String },
+    /// A profile file was written.
+    Wrote(PathBuf),
+    /// The metrics endpoint listens.
+    Serving(SocketAddr),
+    /// Something the operator should know.
+    Warning(String),
+}
+
+/// Errors that stop the agent before it samples.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no such process: {0}")]
+    NoSuchProcess(u32),
+    #[error("--interval must be at least {}s", MIN_INTERVAL.as_secs())]
+    IntervalTooShort,
+    #[error("nothing to sample: give --pid")]
+    NoTargets,
+    #[error(transparent)]
+    OutputDir(#[from] FileError),
+    #[error(transparent)]
+    Metrics(#[from] BindError),
+    #[error("listening for signals: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    Target(#[from] target::TargetError),
+}
+
+/// How the agent's run went.
+#[derive(Clone, Debug, Default)]
+pub struct AgentSummary {
+    /// Profiles written or handed to an exporter.
+    pub exported: u64,
+    /// Targets that ended while sampled.
+    pub dropped: u64,
+}
+
+/// Runs the agent until SIGINT or SIGTERM. Needs a current-thread tokio runtime with IO and
+/// time (the targets run as local tasks).
+pub async fn run(
+    opts: &AgentOptions,
+    notices: mpsc::UnboundedSender<AgentNotice>,
+) -> Result<AgentSummary, AgentError> {
+    if opts.pids.is_empty() {
+        return Err(AgentError::NoTargets);
+    }
+    if opts.interval < MIN_INTERVAL {
+        return Err(AgentError::IntervalTooShort);
+    }
+    target::check_privileges()?;
+    for &pid in &opts.pids {
+        if !target::process::is_alive(pid) {
+            return Err(AgentError::NoSuchProcess(pid));
+        }
+    }
+    if let Some(dir) = &opts.output_dir {
+        dir.prepare()?;
+    }
+    let metrics = Metrics::default();
+    let listener = match opts.metrics_addr {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
+    // Listened for before any run starts: a signal while a run loads must stop it too.
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+
+    let local = LocalSet::new();
+    local
+        .run_until(async move {
+            let server = listener.map(|l| {
+                if let Ok(addr) = l.local_addr() {
+                    let _ = notices.send(AgentNotice::Serving(addr));
+                }
+                tokio::task::spawn_local(metrics::serve(l, metrics.clone()))
+            });
+            let (profiles, queue) = mpsc::channel(PROFILE_QUEUE);
+            let exporter =
+                tokio::task::spawn_local(export(queue, opts.output_dir.clone(), notices.clone()));
+            let stopping = Rc::new(Cell::new(false));
+            let mut targets = JoinSet::new();
+            for &pid in &opts.pids {
+                let ctx = TargetContext {
+                    profiles: profiles.clone(),
+                    notices: notices.clone(),
+                    metrics: opts.metrics_addr.is_some().then(|| metrics.clone()),
+                    stopping: stopping.clone(),
+                };
+                targets.spawn_local(sample_target(pid, opts.clone(), ctx));
+            }
+            drop(profiles);
+            let mut summary = AgentSummary::default();
+            loop {
+                tokio::select! {
+                    _ = sigint.recv() => break,
+                    _ = sigterm.recv() => break,
+                    Some(ended) = targets.join_next() => {
+                        if let Ok(true) = ended {
+                            summary.dropped += 1;
+                        }
+                    }
+                }
+            }
+            stopping.set(true);
+            while let Some(ended) = targets.join_next().await {
+                if let Ok(true) = ended {
+                    summary.dropped += 1;
+                }
+            }
+            // Every run has cut its last interval: the exporter drains the queue and ends.
+            summary.exported = exporter.await.unwrap_or(0);
+            if let Some(server) = server {
+                server.abort();
+            }
+            Ok(summary)
+        })
+        .await
+}
+
+/// What a target's task shares with the agent.
+struct TargetContext {
+    profiles: mpsc::Sender<IntervalProfile>,
+    notices: mpsc::UnboundedSender<AgentNotice>,
+    metrics: Option<Metrics>,
+    stopping: Rc<Cell<bool>>,
+}
+
+/// Samples `pid` until it ends or the agent stops; `true` when the target ended by itself.
+async fn sample_target(pid: u32, opts: AgentOptions, ctx: TargetContext) -> bool {
+    let record = RecordOptions {
+        pid,
+        duration: None,
+        ..opts.record.clone()
+    };
+    let facts = TargetFacts::of(pid, record.frequency_hz, record.max_frames);
+    let service = facts.service.clone();
+    let target_metrics = ctx.metrics.as_ref().map(|m| m.target(&facts));
+    let mut cutter = IntervalCutter::new(
+        facts,
+        opts.interval,
+        ctx.profiles,
+        ctx.notices.clone(),
+        target_metrics,
+        ctx.stopping,
+    );
+    match record::run(&record, &mut cutter).await {
+        Ok(mut finished) => {
+            cutter.finish(&mut finished.report);
+            let reason = finished.report.run.ended_by;
+            let ended = matches!(reason, EndReason::TargetExited | EndReason::TargetDied);
+            if ended {
+                let _ = ctx.notices.send(AgentNotice::Dropped {
+                    pid,
+                    service,
+                    reason,
+                });
+            }
+            ended
+        }
+        Err(e) => {
+            let _ = ctx.notices.send(AgentNotice::Failed {
+                pid,
+                error: e.to_string(),
+            });
+            true
+        }
+    }
+}
+
+/// Hands every queued profile to the exporters until the queue closes; returns how many were
+/// exported.
+async fn export(
+    mut queue: mpsc::Receiver<IntervalProfile>,
+    output_dir: Option<OutputDir>,
+    notices: mpsc::UnboundedSender<AgentNotice>,
+) -> u64 {
+    let mut exported = 0;
+    while let Some(profile) = queue.recv().await {
+        if let Some(dir) = &output_dir {
+            match dir.write(&profile) {
+                Ok(path) => {
+                    exported += 1;
+                    let _ = notices.send(AgentNotice::Wrote(path));
+                }
+                Err(e) => {
+                    let _ = notices.send(AgentNotice::Warning(e.to_string()));
+                }
+            }
+        }
+    }
+    exported
+}

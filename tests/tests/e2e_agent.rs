@@ -1,0 +1,483 @@
+//! End to end, `stacksampler agent`: the real binary sampling real Go programs (`tests/go/agent`)
+//! until SIGTERM, its interval profiles read back with `go tool pprof`, its metrics scraped by a
+//! real Prometheus server (Debian's `prometheus`) and queried through Prometheus's HTTP API.
+//! Every case checks that nothing the agent loaded stays in the kernel.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use stacksampler_tests::{
+    GoProcess, GoToolchain, Variant, build_go, exclusive,
+    kernel::{assert_released, wait_attached},
+    primary_go_toolchains, stacksampler_bin,
+};
+
+/// Debian's Prometheus server (`cargo xtask setup` installs it).
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+/// Depth of the recursion target's deep goroutine.
+const RECURSION_DEPTH: &str = "1000";
+/// Goroutines the targets park on a channel.
+const PARKED: &str = "30";
+
+fn newest() -> GoToolchain {
+    primary_go_toolchains().pop().expect("a toolchain")
+}
+
+/// Sends `signal` to our own child `pid`.
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) on a pid this test started.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
+}
+
+/// A test target: `tests/go/agent` with its own count of goroutines (and of the deep
+/// goroutine's frames, with `-depth`).
+struct Target {
+    process: GoProcess,
+    goroutines: u64,
+    frames: Option<u64>,
+}
+
+fn start_target(exe: &Path, seconds: &str, depth: Option<&str>) -> Target {
+    let mut args = vec!["-seconds", seconds, "-parked", PARKED];
+    if let Some(d) = depth {
+        args.extend(["-depth", d]);
+    }
+    let mut process = GoProcess::spawn(exe, &args);
+    let goroutines = process.wait_for_line("goroutines").parse().expect("count");
+    let frames = depth.map(|_| process.wait_for_line("frames").parse().expect("frames"));
+    process.wait_for_line("ready");
+    Target {
+        process,
+        goroutines,
+        frames,
+    }
+}
+
+/// The agent, its stderr read line by line; stopped by SIGTERM (by pid) when dropped.
+struct Agent {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Agent {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(stacksampler_bin())
+            .arg("agent")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the agent");
+        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits up to `timeout` for a stderr line containing `text`; returns it.
+    fn wait_line(&mut self, text: &str, timeout: Duration) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(text)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no stderr line with {text:?} in {timeout:?}; got {:#?}",
+            self.seen
+        );
+    }
+
+    /// SIGTERM, then its exit status and every stderr line.
+    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        signal(self.child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        (status, std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Profile files in `dir` of process `pid`, oldest first.
+fn profiles_of(dir: &Path, pid: u32) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read the output folder")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.contains(&format!("-{pid}-")) && name.ends_with(".pb.gz")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// `go tool pprof -raw` of `file`.
+fn pprof_raw(tc: &GoToolchain, file: &Path) -> String {
+    let out = Command::new(&tc.go)
+        .args(["tool", "pprof", "-raw"])
+        .arg(file)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("run go tool pprof");
+    assert!(
+        out.status.success(),
+        "go tool pprof -raw {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `<service>-<pid>-YYYYMMDDTHHMMSS.mmmZ.pb.gz`.
+fn assert_file_name(file: &Path, service: &str, pid: u32) {
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let prefix = format!("{service}-{pid}-");
+    let stamp = name
+        .strip_prefix(&prefix)
+        .and_then(|r| r.strip_suffix(".pb.gz"))
+        .unwrap_or_else(|| panic!("{name} is not {prefix}<time>.pb.gz"));
+    let b = stamp.as_bytes();
+    assert!(
+        b.len() == 20
+            && b[8] == b'T'
+            && b[15] == b'.'
+            && b[19] == b'Z'
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| matches!(i, 8 | 15 | 19) || c.is_ascii_digit()),
+        "{name}: time {stamp} is not YYYYMMDDTHHMMSS.mmmZ"
+    );
+}
+
+/// Two targets, one of which exits after 3 s: one pprof per process per second, the oldest
+/// removed past --keep, each the same content as record's (goroutine state and id labels, the
+/// target's functions); the exit is one stderr line and the agent goes on; SIGTERM stops it
+/// with nothing left loaded.
+#[test]
+fn agent_writes_rotating_profiles_and_drops_a_target_that_exits() {
+    let _serial = exclusive();
+    let tc = newest();
+    let exe = build_go("agent", &tc, Variant::Normal);
+    let service = exe.file_name().unwrap().to_string_lossy().replace('-', "_");
+    let long = start_target(&exe, "60", Some("300"));
+    let short = start_target(&exe, "3", None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("profiles");
+    let keep = 3;
+    let mut agent = Agent::start(&[
+        "--pid",
+        &long.process.pid().to_string(),
+        "--pid",
+        &short.process.pid().to_string(),
+        "--interval",
+        "1s",
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--keep",
+        &keep.to_string(),
+    ]);
+    let held = wait_attached(agent.child.id());
+    let dropped = agent.wait_line("exited; no longer sampled", Duration::from_secs(30));
+    assert!(
+        dropped.contains(&format!("pid {} (", short.process.pid())),
+        "{dropped}"
+    );
+    // The agent goes on with the other target: more intervals of it after the exit.
+    let before = profiles_of(&out, long.process.pid());
+    std::thread::sleep(Duration::from_secs(4));
+    let (status, lines) = agent.stop();
+    assert!(status.success(), "agent failed: {lines:#?}");
+    assert_released(&held, "agent after SIGTERM");
+    assert!(
+        lines.iter().any(|l| l.contains("agent stopped")),
+        "{lines:#?}"
+    );
+    let drops = lines
+        .iter()
+        .filter(|l| l.contains("no longer sampled"))
+        .count();
+    assert_eq!(drops, 1, "{lines:#?}");
+
+    let long_files = profiles_of(&out, long.process.pid());
+    assert_eq!(long_files.len(), keep, "{long_files:?}");
+    assert!(
+        long_files.iter().all(|f| !before.contains(f)),
+        "no new interval after the other target's exit: {before:?} then {long_files:?}"
+    );
+    let short_files = profiles_of(&out, short.process.pid());
+    assert!((1..=keep).contains(&short_files.len()), "{short_files:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    for f in long_files.iter().chain(&short_files) {
+        assert_file_name(
+            f,
+            &service,
+            if short_files.contains(f) {
+                short.process.pid()
+            } else {
+                long.process.pid()
+            },
+        );
+    }
+
+    // A whole interval of the long target: record's pprof, about 1 s long.
+    let raw = pprof_raw(&tc, &long_files[keep - 2]);
+    for want in [
+        "state:[running]",
+        "goid:[",
+        "main.spin",
+        "main.recurse",
+        "Duration: 1.",
+    ] {
+        assert!(raw.contains(want), "{want:?} missing from\n{raw}");
+    }
+    let short_raw = pprof_raw(&tc, &short_files[0]);
+    assert!(short_raw.contains("main.spin"), "{short_raw}");
+    assert!(!short_raw.contains("main.recurse"), "{short_raw}");
+}
+
+/// A GET of `path` on `addr` (HTTP/1.0); the body of a 200 response.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut conn = TcpStream::connect(addr).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_owned())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+}
+
+/// A free loopback port now (the kernel's pick; released before use).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Debian's Prometheus on loopback, scraping `target` every second; SIGTERMed (by pid) and
+/// reaped when dropped.
+struct Prometheus {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Self {
+        assert!(
+            Path::new(PROMETHEUS).exists(),
+            "{PROMETHEUS} is missing: run `cargo xtask setup`"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: stacksampler\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// The value of the instant query `query` once it has one (polled for up to `timeout`).
+    fn query_value(&self, query: &str, timeout: Duration) -> f64 {
+        let encoded: String = query
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(body) = http_get(&self.addr, &format!("/api/v1/query?query={encoded}")) {
+                let v: Value = serde_json::from_str(&body).expect("prometheus answers json");
+                if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
+                    return value.parse().expect("a number");
+                }
+                last = Some(v);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("no value for {query} in {timeout:?}; last answer {last:?}");
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        signal(self.child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(None) = self.child.try_wait() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A real Prometheus scrapes the agent: the goroutine count it stores is within 2 of the
+/// target's own runtime.NumGoroutine, the deepest stack within 10 frames of the target's own
+/// runtime.Callers at the bottom of its recursion, and the agent's own CPU and memory are there.
+#[test]
+fn prometheus_scrapes_goroutines_and_the_deepest_stack() {
+    let _serial = exclusive();
+    let tc = newest();
+    let exe = build_go("agent", &tc, Variant::Normal);
+    let target = start_target(&exe, "60", Some(RECURSION_DEPTH));
+    let pid = target.process.pid();
+    let mut agent = Agent::start(&[
+        "--pid",
+        &pid.to_string(),
+        "--interval",
+        "1s",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let held = wait_attached(agent.child.id());
+    let serving = agent.wait_line("metrics at http://", Duration::from_secs(10));
+    let metrics_addr = serving
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .expect("the metrics address")
+        .to_owned();
+    let exposition = http_get(&metrics_addr, "/metrics").expect("GET /metrics");
+    assert!(exposition.ends_with("# EOF\n"), "{exposition}");
+    let prometheus = Prometheus::start(&metrics_addr);
+    let timeout = Duration::from_secs(60);
+    let goroutines = prometheus.query_value(
+        &format!("sum(stacksampler_goroutines{{pid=\"{pid}\"}})"),
+        timeout,
+    );
+    assert!(
+        (goroutines - target.goroutines as f64).abs() <= 2.0,
+        "Prometheus has {goroutines} goroutines, the target counts {}",
+        target.goroutines
+    );
+    let waiting = prometheus.query_value(
+        &format!("stacksampler_goroutines{{pid=\"{pid}\",state=\"waiting\"}}"),
+        timeout,
+    );
+    assert!(
+        waiting >= PARKED.parse::<f64>().unwrap(),
+        "{waiting} waiting"
+    );
+    let frames = prometheus.query_value(
+        &format!("max_over_time(stacksampler_deepest_stack_frames{{pid=\"{pid}\"}}[1m])"),
+        timeout,
+    );
+    let own = target.frames.expect("frames") as f64;
+    assert!(
+        (frames - own).abs() <= 10.0,
+        "Prometheus has a deepest stack of {frames} frames, the target counts {own}"
+    );
+    let findings = prometheus.query_value(
+        &format!("stacksampler_findings{{pid=\"{pid}\",kind=\"runaway_recursion\"}}"),
+        timeout,
+    );
+    assert!(findings >= 1.0, "{findings} recursion findings");
+    let cpu = prometheus.query_value("process_cpu_seconds_total{job=\"stacksampler\"}", timeout);
+    let rss = prometheus.query_value(
+        "process_resident_memory_bytes{job=\"stacksampler\"}",
+        timeout,
+    );
+    assert!(cpu > 0.0 && rss > 1e6, "cpu {cpu} s, rss {rss} B");
+    let samples = prometheus.query_value(
+        &format!("stacksampler_samples_total{{pid=\"{pid}\"}}"),
+        timeout,
+    );
+    assert!(samples > 0.0, "{samples} samples");
+    eprintln!(
+        "agent: {goroutines} goroutines (target: {}), deepest {frames} frames (target: {own}), \
+         {samples} samples, own cpu {cpu:.2} s, rss {:.1} MiB",
+        target.goroutines,
+        rss / (1 << 20) as f64
+    );
+    drop(prometheus);
+    let (status, lines) = agent.stop();
+    assert!(status.success(), "agent failed: {lines:#?}");
+    assert_released(&held, "agent after SIGTERM");
+}
