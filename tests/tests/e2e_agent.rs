@@ -481,3 +481,142 @@ fn prometheus_scrapes_goroutines_and_the_deepest_stack() {
     assert!(status.success(), "agent failed: {lines:#?}");
     assert_released(&held, "agent after SIGTERM");
 }
+
+/// One executable mapping of `/proc/PID/maps`.
+#[derive(Debug, PartialEq, Eq)]
+struct ExecMapping {
+    start: u64,
+    limit: u64,
+    offset: u64,
+    path: String,
+}
+
+fn exec_mappings(pid: u32) -> Vec<ExecMapping> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps");
+    maps.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 6 || !f[1].contains('x') || !f[5].starts_with('/') {
+                return None;
+            }
+            let (s, e) = f[0].split_once('-')?;
+            Some(ExecMapping {
+                start: u64::from_str_radix(s, 16).ok()?,
+                limit: u64::from_str_radix(e, 16).ok()?,
+                offset: u64::from_str_radix(f[2], 16).ok()?,
+                path: f[5].to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The GNU build id of `exe` in hex (Go 1.27's linker writes one).
+fn gnu_build_id(exe: &Path) -> String {
+    use object::Object as _;
+    let data = std::fs::read(exe).expect("read the binary");
+    let file = object::File::parse(&*data).expect("an ELF file");
+    let id = file.build_id().expect("notes").expect("a GNU build id");
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `go tool pprof -raw`'s mappings (`id: start/limit/offset file [build id] flags`), by id.
+fn raw_mappings(raw: &str) -> Vec<(u64, ExecMapping, String)> {
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex");
+    raw.split_once("\nMappings\n")
+        .expect("a Mappings section")
+        .1
+        .lines()
+        .filter_map(|l| {
+            let (id, rest) = l.split_once(": ")?;
+            let mut parts = rest.split_whitespace();
+            let range: Vec<&str> = parts.next()?.split('/').collect();
+            let path = parts.next()?.to_owned();
+            let build_id = parts.next().filter(|p| !p.starts_with('[')).unwrap_or("");
+            Some((
+                id.trim().parse().ok()?,
+                ExecMapping {
+                    start: hex(range[0]),
+                    limit: hex(range[1]),
+                    offset: hex(range[2]),
+                    path,
+                },
+                build_id.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Every pprof mapping is one of the process's own executable mappings (start, limit, file
+/// offset as `/proc/PID/maps` lists them), the binary first with its build id, and every
+/// location's address lies in its mapping: a normal binary and a PIE one linking libc.
+#[test]
+fn profile_mappings_are_the_processes_own() {
+    let _serial = exclusive();
+    let tc = newest();
+    for variant in [Variant::Normal, Variant::PieCgo] {
+        let exe = build_go("agent", &tc, variant);
+        let target = start_target(&exe, "60", None);
+        let pid = target.process.pid();
+        let maps = exec_mappings(pid);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut agent = Agent::start(&[
+            "--pid",
+            &pid.to_string(),
+            "--interval",
+            "1s",
+            "--output-dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        let held = wait_attached(agent.child.id());
+        agent.wait_line("sampling pid", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(2500));
+        let (status, lines) = agent.stop();
+        assert!(status.success(), "{variant:?}: agent failed: {lines:#?}");
+        assert_released(&held, "agent");
+        let files = profiles_of(dir.path(), pid);
+        assert!(!files.is_empty(), "{variant:?}: no profile");
+        let raw = pprof_raw(&tc, &files[0]);
+        let mappings = raw_mappings(&raw);
+        let exe_path = std::fs::canonicalize(&exe).unwrap().display().to_string();
+        let (_, main, build_id) = &mappings[0];
+        assert_eq!(main.path, exe_path, "{variant:?}: first mapping\n{raw}");
+        assert!(!build_id.is_empty(), "{variant:?}: no build id\n{raw}");
+        assert_eq!(*build_id, gnu_build_id(&exe), "{variant:?}: build id");
+        for (_, m, _) in &mappings {
+            assert!(
+                maps.contains(m),
+                "{variant:?}: mapping {m:?} is not one of the process's: {maps:#?}"
+            );
+        }
+        if variant == Variant::PieCgo {
+            assert!(
+                main.start > 0x1000_0000,
+                "{variant:?}: a PIE's load address {main:?}"
+            );
+        }
+        // Every location is inside its mapping.
+        let locations = raw
+            .split_once("\nLocations\n")
+            .unwrap()
+            .1
+            .split_once("\nMappings\n")
+            .unwrap()
+            .0;
+        let mut checked = 0;
+        for l in locations.lines() {
+            let mut parts = l.split_whitespace().skip(1);
+            let (Some(addr), Some(m)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap();
+            let id: u64 = m.trim_start_matches("M=").parse().unwrap();
+            let (_, mapping, _) = mappings.iter().find(|(i, _, _)| *i == id).unwrap();
+            assert!(
+                (mapping.start..mapping.limit).contains(&addr),
+                "{variant:?}: location {l} outside {mapping:?}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 0, "{variant:?}: no location\n{raw}");
+    }
+}
