@@ -14,7 +14,7 @@ use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use stacksampler::{
-    agent::{AgentOptions, MIN_INTERVAL, files::OutputDir},
+    agent::{AgentOptions, MIN_INTERVAL, discover::Discovery, files::OutputDir},
     bpf::RingBytes,
     dump::output::{DumpFormat, GoroutineFilter, WriteOptions},
     events::{WatchFormat, WatchOptions, WatchOutputPlan},
@@ -92,8 +92,17 @@ pub enum Command {
 #[derive(Clone, Debug, Args)]
 pub struct AgentArgs {
     /// Process to sample; repeatable.
-    #[arg(long, short = 'p', required = true)]
+    #[arg(long, short = 'p', required_unless_present = "all_go")]
     pub pid: Vec<u32>,
+
+    /// Also sample every Go process of the host (containers too), found by a scan of /proc each
+    /// interval: new ones are attached, those that exit are dropped.
+    #[arg(long)]
+    pub all_go: bool,
+
+    /// With --all-go: only executables under DIR (as each process names its executable).
+    #[arg(long, value_name = "DIR", requires = "all_go")]
+    pub exe_dir: Option<PathBuf>,
 
     /// Length of each profile: seconds (`15`, `15s`) or minutes (`1m`).
     #[arg(long, default_value = "15s", value_parser = parse_interval)]
@@ -120,6 +129,9 @@ impl AgentArgs {
     pub fn options(&self, verbose: bool) -> AgentOptions {
         AgentOptions {
             pids: self.pid.clone(),
+            all_go: self.all_go.then(|| Discovery {
+                exe_dir: self.exe_dir.clone(),
+            }),
             interval: self.interval,
             // The pid is set per target.
             record: self.sampling.record(0, None, verbose),
@@ -885,6 +897,21 @@ mod tests {
         };
         assert_eq!(a.options(false).interval, Duration::from_secs(60));
         assert_eq!(a.options(false).output_dir, None);
+        assert_eq!(a.options(false).all_go, None);
+        let Command::Agent(a) = parse(&["agent", "--all-go", "--exe-dir", "/srv"])
+            .unwrap()
+            .command
+        else {
+            panic!("not agent")
+        };
+        let o = a.options(false);
+        assert!(o.pids.is_empty());
+        assert_eq!(
+            o.all_go,
+            Some(Discovery {
+                exe_dir: Some("/srv".into())
+            })
+        );
         for bad in [
             &["agent"][..],
             &["agent", "--pid", "5", "--interval", "0.5s"],
@@ -892,6 +919,7 @@ mod tests {
             &["agent", "--pid", "5", "--output-dir", "d", "--keep", "0"],
             &["agent", "--pid", "5", "--metrics-addr", "nowhere"],
             &["agent", "--pid", "5", "--duration", "3"],
+            &["agent", "--pid", "5", "--exe-dir", "/srv"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }

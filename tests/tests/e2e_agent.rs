@@ -620,3 +620,40 @@ fn profile_mappings_are_the_processes_own() {
         assert!(checked > 0, "{variant:?}: no location\n{raw}");
     }
 }
+
+/// `--all-go`: a Go program started after the agent is picked up at the next scan, sampled
+/// into its own profiles, and dropped (everything of it detached) when it exits; the agent
+/// goes on.
+#[test]
+fn all_go_picks_up_a_program_started_later_and_drops_it_when_it_exits() {
+    let _serial = exclusive();
+    let tc = newest();
+    let exe = build_go("agent", &tc, Variant::Normal);
+    let programs = exe.parent().expect("the programs' folder").to_owned();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut agent = Agent::start(&[
+        "--all-go",
+        "--exe-dir",
+        programs.to_str().unwrap(),
+        "--interval",
+        "1s",
+        "--output-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    // The agent runs before the program exists.
+    std::thread::sleep(Duration::from_secs(2));
+    let target = start_target(&exe, "4", None);
+    let pid = target.process.pid();
+    agent.wait_line(&format!("sampling pid {pid} "), Duration::from_secs(15));
+    let held = wait_attached(agent.child.id());
+    let dropped = agent.wait_line("exited; no longer sampled", Duration::from_secs(20));
+    assert!(dropped.contains(&format!("pid {pid} (")), "{dropped}");
+    // Dropped means detached: the agent holds nothing of it while it goes on.
+    assert_released(&held, "agent after its target exited");
+    let (status, lines) = agent.stop();
+    assert!(status.success(), "agent failed: {lines:#?}");
+    let files = profiles_of(dir.path(), pid);
+    assert!(!files.is_empty(), "no profile of {pid}: {lines:#?}");
+    let raw = pprof_raw(&tc, files.last().unwrap());
+    assert!(raw.contains("main.spin"), "{raw}");
+}

@@ -8,11 +8,14 @@
 //! [`AgentNotice::Dropped`]; the agent goes on until SIGINT or SIGTERM, then every run ends at
 //! its next tick, detaches and cuts its last interval.
 
+pub mod discover;
 pub mod files;
 pub mod interval;
 pub mod metrics;
 
-use std::{cell::Cell, net::SocketAddr, path::PathBuf, rc::Rc, time::Duration};
+use std::{
+    cell::Cell, collections::HashSet, net::SocketAddr, path::PathBuf, rc::Rc, time::Duration,
+};
 
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -25,6 +28,7 @@ use crate::{
     report::EndReason,
     target,
 };
+use discover::{Discovery, GoProcesses};
 use files::{FileError, OutputDir};
 use interval::{IntervalCutter, IntervalProfile, TargetFacts};
 use metrics::{BindError, Metrics};
@@ -39,6 +43,8 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub struct AgentOptions {
     /// Processes to sample.
     pub pids: Vec<u32>,
+    /// `--all-go`: also every Go process found by a scan of `/proc` each interval.
+    pub all_go: Option<Discovery>,
     /// Length of each profile.
     pub interval: Duration,
     /// How each target is sampled; its `pid` and `duration` are set per target.
@@ -77,7 +83,7 @@ pub enum AgentError {
     NoSuchProcess(u32),
     #[error("--interval must be at least {}s", MIN_INTERVAL.as_secs())]
     IntervalTooShort,
-    #[error("nothing to sample: give --pid")]
+    #[error("nothing to sample: give --pid or --all-go")]
     NoTargets,
     #[error(transparent)]
     OutputDir(#[from] FileError),
@@ -104,7 +110,7 @@ pub async fn run(
     opts: &AgentOptions,
     notices: mpsc::UnboundedSender<AgentNotice>,
 ) -> Result<AgentSummary, AgentError> {
-    if opts.pids.is_empty() {
+    if opts.pids.is_empty() && opts.all_go.is_none() {
         return Err(AgentError::NoTargets);
     }
     if opts.interval < MIN_INTERVAL {
@@ -141,32 +147,52 @@ pub async fn run(
             let exporter =
                 tokio::task::spawn_local(export(queue, opts.output_dir.clone(), notices.clone()));
             let stopping = Rc::new(Cell::new(false));
+            let ctx = |metrics: &Metrics| TargetContext {
+                profiles: profiles.clone(),
+                notices: notices.clone(),
+                metrics: opts.metrics_addr.is_some().then(|| metrics.clone()),
+                stopping: stopping.clone(),
+            };
             let mut targets = JoinSet::new();
+            // Processes sampled now, and those whose run failed (not tried again).
+            let mut sampled: HashSet<u32> = HashSet::new();
+            let mut failed: HashSet<u32> = HashSet::new();
             for &pid in &opts.pids {
-                let ctx = TargetContext {
-                    profiles: profiles.clone(),
-                    notices: notices.clone(),
-                    metrics: opts.metrics_addr.is_some().then(|| metrics.clone()),
-                    stopping: stopping.clone(),
-                };
-                targets.spawn_local(sample_target(pid, opts.clone(), ctx));
+                sampled.insert(pid);
+                targets.spawn_local(sample_target(pid, opts.clone(), ctx(&metrics)));
             }
-            drop(profiles);
+            let mut discovery = opts.all_go.clone().map(GoProcesses::new);
+            let mut scan = tokio::time::interval(opts.interval);
             let mut summary = AgentSummary::default();
             loop {
                 tokio::select! {
                     _ = sigint.recv() => break,
                     _ = sigterm.recv() => break,
                     Some(ended) = targets.join_next() => {
-                        if let Ok(true) = ended {
-                            summary.dropped += 1;
+                        if let Ok((pid, end)) = ended {
+                            sampled.remove(&pid);
+                            match end {
+                                TargetEnd::Ended => summary.dropped += 1,
+                                TargetEnd::Failed => { failed.insert(pid); }
+                                TargetEnd::Stopped => {}
+                            }
+                        }
+                    }
+                    _ = scan.tick(), if discovery.is_some() => {
+                        let Some(found) = discovery.as_mut() else { continue };
+                        for pid in found.scan() {
+                            if !sampled.contains(&pid) && !failed.contains(&pid) {
+                                sampled.insert(pid);
+                                targets.spawn_local(sample_target(pid, opts.clone(), ctx(&metrics)));
+                            }
                         }
                     }
                 }
             }
+            drop(profiles);
             stopping.set(true);
             while let Some(ended) = targets.join_next().await {
-                if let Ok(true) = ended {
+                if let Ok((_, TargetEnd::Ended)) = ended {
                     summary.dropped += 1;
                 }
             }
@@ -188,8 +214,19 @@ struct TargetContext {
     stopping: Rc<Cell<bool>>,
 }
 
-/// Samples `pid` until it ends or the agent stops; `true` when the target ended by itself.
-async fn sample_target(pid: u32, opts: AgentOptions, ctx: TargetContext) -> bool {
+/// How a target's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TargetEnd {
+    /// The target exited (or died).
+    Ended,
+    /// The agent stopped.
+    Stopped,
+    /// The run could not start or broke.
+    Failed,
+}
+
+/// Samples `pid` until it ends or the agent stops.
+async fn sample_target(pid: u32, opts: AgentOptions, ctx: TargetContext) -> (u32, TargetEnd) {
     let record = RecordOptions {
         pid,
         duration: None,
@@ -210,22 +247,22 @@ async fn sample_target(pid: u32, opts: AgentOptions, ctx: TargetContext) -> bool
         Ok(mut finished) => {
             cutter.finish(&mut finished.report);
             let reason = finished.report.run.ended_by;
-            let ended = matches!(reason, EndReason::TargetExited | EndReason::TargetDied);
-            if ended {
-                let _ = ctx.notices.send(AgentNotice::Dropped {
-                    pid,
-                    service,
-                    reason,
-                });
+            if !matches!(reason, EndReason::TargetExited | EndReason::TargetDied) {
+                return (pid, TargetEnd::Stopped);
             }
-            ended
+            let _ = ctx.notices.send(AgentNotice::Dropped {
+                pid,
+                service,
+                reason,
+            });
+            (pid, TargetEnd::Ended)
         }
         Err(e) => {
             let _ = ctx.notices.send(AgentNotice::Failed {
                 pid,
                 error: e.to_string(),
             });
-            true
+            (pid, TargetEnd::Failed)
         }
     }
 }
