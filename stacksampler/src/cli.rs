@@ -14,7 +14,12 @@ use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use stacksampler::{
-    agent::{AgentOptions, MIN_INTERVAL, discover::Discovery, files::OutputDir},
+    agent::{
+        AgentOptions, MIN_INTERVAL,
+        discover::Discovery,
+        files::OutputDir,
+        pyroscope::{PyroscopeOptions, PyroscopeUrl, host_name},
+    },
     bpf::RingBytes,
     dump::output::{DumpFormat, GoroutineFilter, WriteOptions},
     events::{WatchFormat, WatchOptions, WatchOutputPlan},
@@ -120,6 +125,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Push each profile to the Pyroscope server at URL (http://HOST:PORT), as
+    /// `<service>.cpu{host=..,pid=..}`.
+    #[arg(long, value_name = "URL")]
+    pub pyroscope: Option<PyroscopeUrl>,
+
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -140,6 +150,11 @@ impl AgentArgs {
                 keep: self.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
             }),
             metrics_addr: self.metrics_addr,
+            pyroscope: self.pyroscope.clone().map(|url| PyroscopeOptions {
+                url,
+                host: host_name(),
+                sample_rate: self.sampling.frequency,
+            }),
         }
     }
 }
@@ -920,6 +935,7 @@ mod tests {
             &["agent", "--pid", "5", "--metrics-addr", "nowhere"],
             &["agent", "--pid", "5", "--duration", "3"],
             &["agent", "--pid", "5", "--exe-dir", "/srv"],
+            &["agent", "--pid", "5", "--pyroscope", "https://x"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -116,6 +116,17 @@ impl Agent {
         );
     }
 
+    /// `HOST:PORT` of the metrics endpoint, as the agent announces it.
+    fn metrics_addr(&mut self) -> String {
+        let serving = self.wait_line("metrics at http://", Duration::from_secs(10));
+        serving
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.strip_suffix("/metrics"))
+            .expect("the metrics address")
+            .to_owned()
+    }
+
     /// SIGTERM, then its exit status and every stderr line.
     fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
         signal(self.child.id(), libc::SIGTERM);
@@ -417,13 +428,7 @@ fn prometheus_scrapes_goroutines_and_the_deepest_stack() {
         "127.0.0.1:0",
     ]);
     let held = wait_attached(agent.child.id());
-    let serving = agent.wait_line("metrics at http://", Duration::from_secs(10));
-    let metrics_addr = serving
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .expect("the metrics address")
-        .to_owned();
+    let metrics_addr = agent.metrics_addr();
     let exposition = http_get(&metrics_addr, "/metrics").expect("GET /metrics");
     assert!(exposition.ends_with("# EOF\n"), "{exposition}");
     let prometheus = Prometheus::start(&metrics_addr);
@@ -656,4 +661,242 @@ fn all_go_picks_up_a_program_started_later_and_drops_it_when_it_exits() {
     assert!(!files.is_empty(), "no profile of {pid}: {lines:#?}");
     let raw = pprof_raw(&tc, files.last().unwrap());
     assert!(raw.contains("main.spin"), "{raw}");
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Clone, Debug)]
+struct Received {
+    target: String,
+    body: Vec<u8>,
+}
+
+/// A loopback HTTP server standing in for Pyroscope: answers every request with `status`
+/// and keeps what it got. Its thread ends when dropped.
+struct Receiver {
+    addr: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start(status: &'static str) -> Self {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap().to_string();
+        listener.set_nonblocking(true).unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, s) = (got.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // Bounded: at most 10 minutes, whatever happens.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !s.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        if let Some(r) = Self::serve(conn, status) {
+                            g.lock().unwrap().push(r);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self {
+            addr,
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn serve(mut conn: TcpStream, status: &str) -> Option<Received> {
+        conn.set_nonblocking(false).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut data = Vec::new();
+        let mut buf = [0u8; 65536];
+        let head_end = loop {
+            if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = conn.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            data.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_owned())
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while data.len() < head_end + length {
+            let n = conn.read(&mut buf).ok()?;
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+        write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let target = head.split_whitespace().nth(1)?.to_owned();
+        Some(Received {
+            target,
+            body: data[head_end..].to_vec(),
+        })
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The value of `key` in a query string, percent-decoded.
+fn query_value(target: &str, key: &str) -> Option<String> {
+    let query = target.split_once('?')?.1;
+    let raw = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))?;
+    let mut out = Vec::new();
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `--pyroscope`: each interval is POSTed to /ingest with the service, host and pid in its
+/// name, its time range and format=pprof; `go tool pprof` reads the body as record's profile.
+#[test]
+fn pyroscope_receives_each_interval_as_pprof() {
+    let _serial = exclusive();
+    let tc = newest();
+    let exe = build_go("agent", &tc, Variant::Normal);
+    let service = exe.file_name().unwrap().to_string_lossy().replace('-', "_");
+    let target = start_target(&exe, "60", None);
+    let pid = target.process.pid();
+    let receiver = Receiver::start("200 OK");
+    let mut agent = Agent::start(&[
+        "--pid",
+        &pid.to_string(),
+        "--interval",
+        "1s",
+        "--pyroscope",
+        &format!("http://{}", receiver.addr),
+    ]);
+    let held = wait_attached(agent.child.id());
+    agent.wait_line("sampling pid", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(3500));
+    let (status, lines) = agent.stop();
+    assert!(status.success(), "agent failed: {lines:#?}");
+    assert_released(&held, "agent");
+    let got = receiver.got();
+    assert!(got.len() >= 3, "{} pushes: {lines:#?}", got.len());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    for r in &got {
+        assert!(r.target.starts_with("/ingest?"), "{}", r.target);
+        assert_eq!(
+            query_value(&r.target, "name").as_deref(),
+            Some(format!("{service}.cpu{{host={},pid={pid}}}", host.trim()).as_str()),
+            "{}",
+            r.target
+        );
+        assert_eq!(query_value(&r.target, "format").as_deref(), Some("pprof"));
+        let from: u64 = query_value(&r.target, "from").unwrap().parse().unwrap();
+        let until: u64 = query_value(&r.target, "until").unwrap().parse().unwrap();
+        assert!(from < until && until - from <= 2, "{}", r.target);
+    }
+    let body = dir_file(&got[1].body);
+    let raw = pprof_raw(&tc, body.path());
+    for want in ["state:[running]", "goid:[", "main.spin"] {
+        assert!(raw.contains(want), "{want:?} missing from\n{raw}");
+    }
+}
+
+/// `body` in a temporary `.pb.gz` file.
+fn dir_file(body: &[u8]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new()
+        .suffix(".pb.gz")
+        .tempfile()
+        .unwrap();
+    f.write_all(body).unwrap();
+    f
+}
+
+/// A server that refuses every push: sampling and the files go on at one per interval, the
+/// failures and drops are counted in /metrics, and it is said once on stderr.
+#[test]
+fn a_refusing_pyroscope_does_not_slow_sampling_and_is_counted() {
+    let _serial = exclusive();
+    let tc = newest();
+    let exe = build_go("agent", &tc, Variant::Normal);
+    let target = start_target(&exe, "60", None);
+    let pid = target.process.pid();
+    let receiver = Receiver::start("503 Service Unavailable");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut agent = Agent::start(&[
+        "--pid",
+        &pid.to_string(),
+        "--interval",
+        "1s",
+        "--output-dir",
+        dir.path().to_str().unwrap(),
+        "--pyroscope",
+        &format!("http://{}", receiver.addr),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let held = wait_attached(agent.child.id());
+    let metrics_addr = agent.metrics_addr();
+    agent.wait_line("sampling pid", Duration::from_secs(10));
+    let sampling_from = Instant::now();
+    std::thread::sleep(Duration::from_secs(6));
+    let metrics = http_get(&metrics_addr, "/metrics").expect("GET /metrics");
+    let sampled_for = sampling_from.elapsed().as_secs();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{metrics}"))
+    };
+    let failures = value("stacksampler_export_failures_total{exporter=\"pyroscope\"}");
+    assert!(failures >= 2.0, "{failures} failures\n{metrics}");
+    let files = value("stacksampler_exported_profiles_total{exporter=\"files\"}");
+    // One file per interval while the server fails: sampling waits for nothing.
+    assert!(
+        files >= (sampled_for - 1) as f64,
+        "{files} files in {sampled_for} s\n{metrics}"
+    );
+    let (status, lines) = agent.stop();
+    assert!(status.success(), "agent failed: {lines:#?}");
+    assert_released(&held, "agent");
+    let warned = lines.iter().filter(|l| l.contains("pyroscope at")).count();
+    assert_eq!(warned, 1, "one line per state change: {lines:#?}");
+    assert!(!receiver.got().is_empty(), "the server saw no try");
 }

@@ -10,6 +10,8 @@ use std::{
 
 use super::interval::IntervalProfile;
 
+/// The exporter's name in metrics.
+pub const EXPORTER: &str = "files";
 /// Extension of every profile file.
 const PROFILE_SUFFIX: &str = ".pb.gz";
 

@@ -40,6 +40,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExporterLabels {
+    exporter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     pid: u32,
     service: String,
@@ -57,6 +62,9 @@ pub struct Metrics {
     lost_samples: Family<ProcessLabels, Counter>,
     findings: Family<KindLabels, Gauge>,
     profiles_dropped: Family<ProcessLabels, Counter>,
+    exported: Family<ExporterLabels, Counter>,
+    export_failures: Family<ExporterLabels, Counter>,
+    export_dropped: Family<ExporterLabels, Counter>,
     targets: Gauge,
     cpu_seconds: Counter<f64, AtomicU64>,
     resident_bytes: Gauge,
@@ -107,6 +115,21 @@ impl Metrics {
             self.profiles_dropped.clone(),
         );
         r.register(
+            "stacksampler_exported_profiles",
+            "Profiles an exporter delivered",
+            self.exported.clone(),
+        );
+        r.register(
+            "stacksampler_export_failures",
+            "Failed deliveries (each try) of an exporter",
+            self.export_failures.clone(),
+        );
+        r.register(
+            "stacksampler_export_dropped_profiles",
+            "Profiles an exporter dropped: its queue was full, or every try failed",
+            self.export_dropped.clone(),
+        );
+        r.register(
             "stacksampler_targets",
             "Processes the agent samples now",
             self.targets.clone(),
@@ -136,6 +159,31 @@ impl Metrics {
             states: Vec::new(),
             kinds: Vec::new(),
         }
+    }
+
+    fn exporter(exporter: &str) -> ExporterLabels {
+        ExporterLabels {
+            exporter: exporter.to_owned(),
+        }
+    }
+
+    /// `exporter` delivered a profile.
+    pub fn exported(&self, exporter: &str) {
+        self.exported.get_or_create(&Self::exporter(exporter)).inc();
+    }
+
+    /// A delivery of `exporter` failed.
+    pub fn export_failed(&self, exporter: &str) {
+        self.export_failures
+            .get_or_create(&Self::exporter(exporter))
+            .inc();
+    }
+
+    /// `exporter` dropped a profile.
+    pub fn export_dropped(&self, exporter: &str) {
+        self.export_dropped
+            .get_or_create(&Self::exporter(exporter))
+            .inc();
     }
 
     /// Reads the agent's own CPU time and resident memory into their metrics.

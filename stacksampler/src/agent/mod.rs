@@ -12,6 +12,7 @@ pub mod discover;
 pub mod files;
 pub mod interval;
 pub mod metrics;
+pub mod pyroscope;
 
 use std::{
     cell::Cell, collections::HashSet, net::SocketAddr, path::PathBuf, rc::Rc, time::Duration,
@@ -32,9 +33,12 @@ use discover::{Discovery, GoProcesses};
 use files::{FileError, OutputDir};
 use interval::{IntervalCutter, IntervalProfile, TargetFacts};
 use metrics::{BindError, Metrics};
+use pyroscope::PyroscopeOptions;
 
 /// Interval profiles waiting for the exporters, at most; past that they are dropped.
 pub const PROFILE_QUEUE: usize = 64;
+/// How long a stopping agent waits for its last profiles to be pushed.
+pub const PUSH_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 /// Shortest interval (file names have millisecond times; the run ticks every 250 ms).
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -53,6 +57,8 @@ pub struct AgentOptions {
     pub output_dir: Option<OutputDir>,
     /// `--metrics-addr`: the Prometheus endpoint.
     pub metrics_addr: Option<SocketAddr>,
+    /// `--pyroscope`: push each profile to a Pyroscope server.
+    pub pyroscope: Option<PyroscopeOptions>,
 }
 
 /// What the agent has to say while it runs (the binary prints it).
@@ -144,9 +150,28 @@ pub async fn run(
                 tokio::task::spawn_local(metrics::serve(l, metrics.clone()))
             });
             let (profiles, queue) = mpsc::channel(PROFILE_QUEUE);
-            let exporter =
-                tokio::task::spawn_local(export(queue, opts.output_dir.clone(), notices.clone()));
             let stopping = Rc::new(Cell::new(false));
+            let pusher = opts.pyroscope.clone().map(|p| {
+                let (tx, rx) = mpsc::channel(pyroscope::QUEUE);
+                let task = tokio::task::spawn_local(pyroscope::push_all(
+                    p,
+                    rx,
+                    metrics.clone(),
+                    notices.clone(),
+                    stopping.clone(),
+                ));
+                (tx, task)
+            });
+            let (pyroscope_queue, pusher) = pusher.unzip();
+            let exporter = tokio::task::spawn_local(export(
+                queue,
+                Exporters {
+                    output_dir: opts.output_dir.clone(),
+                    pyroscope: pyroscope_queue,
+                    metrics: metrics.clone(),
+                },
+                notices.clone(),
+            ));
             let ctx = |metrics: &Metrics| TargetContext {
                 profiles: profiles.clone(),
                 notices: notices.clone(),
@@ -198,6 +223,14 @@ pub async fn run(
             }
             // Every run has cut its last interval: the exporter drains the queue and ends.
             summary.exported = exporter.await.unwrap_or(0);
+            // The pusher has the last profiles; it ends once they are pushed (or dropped).
+            if let Some(pusher) = pusher
+                && tokio::time::timeout(PUSH_FLUSH_LIMIT, pusher).await.is_err()
+            {
+                let _ = notices.send(AgentNotice::Warning(
+                    "pyroscope: the last profiles were not pushed in time; dropped".into(),
+                ));
+            }
             if let Some(server) = server {
                 server.abort();
             }
@@ -267,26 +300,42 @@ async fn sample_target(pid: u32, opts: AgentOptions, ctx: TargetContext) -> (u32
     }
 }
 
-/// Hands every queued profile to the exporters until the queue closes; returns how many were
-/// exported.
+/// Where the profiles go.
+struct Exporters {
+    output_dir: Option<OutputDir>,
+    /// The Pyroscope pusher's own queue.
+    pyroscope: Option<mpsc::Sender<IntervalProfile>>,
+    metrics: Metrics,
+}
+
+/// Hands every queued profile to the exporters until the queue closes; returns how many
+/// files were written.
 async fn export(
     mut queue: mpsc::Receiver<IntervalProfile>,
-    output_dir: Option<OutputDir>,
+    exporters: Exporters,
     notices: mpsc::UnboundedSender<AgentNotice>,
 ) -> u64 {
-    let mut exported = 0;
+    let mut written = 0;
     while let Some(profile) = queue.recv().await {
-        if let Some(dir) = &output_dir {
+        if let Some(dir) = &exporters.output_dir {
             match dir.write(&profile) {
                 Ok(path) => {
-                    exported += 1;
+                    written += 1;
+                    exporters.metrics.exported(files::EXPORTER);
                     let _ = notices.send(AgentNotice::Wrote(path));
                 }
                 Err(e) => {
+                    exporters.metrics.export_failed(files::EXPORTER);
                     let _ = notices.send(AgentNotice::Warning(e.to_string()));
                 }
             }
         }
+        // Never waits: a full queue (a slow server) drops the profile.
+        if let Some(push) = &exporters.pyroscope
+            && push.try_send(profile).is_err()
+        {
+            exporters.metrics.export_dropped(pyroscope::EXPORTER);
+        }
     }
-    exported
+    written
 }
