@@ -93,6 +93,14 @@ impl Agent {
         }
     }
 
+    /// The agent on `pid` with one-second intervals and `extra` arguments.
+    fn every_second(pid: u32, extra: &[&str]) -> Self {
+        let pid = pid.to_string();
+        let mut args = vec!["--pid", &pid, "--interval", "1s"];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
     /// Waits up to `timeout` for a stderr line containing `text`; returns it.
     fn wait_line(&mut self, text: &str, timeout: Duration) -> String {
         if let Some(l) = self.seen.iter().find(|l| l.contains(text)) {
@@ -419,14 +427,7 @@ fn prometheus_scrapes_goroutines_and_the_deepest_stack() {
     let exe = build_go("agent", &tc, Variant::Normal);
     let target = start_target(&exe, "60", Some(RECURSION_DEPTH));
     let pid = target.process.pid();
-    let mut agent = Agent::start(&[
-        "--pid",
-        &pid.to_string(),
-        "--interval",
-        "1s",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
+    let mut agent = Agent::every_second(pid, &["--metrics-addr", "127.0.0.1:0"]);
     let held = wait_attached(agent.child.id());
     let metrics_addr = agent.metrics_addr();
     let exposition = http_get(&metrics_addr, "/metrics").expect("GET /metrics");
@@ -564,14 +565,7 @@ fn profile_mappings_are_the_processes_own() {
         let pid = target.process.pid();
         let maps = exec_mappings(pid);
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut agent = Agent::start(&[
-            "--pid",
-            &pid.to_string(),
-            "--interval",
-            "1s",
-            "--output-dir",
-            dir.path().to_str().unwrap(),
-        ]);
+        let mut agent = Agent::every_second(pid, &["--output-dir", dir.path().to_str().unwrap()]);
         let held = wait_attached(agent.child.id());
         agent.wait_line("sampling pid", Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(2500));
@@ -800,14 +794,8 @@ fn pyroscope_receives_each_interval_as_pprof() {
     let target = start_target(&exe, "60", None);
     let pid = target.process.pid();
     let receiver = Receiver::start("200 OK");
-    let mut agent = Agent::start(&[
-        "--pid",
-        &pid.to_string(),
-        "--interval",
-        "1s",
-        "--pyroscope",
-        &format!("http://{}", receiver.addr),
-    ]);
+    let mut agent =
+        Agent::every_second(pid, &["--pyroscope", &format!("http://{}", receiver.addr)]);
     let held = wait_attached(agent.child.id());
     agent.wait_line("sampling pid", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(3500));
@@ -858,18 +846,17 @@ fn a_refusing_pyroscope_does_not_slow_sampling_and_is_counted() {
     let pid = target.process.pid();
     let receiver = Receiver::start("503 Service Unavailable");
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut agent = Agent::start(&[
-        "--pid",
-        &pid.to_string(),
-        "--interval",
-        "1s",
-        "--output-dir",
-        dir.path().to_str().unwrap(),
-        "--pyroscope",
-        &format!("http://{}", receiver.addr),
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
+    let mut agent = Agent::every_second(
+        pid,
+        &[
+            "--output-dir",
+            dir.path().to_str().unwrap(),
+            "--pyroscope",
+            &format!("http://{}", receiver.addr),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
     let held = wait_attached(agent.child.id());
     let metrics_addr = agent.metrics_addr();
     agent.wait_line("sampling pid", Duration::from_secs(10));
