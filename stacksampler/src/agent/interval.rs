@@ -177,6 +177,8 @@ pub fn interval_report(
             execs: Vec::new(),
             duration_secs: duration.as_secs_f64(),
             frequency_hz: facts.frequency_hz,
+            // The agent takes CPU samples only.
+            wall_frequency_hz: None,
             max_frames: facts.max_frames,
             ended_by: EndReason::Duration,
         },
