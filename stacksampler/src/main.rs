@@ -224,7 +224,7 @@ fn agent(args: &AgentArgs, verbose: bool) -> anyhow::Result<()> {
         summary
     })?;
     eprintln!(
-        "stacksampler: agent stopped: {} profiles exported, {} targets ended while sampled; detached",
+        "stacksampler: agent stopped: {} profile files written, {} targets ended while sampled; detached",
         summary.exported, summary.dropped
     );
     Ok(())

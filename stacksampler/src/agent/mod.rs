@@ -104,7 +104,7 @@ pub enum AgentError {
 /// How the agent's run went.
 #[derive(Clone, Debug, Default)]
 pub struct AgentSummary {
-    /// Profiles written or handed to an exporter.
+    /// Profile files written (`--output-dir`).
     pub exported: u64,
     /// Targets that ended while sampled.
     pub dropped: u64,
