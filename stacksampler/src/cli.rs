@@ -10,10 +10,16 @@
 //! `--watch` ([`Cli::parse_args`] rewrites it before clap sees it, so each verb's own flag set
 //! decides what is accepted: `--watch --frequency 9` is an error, not ignored).
 
-use std::{ffi::OsString, path::PathBuf, time::Duration};
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use stacksampler::{
+    agent::{
+        AgentOptions, MIN_INTERVAL,
+        discover::Discovery,
+        files::OutputDir,
+        pyroscope::{PyroscopeOptions, PyroscopeUrl, host_name},
+    },
     bpf::RingBytes,
     dump::output::{DumpFormat, GoroutineFilter, WriteOptions},
     events::{WatchFormat, WatchOptions, WatchOutputPlan},
@@ -79,6 +85,95 @@ pub enum Command {
     /// Reads the target's memory only (process_vm_readv): no ptrace stop, no signal, no eBPF.
     /// Text is Go's own goroutine?debug=2 form (--group: debug=1).
     Dump(DumpArgs),
+    /// Continuous profiling: sample processes until SIGINT/SIGTERM and export one profile per
+    /// process per interval (rotating pprof files) and live metrics (Prometheus /metrics).
+    ///
+    /// Each target is sampled as `record` samples it; a target that exits is dropped with one
+    /// line on stderr and the agent goes on.
+    Agent(AgentArgs),
+}
+
+/// `stacksampler agent`.
+#[derive(Clone, Debug, Args)]
+pub struct AgentArgs {
+    /// Process to sample; repeatable.
+    #[arg(long, short = 'p', required_unless_present = "all_go")]
+    pub pid: Vec<u32>,
+
+    /// Also sample every Go process of the host (containers too), found by a scan of /proc each
+    /// interval: new ones are attached, those that exit are dropped.
+    #[arg(long)]
+    pub all_go: bool,
+
+    /// With --all-go: only executables under DIR (as each process names its executable).
+    #[arg(long, value_name = "DIR", requires = "all_go")]
+    pub exe_dir: Option<PathBuf>,
+
+    /// Length of each profile: seconds (`15`, `15s`) or minutes (`1m`).
+    #[arg(long, default_value = "15s", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Write each interval's profile to DIR as `<service>-<pid>-<timestamp>.pb.gz`.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// Keep the newest N files per process in --output-dir (older ones are removed).
+    #[arg(long, value_name = "N", requires = "output_dir", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
+
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Push each profile to the Pyroscope server at URL (http://HOST:PORT), as
+    /// `<service>.cpu{host=..,pid=..}`.
+    #[arg(long, value_name = "URL")]
+    pub pyroscope: Option<PyroscopeUrl>,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+impl AgentArgs {
+    /// The library's options for this command line.
+    pub fn options(&self, verbose: bool) -> AgentOptions {
+        AgentOptions {
+            pids: self.pid.clone(),
+            all_go: self.all_go.then(|| Discovery {
+                exe_dir: self.exe_dir.clone(),
+            }),
+            interval: self.interval,
+            // The pid is set per target.
+            record: self.sampling.record(0, None, verbose),
+            output_dir: self.output_dir.clone().map(|dir| OutputDir {
+                dir,
+                keep: self.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
+            }),
+            metrics_addr: self.metrics_addr,
+            pyroscope: self.pyroscope.clone().map(|url| PyroscopeOptions {
+                url,
+                host: host_name(),
+                sample_rate: self.sampling.frequency,
+            }),
+        }
+    }
+}
+
+/// `--interval`: `15`, `15s` or `2m`, at least [`MIN_INTERVAL`].
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = match s.strip_suffix('m') {
+        Some(minutes) => parse_duration(minutes)
+            .map(|d| d * 60)
+            .map_err(|_| format!("{s:?} is not a number of minutes"))?,
+        None => parse_duration(s)?,
+    };
+    if d < MIN_INTERVAL {
+        return Err(format!(
+            "the interval must be at least {}s, got {s}",
+            MIN_INTERVAL.as_secs()
+        ));
+    }
+    Ok(d)
 }
 
 /// `stacksampler dump`.
@@ -768,6 +863,79 @@ mod tests {
             &["top"][..],
             &["top", "--pid", "5", "--duration", "3"],
             &["top", "--pid", "5", "--format", "json"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn parses_agent() {
+        let cli = parse(&[
+            "agent",
+            "--pid",
+            "5",
+            "--pid",
+            "6",
+            "--interval",
+            "2s",
+            "--output-dir",
+            "/tmp/p",
+            "--keep",
+            "3",
+            "--metrics-addr",
+            "127.0.0.1:9464",
+            "-F",
+            "49",
+        ])
+        .unwrap();
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        let o = a.options(false);
+        assert_eq!(o.pids, [5, 6]);
+        assert_eq!(o.interval, Duration::from_secs(2));
+        assert_eq!(o.record.frequency_hz, 49);
+        assert_eq!(o.record.duration, None);
+        assert_eq!(
+            o.output_dir,
+            Some(OutputDir {
+                dir: "/tmp/p".into(),
+                keep: Some(3)
+            })
+        );
+        assert_eq!(o.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        let Command::Agent(a) = parse(&["agent", "--pid", "5", "--interval", "1m"])
+            .unwrap()
+            .command
+        else {
+            panic!("not agent")
+        };
+        assert_eq!(a.options(false).interval, Duration::from_secs(60));
+        assert_eq!(a.options(false).output_dir, None);
+        assert_eq!(a.options(false).all_go, None);
+        let Command::Agent(a) = parse(&["agent", "--all-go", "--exe-dir", "/srv"])
+            .unwrap()
+            .command
+        else {
+            panic!("not agent")
+        };
+        let o = a.options(false);
+        assert!(o.pids.is_empty());
+        assert_eq!(
+            o.all_go,
+            Some(Discovery {
+                exe_dir: Some("/srv".into())
+            })
+        );
+        for bad in [
+            &["agent"][..],
+            &["agent", "--pid", "5", "--interval", "0.5s"],
+            &["agent", "--pid", "5", "--keep", "2"],
+            &["agent", "--pid", "5", "--output-dir", "d", "--keep", "0"],
+            &["agent", "--pid", "5", "--metrics-addr", "nowhere"],
+            &["agent", "--pid", "5", "--duration", "3"],
+            &["agent", "--pid", "5", "--exe-dir", "/srv"],
+            &["agent", "--pid", "5", "--pyroscope", "https://x"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -173,6 +173,12 @@ impl Images {
             for (&t, &p) in tagged.iter().zip(&plain) {
                 out.by_addr.insert(t, symbols.frames(p).into_owned());
             }
+            out.mappings.extend(
+                symbols
+                    .mappings
+                    .into_iter()
+                    .map(|m| crate::symbolize::ModuleMapping { image, ..m }),
+            );
         }
         out
     }

@@ -4,11 +4,13 @@
 //! target's memory and filter ([`record`]: `deep_stack`, `labels`, `filter`) -> aggregate
 //! ([`aggregate`]) -> symbolize unique addresses once ([`symbolize`]) -> diagnose ([`diagnose`])
 //! -> render ([`report`]). [`record`] wires the stages of a `record` run, [`events`] the `watch`
-//! verb, [`inspect`] the `inspect` verb, [`session`] their stop conditions; [`target`] and
+//! verb, [`inspect`] the `inspect` verb, [`agent`] the `agent` verb (continuous profiling, one
+//! record run per process cut into intervals), [`session`] their stop conditions; [`target`] and
 //! [`goruntime`] describe the process sampled. The library takes typed options and never
 //! prints: the command line and the terminal are the binary's (`main.rs`, `cli.rs`,
 //! `status.rs`).
 
+pub mod agent;
 pub mod aggregate;
 pub mod bpf;
 pub mod diagnose;

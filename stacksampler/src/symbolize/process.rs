@@ -318,6 +318,36 @@ impl ProcessSymbolizer {
         }
     }
 
+    /// The file mappings that hold any of `addrs`, in address order.
+    fn mappings_of(&self, addrs: &[u64]) -> Vec<super::ModuleMapping> {
+        let mut used = vec![false; self.mappings.len()];
+        for &addr in addrs {
+            let idx = self.mappings.partition_point(|m| m.start <= addr);
+            if let Some(i) = idx.checked_sub(1)
+                && self.mappings[i].end > addr
+            {
+                used[i] = true;
+            }
+        }
+        self.mappings
+            .iter()
+            .zip(used)
+            .filter(|(m, used)| *used && m.module.is_some())
+            .map(|(m, _)| super::ModuleMapping {
+                image: 0,
+                start: m.start,
+                limit: m.end,
+                file_offset: m.offset,
+                path: m.name.clone(),
+                build_id: m
+                    .module
+                    .as_ref()
+                    .and_then(|module| module.image().build_id())
+                    .map(|id| id.iter().map(|b| format!("{b:02x}")).collect()),
+            })
+            .collect()
+    }
+
     /// Symbolizes the addresses of `batch` in the file of its mapping.
     fn flush_batch(
         &mut self,
@@ -389,7 +419,10 @@ impl Symbolize for ProcessSymbolizer {
         if let Some(done) = batch.take() {
             self.flush_batch(done, memoize, &mut by_addr);
         }
-        Symbols { by_addr }
+        Symbols {
+            by_addr,
+            mappings: self.mappings_of(addrs),
+        }
     }
 }
 

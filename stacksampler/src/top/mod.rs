@@ -360,7 +360,7 @@ mod tests {
         }
     }
 
-    fn tick<'a>(ms: u64, profile: &'a Profile, names: &'a mut NoNames) -> LiveTick<'a> {
+    fn tick<'a>(ms: u64, profile: &'a mut Profile, names: &'a mut NoNames) -> LiveTick<'a> {
         LiveTick {
             elapsed: Duration::from_millis(ms),
             profile,
@@ -397,30 +397,30 @@ mod tests {
         let mut names = NoNames;
         profile.add(&Sample::of_goroutine(&[1, 2], 1, GoroutineState::Running));
         // First tick refreshes and draws; the next ones within the second do nothing.
-        assert_eq!(view.live(tick(250, &profile, &mut names)), None);
+        assert_eq!(view.live(tick(250, &mut profile, &mut names)), None);
         assert_eq!((draws.get(), view.model.refreshes()), (1, 1));
-        assert_eq!(view.live(tick(500, &profile, &mut names)), None);
+        assert_eq!(view.live(tick(500, &mut profile, &mut names)), None);
         assert_eq!(draws.get(), 1);
-        assert_eq!(view.live(tick(1250, &profile, &mut names)), None);
+        assert_eq!(view.live(tick(1250, &mut profile, &mut names)), None);
         assert_eq!((draws.get(), view.model.refreshes()), (2, 2));
         // Paused: keys redraw, refreshes stop.
         tx.send(Key::Pause).unwrap();
-        assert_eq!(view.live(tick(1500, &profile, &mut names)), None);
+        assert_eq!(view.live(tick(1500, &mut profile, &mut names)), None);
         assert_eq!((draws.get(), view.model.refreshes()), (3, 2));
-        assert_eq!(view.live(tick(5000, &profile, &mut names)), None);
+        assert_eq!(view.live(tick(5000, &mut profile, &mut names)), None);
         assert_eq!(view.model.refreshes(), 2);
         tx.send(Key::Pause).unwrap();
-        assert_eq!(view.live(tick(5250, &profile, &mut names)), None);
+        assert_eq!(view.live(tick(5250, &mut profile, &mut names)), None);
         assert_eq!(view.model.refreshes(), 3);
         // q ends the run; so does a closed key channel.
         tx.send(Key::Quit).unwrap();
         assert_eq!(
-            view.live(tick(5500, &profile, &mut names)),
+            view.live(tick(5500, &mut profile, &mut names)),
             Some(EndReason::Interrupted)
         );
         drop(tx);
         assert_eq!(
-            view.live(tick(5750, &profile, &mut names)),
+            view.live(tick(5750, &mut profile, &mut names)),
             Some(EndReason::Interrupted)
         );
     }

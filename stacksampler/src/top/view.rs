@@ -396,6 +396,7 @@ mod tests {
                         (a, vec![frame])
                     })
                     .collect(),
+                ..Symbols::default()
             }
         }
     }

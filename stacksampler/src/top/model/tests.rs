@@ -32,7 +32,10 @@ impl Symbolize for FakeSymbolizer {
                 (a, vec![frame])
             })
             .collect::<HashMap<_, _>>();
-        Symbols { by_addr }
+        Symbols {
+            by_addr,
+            ..Symbols::default()
+        }
     }
 }
 
