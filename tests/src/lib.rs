@@ -338,6 +338,29 @@ impl RunOutput {
     }
 }
 
+/// `go tool pprof ARGS PROFILE` with the `go` command `go`: its (stdout, stderr); panics when it
+/// fails. Go's own reader is the ecosystem's check of every pprof the tests write.
+pub fn go_tool_pprof(go: &Path, args: &[&str], profile: &Path) -> (String, String) {
+    let out = Command::new(go)
+        .arg("tool")
+        .arg("pprof")
+        .args(args)
+        .arg(profile)
+        .env("GOTOOLCHAIN", "local")
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("run {} tool pprof: {e}", go.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{} tool pprof {args:?} {} failed: {stderr}",
+        go.display(),
+        profile.display()
+    );
+    (stdout, stderr)
+}
+
 /// Runs stacksampler with `args` to completion.
 pub fn run_stacksampler(args: &[&str]) -> RunOutput {
     let out = Command::new(stacksampler_bin())

@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::Value;
 use stacksampler_tests::{
-    GoProcess, GoToolchain, Variant, build_go, exclusive,
+    GoProcess, GoToolchain, Variant, build_go, exclusive, go_tool_pprof,
     kernel::{assert_released, wait_attached},
     primary_go_toolchains, stacksampler_bin,
 };
@@ -180,23 +180,6 @@ fn profiles_of(dir: &Path, pid: u32) -> Vec<PathBuf> {
     files
 }
 
-/// `go tool pprof -raw` of `file`.
-fn pprof_raw(tc: &GoToolchain, file: &Path) -> String {
-    let out = Command::new(&tc.go)
-        .args(["tool", "pprof", "-raw"])
-        .arg(file)
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .expect("run go tool pprof");
-    assert!(
-        out.status.success(),
-        "go tool pprof -raw {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `<service>-<pid>-YYYYMMDDTHHMMSS.mmmZ.pb.gz`.
 fn assert_file_name(file: &Path, service: &str, pid: u32) {
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
@@ -295,7 +278,7 @@ fn agent_writes_rotating_profiles_and_drops_a_target_that_exits() {
     }
 
     // A whole interval of the long target: record's pprof, about 1 s long.
-    let raw = pprof_raw(&tc, &long_files[keep - 2]);
+    let raw = go_tool_pprof(&tc.go, &["-raw"], &long_files[keep - 2]).0;
     for want in [
         "state:[running]",
         "goid:[",
@@ -305,7 +288,7 @@ fn agent_writes_rotating_profiles_and_drops_a_target_that_exits() {
     ] {
         assert!(raw.contains(want), "{want:?} missing from\n{raw}");
     }
-    let short_raw = pprof_raw(&tc, &short_files[0]);
+    let short_raw = go_tool_pprof(&tc.go, &["-raw"], &short_files[0]).0;
     assert!(short_raw.contains("main.spin"), "{short_raw}");
     assert!(!short_raw.contains("main.recurse"), "{short_raw}");
 }
@@ -574,7 +557,7 @@ fn profile_mappings_are_the_processes_own() {
         assert_released(&held, "agent");
         let files = profiles_of(dir.path(), pid);
         assert!(!files.is_empty(), "{variant:?}: no profile");
-        let raw = pprof_raw(&tc, &files[0]);
+        let raw = go_tool_pprof(&tc.go, &["-raw"], &files[0]).0;
         let mappings = raw_mappings(&raw);
         let exe_path = std::fs::canonicalize(&exe).unwrap().display().to_string();
         let (_, main, build_id) = &mappings[0];
@@ -603,7 +586,12 @@ fn profile_mappings_are_the_processes_own() {
             .0;
         let mut checked = 0;
         for l in locations.lines() {
-            let mut parts = l.split_whitespace().skip(1);
+            // `ID: ADDRESS M=MAPPING FUNCTION ...`; the lines of inlined frames that follow a
+            // location carry no address.
+            let mut parts = l.split_whitespace();
+            if !parts.next().is_some_and(|id| id.ends_with(':')) {
+                continue;
+            }
             let (Some(addr), Some(m)) = (parts.next(), parts.next()) else {
                 continue;
             };
@@ -653,7 +641,7 @@ fn all_go_picks_up_a_program_started_later_and_drops_it_when_it_exits() {
     assert!(status.success(), "agent failed: {lines:#?}");
     let files = profiles_of(dir.path(), pid);
     assert!(!files.is_empty(), "no profile of {pid}: {lines:#?}");
-    let raw = pprof_raw(&tc, files.last().unwrap());
+    let raw = go_tool_pprof(&tc.go, &["-raw"], files.last().unwrap()).0;
     assert!(raw.contains("main.spin"), "{raw}");
 }
 
@@ -819,7 +807,7 @@ fn pyroscope_receives_each_interval_as_pprof() {
         assert!(from < until && until - from <= 2, "{}", r.target);
     }
     let body = dir_file(&got[1].body);
-    let raw = pprof_raw(&tc, body.path());
+    let raw = go_tool_pprof(&tc.go, &["-raw"], body.path()).0;
     for want in ["state:[running]", "goid:[", "main.spin"] {
         assert!(raw.contains(want), "{want:?} missing from\n{raw}");
     }

@@ -21,7 +21,7 @@ use std::{
 
 use serde_json::Value;
 use stacksampler_tests::{
-    GoProcess, GoToolchain, Variant, build_go, exclusive,
+    GoProcess, GoToolchain, Variant, build_go, exclusive, go_tool_pprof,
     goroutines::{MIN_BUSY_SAMPLES, Started, claiming_go_minor, goids, has_function},
     primary_go_toolchains,
     report::{count_where, functions, stacks},
@@ -261,17 +261,7 @@ fn file_build_id(tc: &GoToolchain, file: &Path) -> String {
 
 /// The build id `go tool pprof -raw` shows for the mapping of `file` (as the target names it).
 fn pprof_mapping_build_id(tc: &GoToolchain, profile: &Path, file: &str) -> Option<String> {
-    let out = Command::new(&tc.go)
-        .args(["tool", "pprof", "-raw"])
-        .arg(profile)
-        .output()
-        .expect("go tool pprof -raw");
-    assert!(
-        out.status.success(),
-        "pprof -raw: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (text, _) = go_tool_pprof(&tc.go, &["-raw"], profile);
     // "Mappings" rows: `ID: START/LIMIT/OFFSET FILE BUILDID [FN][FL]...`.
     let rows = text.split_once("Mappings").map(|(_, m)| m.to_owned())?;
     rows.lines().find_map(|line| {

@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use stacksampler_tests::{
-    GoProcess, GoToolchain, Variant, build_go, exclusive,
+    GoProcess, GoToolchain, Variant, build_go, exclusive, go_tool_pprof,
     goroutines::{claiming_go_minor, descendant_running},
     primary_go_toolchains, run_stacksampler,
 };
@@ -144,21 +144,6 @@ fn dump_both_ways(tc: &GoToolchain, variant: Variant, extra: usize) -> Run {
     }
 }
 
-fn go_pprof_traces(go: &Path, profile: &Path) -> String {
-    let out = Command::new(go)
-        .args(["tool", "pprof", "-traces"])
-        .arg(profile)
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("run go tool pprof");
-    assert!(
-        out.status.success(),
-        "go tool pprof -traces failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn dump_agrees_with_go_for_every_parked_goroutine() {
     let _guard = exclusive();
@@ -225,7 +210,7 @@ fn dump_agrees_with_go_for_every_parked_goroutine() {
             assert_eq!(run.json["allgs_source"], expected_source, "{label}");
 
             // The goroutine profile opens in go tool pprof, with the state labels.
-            let traces = go_pprof_traces(&tc.go, &run.pprof);
+            let traces = go_tool_pprof(&tc.go, &["-traces"], &run.pprof).0;
             for needle in ["main.chanReceive", "main.mutexWait", "state:chan receive"] {
                 assert!(
                     traces.replace(' ', "").contains(&needle.replace(' ', "")),

@@ -17,8 +17,8 @@ use std::{
 };
 
 use stacksampler_tests::{
-    GoProcess, GoToolchain, Variant, build_go, exclusive, primary_go_toolchains, run_stacksampler,
-    stacksampler_bin,
+    GoProcess, GoToolchain, Variant, build_go, exclusive, go_tool_pprof, primary_go_toolchains,
+    run_stacksampler, stacksampler_bin,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -76,27 +76,6 @@ impl Drop for Reaped {
         }
         let _ = self.0.wait();
     }
-}
-
-/// `go tool pprof ARGS PROFILE` with `go`: (stdout, stderr); panics when it fails.
-fn go_pprof(go: &Path, args: &[&str], profile: &Path) -> (String, String) {
-    let out = Command::new(go)
-        .arg("tool")
-        .arg("pprof")
-        .args(args)
-        .arg(profile)
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .unwrap_or_else(|e| panic!("run {} tool pprof: {e}", go.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "{} tool pprof {args:?} {} failed: {stderr}",
-        go.display(),
-        profile.display()
-    );
-    (stdout, stderr)
 }
 
 /// One row of `go tool pprof -top`.
@@ -252,7 +231,7 @@ fn go_tool_pprof_reads_a_live_profile_and_filters_by_state() {
 
         for reader in pprof_tools() {
             let what = format!("{} profile read by {} pprof", tc.label(), reader.label());
-            let (out, stderr) = go_pprof(&reader.go, &["-top", "-nodecount=10"], &hot);
+            let (out, stderr) = go_tool_pprof(&reader.go, &["-top", "-nodecount=10"], &hot);
             assert!(stderr.trim().is_empty(), "{what}: pprof warned: {stderr}");
             let rows = parse_top(&out);
             assert_eq!(rows[0].name, "main.hotLoop", "{what}: top row of\n{out}");
@@ -261,7 +240,7 @@ fn go_tool_pprof_reads_a_live_profile_and_filters_by_state() {
             assert!(out.contains("Type: cpu"), "{what}:\n{out}");
 
             // Only syscall samples: the reading goroutine's stack, no hot loop.
-            let (sys, stderr) = go_pprof(
+            let (sys, stderr) = go_tool_pprof(
                 &reader.go,
                 &["-top", "-nodecount=30", "-tagfocus", "state=syscall"],
                 &mixed,
@@ -274,7 +253,7 @@ fn go_tool_pprof_reads_a_live_profile_and_filters_by_state() {
             assert!(!sys.contains("main.hotLoop"), "{what}: syscall view\n{sys}");
             // And the complement: running samples are the hot loop (and the few the reading
             // goroutine spends running between its reads, in entersyscall and the like).
-            let (run, _) = go_pprof(
+            let (run, _) = go_tool_pprof(
                 &reader.go,
                 &["-top", "-nodecount=30", "-tagfocus", "state=running"],
                 &mixed,
@@ -283,7 +262,7 @@ fn go_tool_pprof_reads_a_live_profile_and_filters_by_state() {
             assert_eq!(rows[0].name, "main.hotLoop", "{what}: running view\n{run}");
             assert!(rows[0].flat_pct >= 30.0, "{what}: running view\n{run}");
             // The labels pprof knows.
-            let (tags, _) = go_pprof(&reader.go, &["-tags"], &mixed);
+            let (tags, _) = go_tool_pprof(&reader.go, &["-tags"], &mixed);
             for want in ["state", "running", "syscall", "goid"] {
                 assert!(tags.contains(want), "{what}: -tags lacks {want}:\n{tags}");
             }
@@ -316,7 +295,7 @@ const AGREE_TOLERANCE_PP: f64 = 5.0;
 /// its caller. stacksampler's profile of the same run has no asyncPreempt leaf and about the
 /// same total: its cpu-clock samples see the loop itself, so that time is the loop's.
 fn flat_counts(go: &Path, profile: &Path) -> (BTreeMap<String, f64>, f64, String) {
-    let (out, stderr) = go_pprof(
+    let (out, stderr) = go_tool_pprof(
         go,
         &[
             "-top",
@@ -789,7 +768,7 @@ fn one_run_writes_six_outputs_each_valid() {
 
     // pprof: read without warnings, the same total, the hot loop in it.
     for reader in pprof_tools() {
-        let (top, stderr) = go_pprof(
+        let (top, stderr) = go_tool_pprof(
             &reader.go,
             &["-top", "-sample_index=samples", "-nodecount=20"],
             &path("b.pb.gz"),
@@ -939,7 +918,7 @@ fn hostile_names_and_labels_stay_inert_in_every_output() {
     // DOT: graphviz parses it.
     graphviz_svg(&read("r.dot"));
     // pprof: go tool pprof reads it and knows the label.
-    let (tags, stderr) = go_pprof(&tc.go, &["-tags"], &out_dir.join("r.pb.gz"));
+    let (tags, stderr) = go_tool_pprof(&tc.go, &["-tags"], &out_dir.join("r.pb.gz"));
     assert!(stderr.trim().is_empty(), "pprof warned: {stderr}");
     assert!(
         tags.contains("</text><script>"),

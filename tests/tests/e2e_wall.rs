@@ -7,7 +7,7 @@ use std::{path::Path, process::Command};
 
 use serde_json::Value;
 use stacksampler_tests::{
-    GoProcess, GoToolchain, Variant, build_go, exclusive, primary_go_toolchains,
+    GoProcess, GoToolchain, Variant, build_go, exclusive, go_tool_pprof, primary_go_toolchains,
     report::{functions, stacks},
     run_stacksampler,
 };
@@ -173,36 +173,19 @@ fn wall_shares_follow_sleep_and_compute_and_cpu_samples_stay_apart() {
             "{folded}"
         );
         // pprof: a wall sample type beside the CPU ones, and the kind as a label.
-        let raw = go_pprof(&tc, &["-raw"], &pprof);
+        let (raw, _) = go_tool_pprof(&tc.go, &["-raw"], &pprof);
         assert!(
             raw.contains("samples/count cpu/nanoseconds wall/nanoseconds"),
             "{}",
             &raw[..raw.len().min(600)]
         );
-        let top = go_pprof(
-            &tc,
+        let (top, _) = go_tool_pprof(
+            &tc.go,
             &["-top", "-sample_index=wall", "-tagfocus=kind=wall"],
             &pprof,
         );
         assert!(top.contains("main.sleepPart"), "{top}");
     }
-}
-
-fn go_pprof(tc: &GoToolchain, args: &[&str], profile: &Path) -> String {
-    let out = Command::new(&tc.go)
-        .arg("tool")
-        .arg("pprof")
-        .args(args)
-        .arg(profile)
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("run go tool pprof");
-    assert!(
-        out.status.success(),
-        "go tool pprof {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every build: a stripped binary's goroutine list is found from code, a PIE's is relocated; the
