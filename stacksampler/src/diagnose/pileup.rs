@@ -76,9 +76,9 @@ impl PileUps {
     }
 }
 
-fn finding(key: &[u64], g: &Group, symbols: &Symbols, options: &DiagnoseOptions) -> Finding {
-    let n = g.goids.len();
-    let frames: Vec<FrameInfo> = key
+/// The frames of `addrs` (innermost first), inline frames expanded.
+pub(super) fn expanded_frames(addrs: &[u64], symbols: &Symbols) -> Vec<FrameInfo> {
+    addrs
         .iter()
         .flat_map(|a| {
             symbols
@@ -87,7 +87,12 @@ fn finding(key: &[u64], g: &Group, symbols: &Symbols, options: &DiagnoseOptions)
                 .map(FrameInfo::from)
                 .collect::<Vec<_>>()
         })
-        .collect();
+        .collect()
+}
+
+fn finding(key: &[u64], g: &Group, symbols: &Symbols, options: &DiagnoseOptions) -> Finding {
+    let n = g.goids.len();
+    let frames = expanded_frames(key, symbols);
     // The most telling frame: the innermost outside the Go runtime, else the innermost.
     let place = frames
         .iter()

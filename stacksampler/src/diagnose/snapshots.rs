@@ -14,7 +14,11 @@
 
 use serde_json::json;
 
-use super::{DiagnoseOptions, Finding, Severity, pileup::is_runtime, stack::FrameInfo};
+use super::{
+    DiagnoseOptions, Finding, Severity,
+    pileup::{expanded_frames, is_runtime},
+    stack::FrameInfo,
+};
 use crate::{
     goruntime::state::GoroutineState,
     snapshots::{GroupKey, SnapshotHistory},
@@ -45,20 +49,6 @@ pub fn findings(
     let mut out = growth(history, symbols, options);
     out.extend(all_blocked(history, options));
     out
-}
-
-/// The frames of `addrs` (innermost first), inline frames expanded.
-fn frames(addrs: &[u64], symbols: &Symbols) -> Vec<FrameInfo> {
-    addrs
-        .iter()
-        .flat_map(|a| {
-            symbols
-                .frames(*a)
-                .iter()
-                .map(FrameInfo::from)
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// One growing group, measured.
@@ -124,7 +114,7 @@ fn growth(history: &SnapshotHistory, symbols: &Symbols, options: &DiagnoseOption
 }
 
 fn growth_finding(g: &Growth<'_>, history: &SnapshotHistory, symbols: &Symbols) -> Finding {
-    let stack = frames(&g.key.frames, symbols);
+    let stack = expanded_frames(&g.key.frames, symbols);
     // Where it blocks: the innermost frame outside the Go runtime, else the innermost.
     let blocking = stack
         .iter()
