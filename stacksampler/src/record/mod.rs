@@ -231,8 +231,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     }
     let warned_at_start = warnings.len();
 
-    let task_fsbase_offset = target::task_fsbase_offset()?;
-    let task_exec_id_offset = target::task_exec_id_offset()?;
+    let task = target::task_offsets()?;
     let read_limit = |addr: Option<u64>| addr.and_then(|a| target::process::read_u64(opts.pid, a));
     // Cells: the sample sink changes them after an exec, the tick reads them.
     let maxstacksize_addr = Cell::new(start_image.maxstacksize_addr);
@@ -248,8 +247,8 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         pid: opts.pid,
         frequency_hz: opts.frequency_hz,
         max_frames: opts.max_frames,
-        task_fsbase_offset,
-        task_exec_id_offset,
+        task_fsbase_offset: task.fsbase,
+        task_exec_id_offset: task.exec_id,
         go_layout,
         pidns: Some(target::process::pid_namespace(opts.pid)?),
         verbose: opts.verbose,

@@ -23,54 +23,87 @@ pub enum KernelError {
     MissingMember(String),
 }
 
-/// Byte offset of `task_struct.thread.fsbase` (x86_64). On other architectures Go's `g` is read
-/// from a register instead and this returns 0.
-pub fn task_fsbase_offset() -> Result<u32, KernelError> {
-    if cfg!(target_arch = "x86_64") {
-        member_offset(Path::new(VMLINUX_BTF), "task_struct", &["thread", "fsbase"])
-    } else {
-        Ok(0)
-    }
+/// The `task_struct` offsets the sampling program reads, found in one parse of the kernel's BTF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// `task_struct.thread.fsbase` (x86_64: the thread pointer, where Go keeps `g`). On other
+    /// architectures Go's `g` is read from a register instead and this is 0.
+    pub fsbase: u32,
+    /// `task_struct.self_exec_id`, which every `execve` increments: samples carry it so an
+    /// exec during a run is seen at the exact sample.
+    pub exec_id: u32,
 }
 
-/// Byte offset of `task_struct.self_exec_id`, which every `execve` increments: samples carry
-/// it so an exec during a run is seen at the exact sample.
-pub fn task_exec_id_offset() -> Result<u32, KernelError> {
-    member_offset(Path::new(VMLINUX_BTF), "task_struct", &["self_exec_id"])
+/// Reads [`TaskOffsets`] from the running kernel's BTF.
+pub fn task_offsets() -> Result<TaskOffsets, KernelError> {
+    let btf = open(Path::new(VMLINUX_BTF))?;
+    let fsbase = if cfg!(target_arch = "x86_64") {
+        btf.member_offset("task_struct", &["thread", "fsbase"])?
+    } else {
+        0
+    };
+    Ok(TaskOffsets {
+        fsbase,
+        exec_id: btf.member_offset("task_struct", &["self_exec_id"])?,
+    })
 }
 
 /// Byte offset of the nested member `path` inside struct `root` in the BTF file `btf_path`.
 pub fn member_offset(btf_path: &Path, root: &str, path: &[&str]) -> Result<u32, KernelError> {
+    open(btf_path)?.member_offset(root, path)
+}
+
+/// An opened BTF file and its path (for errors).
+struct BtfFile {
+    btf: Btf,
+    path: PathBuf,
+}
+
+fn open(btf_path: &Path) -> Result<BtfFile, KernelError> {
     if !btf_path.exists() {
         return Err(KernelError::NoBtf(btf_path.to_owned()));
     }
-    let btf_err = |e: btf_rs::Error| KernelError::Btf {
-        path: btf_path.to_owned(),
-        message: e.to_string(),
-    };
-    // Mmap, not the default cache: two lookups do not pay for parsing every type of vmlinux
+    // Mmap, not the default cache: a few lookups do not pay for parsing every type of vmlinux
     // (about 1.7 s of start-up on a busy 2-core machine). Older kernels (6.1) cannot mmap
     // /sys/kernel/btf/vmlinux ("No such device"): they get the parsing backend.
     let btf = match Btf::from_file_with_backend(btf_path, Backend::Mmap) {
         Ok(btf) => btf,
-        Err(_) => Btf::from_file_with_backend(btf_path, Backend::Cache).map_err(btf_err)?,
+        Err(_) => Btf::from_file_with_backend(btf_path, Backend::Cache)
+            .map_err(|e| btf_error(btf_path, e))?,
     };
-    let mut current = btf
-        .resolve_types_by_name(root)
-        .map_err(btf_err)?
-        .into_iter()
-        .find(|t| matches!(t, Type::Struct(_)))
-        .ok_or_else(|| KernelError::MissingMember(root.to_owned()))?;
-    let mut offset_bits = 0u32;
-    let mut walked = root.to_owned();
-    for name in path {
-        walked = format!("{walked}.{name}");
-        let (bits, ty) = find_member(&btf, &current, name)
-            .ok_or_else(|| KernelError::MissingMember(walked.clone()))?;
-        offset_bits += bits;
-        current = ty;
+    Ok(BtfFile {
+        btf,
+        path: btf_path.to_owned(),
+    })
+}
+
+fn btf_error(path: &Path, e: btf_rs::Error) -> KernelError {
+    KernelError::Btf {
+        path: path.to_owned(),
+        message: e.to_string(),
     }
-    Ok(offset_bits / 8)
+}
+
+impl BtfFile {
+    fn member_offset(&self, root: &str, path: &[&str]) -> Result<u32, KernelError> {
+        let btf = &self.btf;
+        let mut current = btf
+            .resolve_types_by_name(root)
+            .map_err(|e| btf_error(&self.path, e))?
+            .into_iter()
+            .find(|t| matches!(t, Type::Struct(_)))
+            .ok_or_else(|| KernelError::MissingMember(root.to_owned()))?;
+        let mut offset_bits = 0u32;
+        let mut walked = root.to_owned();
+        for name in path {
+            walked = format!("{walked}.{name}");
+            let (bits, ty) = find_member(btf, &current, name)
+                .ok_or_else(|| KernelError::MissingMember(walked.clone()))?;
+            offset_bits += bits;
+            current = ty;
+        }
+        Ok(offset_bits / 8)
+    }
 }
 
 /// Finds member `name` of struct/union `ty`, looking through anonymous members; returns its bit
@@ -120,7 +153,7 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn finds_fsbase_in_this_kernel() {
-        let off = task_fsbase_offset().expect("this machine has BTF");
+        let off = task_offsets().expect("this machine has BTF").fsbase;
         // task_struct is several KiB; thread comes near its end.
         assert!(off > 1024 && off < 16384, "fsbase offset {off}");
         assert_eq!(off % 8, 0);
@@ -128,7 +161,7 @@ mod tests {
 
     #[test]
     fn finds_self_exec_id_in_this_kernel() {
-        let off = task_exec_id_offset().expect("this machine has BTF");
+        let off = task_offsets().expect("this machine has BTF").exec_id;
         assert!(off > 0 && off < 16384, "self_exec_id offset {off}");
         assert_eq!(off % 8, 0, "a u64 member");
     }
