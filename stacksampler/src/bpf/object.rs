@@ -120,11 +120,7 @@ pub fn load(mode: Mode) -> Result<Ebpf, BpfError> {
     }
     let possible = nr_cpus().map_err(|(what, e)| BpfError::Cpus(what, e))? as u32;
     let sizes = mode.map_sizes(possible);
-    // No kernel BTF: the object has no CO-RE relocations (a unit test checks it), so aya's
-    // parse of /sys/kernel/btf/vmlinux (60-100 ms of every start) would go unused. Kernel
-    // struct offsets the programs need are looked up by `target::kernel` instead.
     Ok(EbpfLoader::new()
-        .btf(None)
         .map_max_entries(names::SCRATCH_MAP, sizes.sample_scratch_slots)
         .map_max_entries(names::SAMPLES_MAP, sizes.samples_ring_bytes)
         .map_max_entries(event_names::SCRATCH_MAP, sizes.event_scratch_slots)
@@ -134,36 +130,7 @@ pub fn load(mode: Mode) -> Result<Ebpf, BpfError> {
 
 #[cfg(test)]
 mod tests {
-    use object::{Object as _, ObjectSection as _};
-
     use super::*;
-
-    /// Bytes of a `.BTF.ext` header before its section offsets and lengths.
-    const BTF_EXT_FIXED_HEADER: usize = 8;
-    /// Index of `core_relo_len` among the header's u32 fields after the fixed part
-    /// (func_info off/len, line_info off/len, core_relo off/len).
-    const CORE_RELO_LEN_FIELD: usize = 5;
-
-    #[test]
-    fn the_object_needs_no_kernel_btf() {
-        let file = object::File::parse(EBPF_OBJECT).expect("the embedded object is ELF");
-        let ext = file
-            .section_by_name(".BTF.ext")
-            .expect(".BTF.ext")
-            .data()
-            .expect(".BTF.ext data");
-        let header_len = u32::from_le_bytes(ext[4..8].try_into().expect("header length")) as usize;
-        let field = BTF_EXT_FIXED_HEADER + 4 * CORE_RELO_LEN_FIELD;
-        // A header without the CO-RE fields has no CO-RE relocations either.
-        if header_len >= field + 4 {
-            let core_relo_len =
-                u32::from_le_bytes(ext[field..field + 4].try_into().expect("core_relo_len"));
-            assert_eq!(
-                core_relo_len, 0,
-                "the object has CO-RE relocations: load() must give aya the kernel BTF"
-            );
-        }
-    }
 
     #[test]
     fn each_mode_sizes_only_what_it_uses() {
