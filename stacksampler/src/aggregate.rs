@@ -1,28 +1,25 @@
 //! stackcount-style aggregation: one row per (goroutine state, unique stack).
 //!
-//! Stacks are interned in a prefix tree keyed from the outermost frame, so deep stacks that share
-//! their root part (a recursion sampled at slightly different depths, thousands of goroutines
-//! parked in the same place) are stored once: memory grows with the number of distinct frames
-//! seen, not with samples x depth.
-//!
-//! Interning a deep stack costs one hash lookup per frame from the root. Consecutive samples of
-//! one thread mostly share their root side (the recursion did not unwind between two ticks), so
-//! the trie remembers the last path it interned for each thread and hashes only the frames past
-//! the part both samples share; comparing two address slices is several times cheaper than
-//! hashing them.
+//! Each distinct stack is interned once in a [`StackTable`] (one or two bytes a frame), and
+//! rows are keyed by its id: memory grows with the distinct stacks' frames, not with samples.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::{
+    collections::{BTreeSet, HashMap},
+    hash::BuildHasher as _,
+};
+
+use hashbrown::HashTable;
 
 use crate::{
     goruntime::state::GoroutineState,
     sample::{LabelSet, Sample, SampleKind},
 };
 
-/// Index of a node in the [`StackTrie`]; a node stands for the stack from the root to it.
-pub type NodeId = u32;
+/// Index of an interned stack in the [`StackTable`].
+pub type StackId = u32;
 
-/// The root node: the empty stack.
-pub const ROOT: NodeId = 0;
+/// The empty stack, interned before any other.
+pub const EMPTY_STACK: StackId = 0;
 
 /// Pseudo-address standing for the frames of a deep stack that were counted but not kept
 /// (between head and tail, see `unwind.rs`); it symbolizes as one `[... not captured ...]` frame.
@@ -57,63 +54,102 @@ pub type LabelSetId = u32;
 /// The [`LabelSetId`] of samples without labels.
 pub const NO_LABELS: LabelSetId = 0;
 
-/// How many threads' last paths the trie remembers (see [`StackTrie::insert_for`]); beyond it the
-/// memory is dropped and paths are learnt again.
+/// How many threads' last stacks the table remembers (see [`StackTable::insert_for`]); beyond
+/// it the memory is dropped and stacks are learnt again.
 const MAX_REMEMBERED_PATHS: usize = 64;
 
-/// A hash map with a fast non-cryptographic hasher: keys are addresses and node ids the target
+/// A hash map with a fast non-cryptographic hasher: keys are addresses and ids the target
 /// cannot choose to collide (std's SipHash made hashing a third of a deep run's cost).
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
+/// Index of a distinct address in the [`StackTable`].
+type AddrId = u32;
+
+/// Where one interned stack's encoding lies in [`StackTable::bytes`].
 #[derive(Clone, Copy, Debug)]
-struct Node {
-    parent: NodeId,
-    addr: u64,
-    depth: u32,
+struct StackSpan {
+    start: usize,
+    end: usize,
+    frames: u32,
 }
 
-/// The last stack interned for one thread, outermost first: its addresses and their nodes.
+/// The last stack interned for one thread, outermost first: its addresses, its encoding, where
+/// each frame's encoding ends, and its id.
 #[derive(Debug, Default)]
 struct RememberedPath {
     addrs: Vec<u64>,
-    nodes: Vec<NodeId>,
+    encoded: Vec<u8>,
+    ends: Vec<usize>,
+    stack: StackId,
 }
 
-/// Interned stacks as a prefix tree over return addresses, outermost first.
+/// Interned stacks, each distinct stack stored once as the LEB128 ids of its addresses.
+///
+/// A profile's stacks use a few hundred to a few thousand distinct addresses, so a frame takes
+/// one or two bytes. A prefix tree (one node and one hash entry per distinct prefix, about
+/// 56 bytes a frame) shares the root side of similar stacks but costs 30-50 times more per
+/// frame when stacks differ, as thousands of goroutines recursing along their own paths do:
+/// 236 MiB for 10,931 distinct stacks of one 60 s run. Here memory grows with the distinct
+/// stacks' frames at one or two bytes each, never with samples.
+///
+/// Interning costs one address lookup per frame and a hash of the encoding, but consecutive
+/// samples of one thread mostly share their root side (the recursion did not unwind between
+/// two ticks): the table remembers each thread's last stack and encodes only the frames past
+/// the shared part; comparing two address slices is several times cheaper than looking
+/// them up.
 #[derive(Debug)]
-pub struct StackTrie {
-    nodes: Vec<Node>,
-    children: FastMap<(NodeId, u64), NodeId>,
-    /// Per thread id, the path [`StackTrie::insert_for`] interned last.
+pub struct StackTable {
+    /// Distinct addresses by [`AddrId`].
+    addrs: Vec<u64>,
+    addr_ids: FastMap<u64, AddrId>,
+    /// Every interned stack's address ids, outermost first, LEB128, back to back.
+    bytes: Vec<u8>,
+    spans: Vec<StackSpan>,
+    /// Stack ids by the hash of their encoding.
+    index: HashTable<StackId>,
+    hasher: foldhash::fast::FixedState,
+    /// Per thread id, the stack [`StackTable::insert_for`] interned last.
     remembered: FastMap<u32, RememberedPath>,
+    /// Reused by [`StackTable::insert`].
+    encoded: Vec<u8>,
 }
 
-impl Default for StackTrie {
+impl Default for StackTable {
     fn default() -> Self {
-        Self {
-            nodes: vec![Node {
-                parent: ROOT,
-                addr: 0,
-                depth: 0,
-            }],
-            children: FastMap::default(),
+        let mut table = Self {
+            addrs: Vec::new(),
+            addr_ids: FastMap::default(),
+            bytes: Vec::new(),
+            spans: Vec::new(),
+            index: HashTable::new(),
+            hasher: foldhash::fast::FixedState::default(),
             remembered: FastMap::default(),
-        }
+            encoded: Vec::new(),
+        };
+        let empty = table.intern(&[], 0);
+        debug_assert_eq!(empty, EMPTY_STACK);
+        table
     }
 }
 
-impl StackTrie {
-    /// Interns a stack given innermost first; returns the node of its innermost frame.
-    pub fn insert(&mut self, frames_innermost_first: &[u64]) -> NodeId {
-        frames_innermost_first
-            .iter()
-            .rev()
-            .fold(ROOT, |node, &addr| self.child(node, addr))
+impl StackTable {
+    /// Interns a stack given innermost first; returns its id.
+    pub fn insert(&mut self, frames_innermost_first: &[u64]) -> StackId {
+        let mut encoded = std::mem::take(&mut self.encoded);
+        encoded.clear();
+        for &addr in frames_innermost_first.iter().rev() {
+            let id = self.addr_id(addr);
+            push_leb128(&mut encoded, id);
+        }
+        let stack = self.intern(&encoded, frames_innermost_first.len());
+        self.encoded = encoded;
+        stack
     }
 
-    /// [`StackTrie::insert`] for a stack sampled on `thread`: the root side it shares with the
-    /// thread's previous stack is taken from that path instead of being looked up again.
-    pub fn insert_for(&mut self, thread: u32, frames_innermost_first: &[u64]) -> NodeId {
+    /// [`StackTable::insert`] for a stack sampled on `thread`: the encoding of the root side
+    /// it shares with the thread's previous stack is taken from that stack instead of being
+    /// made again, and the same stack again is its previous id.
+    pub fn insert_for(&mut self, thread: u32, frames_innermost_first: &[u64]) -> StackId {
         let mut path = self.remembered.remove(&thread).unwrap_or_default();
         let shared = path
             .addrs
@@ -121,81 +157,141 @@ impl StackTrie {
             .zip(frames_innermost_first.iter().rev())
             .take_while(|(a, b)| a == b)
             .count();
-        path.addrs.truncate(shared);
-        path.nodes.truncate(shared);
-        let mut node = path.nodes.last().copied().unwrap_or(ROOT);
-        for &addr in frames_innermost_first.iter().rev().skip(shared) {
-            node = self.child(node, addr);
-            path.addrs.push(addr);
-            path.nodes.push(node);
+        let same = shared == path.addrs.len() && shared == frames_innermost_first.len();
+        if !same {
+            path.addrs.truncate(shared);
+            path.ends.truncate(shared);
+            path.encoded
+                .truncate(path.ends.last().copied().unwrap_or(0));
+            for &addr in frames_innermost_first.iter().rev().skip(shared) {
+                let id = self.addr_id(addr);
+                push_leb128(&mut path.encoded, id);
+                path.ends.push(path.encoded.len());
+                path.addrs.push(addr);
+            }
+            path.stack = self.intern(&path.encoded, frames_innermost_first.len());
         }
+        let stack = path.stack;
         if self.remembered.len() >= MAX_REMEMBERED_PATHS {
             self.remembered.clear();
         }
         self.remembered.insert(thread, path);
-        node
+        stack
     }
 
-    /// The child of `node` for `addr`, created when new.
-    fn child(&mut self, node: NodeId, addr: u64) -> NodeId {
-        let next_id = self.nodes.len() as NodeId;
-        let id = *self.children.entry((node, addr)).or_insert(next_id);
-        if id == next_id {
-            let depth = self.nodes[node as usize].depth + 1;
-            self.nodes.push(Node {
-                parent: node,
-                addr,
-                depth,
-            });
+    fn addr_id(&mut self, addr: u64) -> AddrId {
+        let next = self.addrs.len() as AddrId;
+        let id = *self.addr_ids.entry(addr).or_insert(next);
+        if id == next {
+            self.addrs.push(addr);
         }
         id
     }
 
-    /// The stack ending at `leaf`, innermost first.
-    pub fn frames(&self, leaf: NodeId) -> Vec<u64> {
-        let mut out = Vec::with_capacity(self.depth(leaf));
-        let mut node = leaf;
-        while node != ROOT {
-            let n = self.nodes[node as usize];
-            out.push(n.addr);
-            node = n.parent;
+    /// Interns the stack of `frames` frames whose encoding is `encoded`.
+    fn intern(&mut self, encoded: &[u8], frames: usize) -> StackId {
+        let hash = self.hasher.hash_one(encoded);
+        let (bytes, spans) = (&self.bytes, &self.spans);
+        if let Some(&found) = self.index.find(hash, |&s| {
+            let span = spans[s as usize];
+            &bytes[span.start..span.end] == encoded
+        }) {
+            return found;
         }
+        let id = self.spans.len() as StackId;
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(encoded);
+        self.spans.push(StackSpan {
+            start,
+            end: self.bytes.len(),
+            frames: frames as u32,
+        });
+        let (bytes, spans, hasher) = (&self.bytes, &self.spans, &self.hasher);
+        self.index.insert_unique(hash, id, |&s| {
+            let span = spans[s as usize];
+            hasher.hash_one(&bytes[span.start..span.end])
+        });
+        id
+    }
+
+    /// The frames of stack `id`, innermost first.
+    pub fn frames(&self, id: StackId) -> Vec<u64> {
+        let Some(span) = self.spans.get(id as usize) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(span.frames as usize);
+        let mut bytes = &self.bytes[span.start..span.end];
+        while let Some((addr_id, rest)) = pop_leb128(bytes) {
+            out.extend(self.addrs.get(addr_id as usize));
+            bytes = rest;
+        }
+        out.reverse();
         out
     }
 
-    /// Number of frames of the stack ending at `leaf`.
-    pub fn depth(&self, leaf: NodeId) -> usize {
-        self.nodes[leaf as usize].depth as usize
+    /// Number of frames of stack `id`.
+    pub fn depth(&self, id: StackId) -> usize {
+        self.spans.get(id as usize).map_or(0, |s| s.frames as usize)
     }
 
-    /// Number of interned nodes (a measure of memory use).
+    /// Number of distinct stacks, the empty one included.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.spans.len()
     }
 
-    /// Whether only the root exists.
+    /// Whether only the empty stack exists.
     pub fn is_empty(&self) -> bool {
-        self.nodes.len() == 1
+        self.spans.len() == 1
     }
 
-    /// Every distinct address in any stack, each once.
+    /// Bytes the stacks' encodings take (a measure of memory use).
+    pub fn encoded_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Every distinct address in any stack, each once, in ascending order.
     pub fn unique_addresses(&self) -> Vec<u64> {
-        let set: HashSet<u64> = self.nodes[1..]
+        let mut v: Vec<u64> = self
+            .addrs
             .iter()
-            .map(|n| n.addr)
+            .copied()
             .filter(|a| !is_marker(*a))
             .collect();
-        let mut v: Vec<u64> = set.into_iter().collect();
         v.sort_unstable();
         v
     }
+}
+
+/// Appends `value` as unsigned LEB128 (7 bits a byte, low first, high bit = more follows).
+fn push_leb128(out: &mut Vec<u8>, mut value: u32) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Reads one unsigned LEB128 value (as [`push_leb128`] wrote it) off the front of `bytes`.
+fn pop_leb128(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let mut value = 0u32;
+    for (i, &byte) in bytes.iter().enumerate().take(5) {
+        value |= u32::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
 }
 
 /// Key of one aggregated row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackKey {
     pub state: GoroutineState,
-    pub leaf: NodeId,
+    pub stack: StackId,
     /// The goroutines' pprof label set ([`Profile::label_set`]).
     pub labels: LabelSetId,
     /// CPU samples and wall-clock samples are separate rows.
@@ -249,7 +345,7 @@ pub struct SampleCounts {
 /// The aggregated profile of a run.
 #[derive(Debug, Default)]
 pub struct Profile {
-    pub trie: StackTrie,
+    pub table: StackTable,
     pub stacks: HashMap<StackKey, StackStats>,
     pub counts: SampleCounts,
     /// Interned label sets; index [`NO_LABELS`] is unused (see [`Profile::label_set`]).
@@ -269,23 +365,23 @@ impl Profile {
     pub fn add(&mut self, sample: &Sample) {
         let frames = marked_frames(sample);
         let frames = frames.as_deref().unwrap_or(&sample.frames);
-        let leaf = match sample.kind {
+        let stack = match sample.kind {
             SampleKind::Cpu => {
                 self.counts.kept += 1;
-                self.trie.insert_for(sample.tid, frames)
+                self.table.insert_for(sample.tid, frames)
             }
             // Thousands of goroutines per snapshot: remembering a path per one would only
             // churn the per-thread memory.
             SampleKind::Wall => {
                 self.counts.wall_kept += 1;
                 self.counts.wall_kept_ns += sample.wall_ns;
-                self.trie.insert(frames)
+                self.table.insert(frames)
             }
         };
         let labels = self.intern_labels(sample);
         let key = StackKey {
             state: sample.state(),
-            leaf,
+            stack,
             labels,
             kind: sample.kind,
         };
@@ -368,9 +464,9 @@ impl Profile {
                 .cmp(&a.stats.wall_ns)
                 .then_with(|| b.stats.count.cmp(&a.stats.count))
                 .then_with(|| {
-                    self.trie
-                        .depth(b.key.leaf)
-                        .cmp(&self.trie.depth(a.key.leaf))
+                    self.table
+                        .depth(b.key.stack)
+                        .cmp(&self.table.depth(a.key.stack))
                 })
                 .then_with(|| a.key.cmp(&b.key))
         });
@@ -453,35 +549,58 @@ mod tests {
         p.add(&sample(&[3, 2, 1], 2, GoroutineState::Running));
         p.add(&sample(&[4, 2, 1], 1, GoroutineState::Running));
         p.add(&sample(&[3, 2, 1], 1, GoroutineState::Syscall));
-        // root + 1 + 2 + {3, 4}
-        assert_eq!(p.trie.len(), 5);
+        // the empty stack, [3, 2, 1] and [4, 2, 1]
+        assert_eq!(p.table.len(), 3);
         let rows = p.ranked();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].stats.count, 2);
         assert_eq!(rows[0].stats.goids.len(), 2);
-        assert_eq!(p.trie.frames(rows[0].key.leaf), [3, 2, 1]);
+        assert_eq!(p.table.frames(rows[0].key.stack), [3, 2, 1]);
         assert_eq!(
             p.by_state(),
             [(GoroutineState::Running, 3), (GoroutineState::Syscall, 1)]
         );
-        assert_eq!(p.trie.unique_addresses(), [1, 2, 3, 4]);
+        assert_eq!(p.table.unique_addresses(), [1, 2, 3, 4]);
     }
 
     #[test]
-    fn deep_recursion_interned_once() {
+    fn deep_stacks_take_a_byte_a_frame() {
         let mut p = Profile::default();
         let deep: Vec<u64> = (0..10_000).map(|i| 100 + (i % 2)).collect();
-        for cut in 0..50 {
-            p.add(&sample(&deep[cut..], 1, GoroutineState::Running));
+        for _ in 0..3 {
+            for cut in 0..50 {
+                p.add(&sample(&deep[cut..], 1, GoroutineState::Running));
+            }
         }
-        // The 50 stacks share their root side: 10,000 nodes, not 500,000.
-        assert_eq!(p.trie.len(), 10_001);
-        assert_eq!(p.counts.kept, 50);
+        // 50 distinct stacks (and the empty one), each frame one byte: two distinct addresses.
+        assert_eq!(p.table.len(), 51);
+        let frames: usize = (0..50).map(|cut| 10_000 - cut).sum();
+        assert_eq!(p.table.encoded_bytes(), frames);
+        assert_eq!(p.counts.kept, 150);
+        for row in p.ranked() {
+            assert_eq!(row.stats.count, 3);
+            let depth = p.table.depth(row.key.stack);
+            assert_eq!(p.table.frames(row.key.stack), deep[10_000 - depth..]);
+        }
     }
 
     #[test]
-    fn remembered_paths_give_the_same_nodes_as_a_fresh_walk() {
-        let mut t = StackTrie::default();
+    fn ids_past_one_byte_round_trip() {
+        let mut t = StackTable::default();
+        // 70,000 distinct addresses: ids of one, two and three bytes.
+        let wide: Vec<u64> = (0..70_000u64).map(|i| 0x40_0000 + i * 4).collect();
+        let a = t.insert(&wide);
+        let b = t.insert(&wide[1..]);
+        assert_ne!(a, b);
+        assert_eq!(t.frames(a), wide);
+        assert_eq!(t.frames(b), wide[1..]);
+        assert_eq!(t.insert(&wide), a);
+        assert_eq!(t.unique_addresses().len(), 70_000);
+    }
+
+    #[test]
+    fn remembered_stacks_give_the_same_ids_as_interning_afresh() {
+        let mut t = StackTable::default();
         let stacks: [&[u64]; 6] = [
             &[5, 4, 3, 2, 1],
             &[6, 4, 3, 2, 1],
@@ -490,21 +609,22 @@ mod tests {
             &[],
             &[5, 4, 3, 2, 1],
         ];
-        let mut leaves = vec![];
+        let mut ids = vec![];
         for (i, s) in stacks.iter().enumerate() {
             // Two threads interleaved, and a third that never repeats.
-            leaves.push(t.insert_for((i % 2) as u32, s));
+            ids.push(t.insert_for((i % 2) as u32, s));
             t.insert_for(99, &[42, 1]);
         }
-        for (s, leaf) in stacks.iter().zip(&leaves) {
-            assert_eq!(t.frames(*leaf), *s);
-            // A walk from the root without any remembered path finds the same node.
-            assert_eq!(t.insert(s), *leaf);
+        for (s, id) in stacks.iter().zip(&ids) {
+            assert_eq!(t.frames(*id), *s);
+            // Interning without any remembered stack finds the same id.
+            assert_eq!(t.insert(s), *id);
         }
-        assert_eq!(leaves[0], leaves[5]);
-        assert_eq!(leaves[4], ROOT);
-        // root, 1, 2, 3, 4, 5, 6, 8, 7, 42: nothing interned twice.
-        assert_eq!(t.len(), 10);
+        assert_eq!(ids[0], ids[5]);
+        assert_eq!(ids[4], EMPTY_STACK);
+        // The empty stack, the four distinct ones of the two threads and [42, 1].
+        assert_eq!(t.len(), 6);
+        assert_eq!(t.unique_addresses(), [1, 2, 3, 4, 5, 6, 7, 8, 42]);
     }
 
     #[test]
@@ -525,12 +645,15 @@ mod tests {
             p.label_set(rows[0].key.labels),
             [("req".into(), "42".into())]
         );
-        let switched_row = rows.iter().find(|r| p.trie.depth(r.key.leaf) == 6).unwrap();
+        let switched_row = rows
+            .iter()
+            .find(|r| p.table.depth(r.key.stack) == 6)
+            .unwrap();
         assert_eq!(
-            p.trie.frames(switched_row.key.leaf),
+            p.table.frames(switched_row.key.stack),
             [9, 8, SWITCH_MARKER, 3, 2, 1]
         );
         assert_eq!(p.label_set(switched_row.key.labels), []);
-        assert!(!p.trie.unique_addresses().contains(&SWITCH_MARKER));
+        assert!(!p.table.unique_addresses().contains(&SWITCH_MARKER));
     }
 }

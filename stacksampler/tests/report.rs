@@ -600,7 +600,7 @@ fn pprof_structure() {
     // One location per address; the inlined address lists main.add then main.hot.
     assert_eq!(
         p.location.len(),
-        report.profile.trie.unique_addresses().len()
+        report.profile.table.unique_addresses().len()
     );
     let ids: BTreeSet<u64> = p.location.iter().map(|l| l.id).collect();
     assert_eq!(ids.len(), p.location.len());

@@ -322,7 +322,7 @@ impl Observer for IntervalCutter {
             return None;
         }
         let profile = std::mem::take(tick.profile);
-        let symbols = tick.symbolizer.symbolize(&profile.trie.unique_addresses());
+        let symbols = tick.symbolizer.symbolize(&profile.table.unique_addresses());
         let duration = tick.elapsed.saturating_sub(self.last_cut.0);
         let report = interval_report(
             &self.facts,

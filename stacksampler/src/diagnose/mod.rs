@@ -6,8 +6,8 @@
 //!
 //! Cycles are detected on function identity: each address is expanded into its inline frames and
 //! each frame compared by function name only, so `recA -> recB` cycles whose calls sit on
-//! different lines still fold (see [`recursion`]). Every row's addresses are read from the trie
-//! once; deep rows of one recursion share one full analysis (see the `runaway_recursion` module), so a
+//! different lines still fold (see [`recursion`]). Every row's addresses are read from the stack
+//! table once; deep rows of one recursion share one full analysis (see the `runaway_recursion` module), so a
 //! million-frame stack is expanded once, not once per sample.
 
 pub mod cycles;
@@ -156,11 +156,14 @@ pub fn diagnose_run(
     // Deepest first, so that shallower samples of a recursion reuse the deepest one's analysis.
     let mut rows: Vec<_> = profile.stacks.iter().collect();
     rows.sort_by(|a, b| {
-        let (da, db) = (profile.trie.depth(a.0.leaf), profile.trie.depth(b.0.leaf));
+        let (da, db) = (
+            profile.table.depth(a.0.stack),
+            profile.table.depth(b.0.stack),
+        );
         db.cmp(&da).then_with(|| a.0.cmp(b.0))
     });
     for (key, stats) in rows {
-        let addrs = profile.trie.frames(key.leaf);
+        let addrs = profile.table.frames(key.stack);
         piles.add_row(&addrs, key.state, stats);
         chimneys.add_row(
             &mut expander,

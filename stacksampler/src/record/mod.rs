@@ -544,7 +544,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         observer.notice(Notice::Warning(w));
     }
 
-    let mut addresses = profile.trie.unique_addresses();
+    let mut addresses = profile.table.unique_addresses();
     addresses.extend(history.addresses());
     let symbols = images.symbolize(&addresses);
     let diagnose_options = diagnose::DiagnoseOptions {

@@ -66,7 +66,7 @@ impl CallGraph {
         // CPU samples only: wall samples (`--wall`) count goroutines, not CPU time.
         for row in report.profile.ranked_of(crate::sample::SampleKind::Cpu) {
             let count = row.stats.count;
-            let frames = stack::expand(report, row.key.leaf);
+            let frames = stack::expand(report, row.key.stack);
             if let Some(leaf) = frames.first() {
                 functions
                     .entry(leaf.frame.function.to_string())

@@ -82,7 +82,7 @@ pub fn row_names(
     state_frame_root: bool,
     policy: CyclePolicy,
 ) -> Vec<String> {
-    let frames = stack::expand(report, row.key.leaf);
+    let frames = stack::expand(report, row.key.stack);
     let mut names = if policy == CyclePolicy::Expand {
         frames
             .iter()

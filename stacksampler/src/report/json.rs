@@ -298,7 +298,7 @@ impl JsonRenderer {
 
     fn stack(&self, report: &Report, row: &Row<'_>) -> JsonStack {
         let stats = row.stats;
-        let frames = stack::expand(report, row.key.leaf);
+        let frames = stack::expand(report, row.key.stack);
         let folded = stack::fold(&frames)
             .into_iter()
             .filter_map(|seg| match seg {

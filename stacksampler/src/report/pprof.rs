@@ -252,7 +252,7 @@ pub fn build(report: &Report) -> proto::Profile {
     // Mappings: the target binary first (pprof takes the first as the main binary), then every
     // other mapping a frame names, by file name and address.
     let binary = run.binary.display().to_string();
-    let addrs = report.profile.trie.unique_addresses();
+    let addrs = report.profile.table.unique_addresses();
     let mut mappings: BTreeMap<(bool, String, u64), MappingInfo> = BTreeMap::new();
     let mut addr_mapping: HashMap<u64, (bool, String, u64)> = HashMap::new();
     for &addr in &addrs {
@@ -378,8 +378,8 @@ pub fn build(report: &Report) -> proto::Profile {
         let stats = row.stats;
         let location_id = report
             .profile
-            .trie
-            .frames(row.key.leaf)
+            .table
+            .frames(row.key.stack)
             .iter()
             // Pseudo-frames (switch point, gap) have no location: pprof has no such concept.
             .filter(|a| !crate::aggregate::is_marker(**a))

@@ -2,7 +2,7 @@
 //! (inlined frames included) and folded into repeated cycles.
 
 use crate::{
-    aggregate::{NodeId, Row},
+    aggregate::{Row, StackId},
     diagnose::cycles::{self, Segment},
     goruntime::{GoVersion, waitreason},
     symbolize::Frame,
@@ -20,8 +20,8 @@ pub struct SourceFrame {
 
 /// The stack ending at `leaf`, expanded into source frames, innermost first (an address with
 /// inlined functions gives several frames, the most inlined first).
-pub fn expand(report: &Report, leaf: NodeId) -> Vec<SourceFrame> {
-    let addrs = report.profile.trie.frames(leaf);
+pub fn expand(report: &Report, leaf: StackId) -> Vec<SourceFrame> {
+    let addrs = report.profile.table.frames(leaf);
     let mut out = Vec::with_capacity(addrs.len());
     for addr in addrs {
         for frame in report.symbols.frames(addr).iter() {

@@ -271,7 +271,7 @@ impl TextRenderer {
                 i + 1,
                 summary_line(report, row, &head, stack::percent(amount(row), total))
             )?;
-            let frames = stack::expand(report, row.key.leaf);
+            let frames = stack::expand(report, row.key.stack);
             let lines = stack_lines(&frames, &stack::fold(&frames));
             for line in self.elide(lines) {
                 if line.starts_with(crate::symbolize::Frame::GAP_FUNCTION) {

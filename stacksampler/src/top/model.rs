@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::{
-    aggregate::{NodeId, Profile, StackKey, is_marker},
+    aggregate::{Profile, StackId, StackKey, is_marker},
     diagnose::{self, DiagnoseOptions, Finding},
     goruntime::state::GoroutineState,
     symbolize::{FrameKind, Symbolize, Symbols},
@@ -180,8 +180,8 @@ pub struct TopModel {
     findings: Vec<Finding>,
     deepest: Vec<DeepStack>,
     goroutines: Vec<(Duration, u64)>,
-    /// Stack functions by trie leaf.
-    stacks: HashMap<NodeId, StackFunctions>,
+    /// Stack functions by stack id.
+    stacks: HashMap<StackId, StackFunctions>,
     function_ids: HashMap<Arc<str>, FunctionId>,
     functions: Vec<Arc<str>>,
     refreshes: u64,
@@ -240,10 +240,10 @@ impl TopModel {
     /// Symbolizes, in one batch, the addresses of stacks not seen before, and works out each
     /// new stack's functions.
     fn name_new_stacks(&mut self, profile: &Profile, symbolizer: &mut (impl Symbolize + ?Sized)) {
-        let new_leaves: Vec<NodeId> = profile
+        let new_leaves: Vec<StackId> = profile
             .stacks
             .keys()
-            .map(|k| k.leaf)
+            .map(|k| k.stack)
             .filter(|leaf| !self.stacks.contains_key(leaf))
             .collect::<HashSet<_>>()
             .into_iter()
@@ -251,9 +251,9 @@ impl TopModel {
         if new_leaves.is_empty() {
             return;
         }
-        let stacks: Vec<(NodeId, Vec<u64>)> = new_leaves
+        let stacks: Vec<(StackId, Vec<u64>)> = new_leaves
             .into_iter()
-            .map(|leaf| (leaf, profile.trie.frames(leaf)))
+            .map(|leaf| (leaf, profile.table.frames(leaf)))
             .collect();
         let mut unnamed: Vec<u64> = stacks
             .iter()
@@ -282,7 +282,7 @@ impl TopModel {
         id
     }
 
-    /// `frames`: addresses innermost first, as the trie gives them.
+    /// `frames`: addresses innermost first, as the stack table gives them.
     fn stack_functions(&mut self, frames: &[u64]) -> StackFunctions {
         let mut names: Vec<(Arc<str>, FrameKind)> = Vec::new();
         for &addr in frames.iter().filter(|a| !is_marker(**a)) {
@@ -324,7 +324,7 @@ impl TopModel {
         type Line = (u64, GoroutineState, Arc<str>, Option<Arc<str>>);
         let mut lines: HashMap<Line, DeepStack> = HashMap::new();
         for (key, stats) in &profile.stacks {
-            let Some(f) = self.stacks.get(&key.leaf) else {
+            let Some(f) = self.stacks.get(&key.stack) else {
                 continue;
             };
             let depth = stats.depth.1;
@@ -365,7 +365,7 @@ impl TopModel {
                 if !view.shows(key.state) {
                     continue;
                 }
-                let Some(f) = self.stacks.get(&key.leaf) else {
+                let Some(f) = self.stacks.get(&key.stack) else {
                     continue;
                 };
                 for &id in &f.all {
