@@ -276,7 +276,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<()> {
         let severity = format!("{:?}", f.severity).to_lowercase();
         eprintln!(
             "stacksampler: {severity}: {}",
-            report::text::printable(&f.summary)
+            report::text::printable(&stacksampler::dump::findings::summary(f))
         );
     }
     if d.inconsistent > 0 {

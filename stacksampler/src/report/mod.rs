@@ -10,6 +10,7 @@
 //! [`callgraph`] (caller -> callee table, and Graphviz DOT).
 
 pub mod callgraph;
+pub mod findings;
 pub mod flamegraph;
 pub mod folded;
 pub mod json;
