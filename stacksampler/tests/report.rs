@@ -272,7 +272,7 @@ mod fixtures {
                     }),
                 },
             ],
-            warnings: vec!["2 samples lost (ring buffer full)".to_owned()],
+            warnings: vec![stacksampler::warning::Warning::SamplesLost(2)],
             fatal: None,
             runtime_events: None,
         }

@@ -58,7 +58,7 @@ pub struct Dump {
     /// Every goroutine not dead, in the runtime's list order (creation order).
     pub goroutines: Vec<Goroutine>,
     /// What limited the dump, one sentence each.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<crate::warning::Warning>,
     /// Pile-ups: many goroutines blocked at one call, created at one site ([`pileup`]).
     pub findings: Vec<pileup::DumpFinding>,
 }

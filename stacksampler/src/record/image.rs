@@ -9,6 +9,7 @@ use crate::{
     record::labels::{LabelResolver, ProcMem},
     symbolize::ProcessSymbolizer,
     target,
+    warning::Warning,
 };
 
 /// What stacksampler learns of the executable a target runs (at start, and after an `exec`).
@@ -19,7 +20,7 @@ pub(super) struct ImageFacts {
     pub(super) is_go: bool,
     /// Where the stack limit lives (`runtime.maxstacksize`, set by debug.SetMaxStack).
     pub(super) maxstacksize_addr: Option<u64>,
-    pub(super) warnings: Vec<String>,
+    pub(super) warnings: Vec<Warning>,
 }
 
 impl ImageFacts {
@@ -38,10 +39,9 @@ impl ImageFacts {
                 });
                 warnings.extend(binary.warnings.iter().cloned());
                 if !binary.is_go {
-                    warnings.push(format!(
-                        "{} is not a Go binary: sampling native stacks, goroutine fields unknown",
-                        exe.display()
-                    ));
+                    warnings.push(Warning::NotGo {
+                        exe: exe.to_owned(),
+                    });
                 }
                 Self {
                     build_id: binary.gnu_build_id.clone().or(binary.go_build_id.clone()),
@@ -53,10 +53,10 @@ impl ImageFacts {
                 }
             }
             Err(e) => {
-                warnings.push(format!(
-                    "could not read the Go runtime layout of {}: {e}; goroutine fields unknown",
-                    exe.display()
-                ));
+                warnings.push(Warning::InspectFailed {
+                    exe: exe.to_owned(),
+                    error: e.to_string(),
+                });
                 Self {
                     version: None,
                     layout: None,
@@ -71,14 +71,15 @@ impl ImageFacts {
 
     /// The label decoder for this image (labels are decoded in user space from what the
     /// kernel recorded, see labels.rs), or why there is none.
-    pub(super) fn label_resolver(&self, pid: u32) -> Result<Option<LabelResolver>, String> {
+    pub(super) fn label_resolver(&self, pid: u32) -> Result<Option<LabelResolver>, Warning> {
         match (&self.version, self.layout) {
             (Some(version), Some(layout)) if layout.label_format != LabelFormat::NONE => {
                 match ProcMem::open(pid) {
                     Ok(mem) => Ok(Some(LabelResolver::new(version.clone(), Box::new(mem)))),
-                    Err(e) => Err(format!(
-                        "cannot read goroutine labels: /proc/{pid}/mem: {e}"
-                    )),
+                    Err(e) => Err(Warning::LabelMemory {
+                        pid,
+                        error: e.to_string(),
+                    }),
                 }
             }
             _ => Ok(None),

@@ -34,6 +34,7 @@ use crate::{
     snapshots::SnapshotHistory,
     symbolize::{ProcessSymbolizer, SymbolizeError},
     target::{self, KernelError, Process, TargetError},
+    warning::{UnknownGoroutineCause, Warning},
 };
 
 /// Period of the run's housekeeping: kernel logs, the exec check, the progress line.
@@ -398,17 +399,13 @@ impl<'a> Collector<'a> {
         &mut self,
         completion: &mut Completion,
         pid: u32,
-        warnings: &mut Vec<String>,
+        warnings: &mut Vec<Warning>,
     ) -> bool {
         let Some(wall) = self.wall.as_mut() else {
             return false;
         };
         if completion.images.len() > 1 {
-            warnings.push(
-                "the target exec'd: wall-clock snapshots stopped (they read the program it ran \
-                 at start)"
-                    .to_owned(),
-            );
+            warnings.push(Warning::WallStoppedByExec);
             return false;
         }
         match wall.snapshot(monotonic_ns()) {
@@ -434,7 +431,7 @@ impl<'a> Collector<'a> {
                 // The target is going away (the session sees its exit) or its memory became
                 // unreadable: the snapshots taken so far stay in the profile.
                 if target::process::is_alive(pid) {
-                    warnings.push(format!("wall-clock snapshots stopped: {e}"));
+                    warnings.push(Warning::WallStopped(e.to_string()));
                 }
                 false
             }
@@ -453,15 +450,16 @@ fn end_warnings(
     counters: &Counters,
     go_layout: Option<GoLayout>,
     observer: &mut dyn Observer,
-) -> Vec<String> {
+) -> Vec<Warning> {
     let mut warnings = Vec::new();
     if let Some(resolver) = &completion.labels {
         let st = resolver.stats;
         if let Some(e) = &resolver.last_error {
-            warnings.push(format!(
-                "goroutine labels of {} of {} labelled samples could not be read: {e}",
-                st.failed, st.referenced
-            ));
+            warnings.push(Warning::LabelsUnreadable {
+                failed: st.failed,
+                referenced: st.referenced,
+                error: e.to_string(),
+            });
         }
         observer.notice(Notice::Detail(format!(
             "labels: {} labelled samples, {} sets decoded, {} changed before they could be \
@@ -470,10 +468,7 @@ fn end_warnings(
         )));
     }
     if counters.lost_ringbuf > 0 {
-        warnings.push(format!(
-            "{} samples were lost (ring buffer full); lower --frequency or --max-frames, or raise --ring-size",
-            counters.lost_ringbuf
-        ));
+        warnings.push(Warning::SamplesLost(counters.lost_ringbuf));
     }
     let coverage = completion.coverage;
     if let Some(w) = unknown_goroutines_warning(coverage.go_samples, coverage.unknown, counters) {
@@ -495,24 +490,23 @@ const UNKNOWN_GOROUTINE_WARN_PERCENT: u64 = 10;
 const UNKNOWN_GOROUTINE_MIN_SAMPLES: u64 = 20;
 
 /// The warning for a Go target whose samples mostly came back without their goroutine, with
-/// the reason the kernel counted; `None` when the share is small.
-fn unknown_goroutines_warning(total: u64, unknown: u64, counters: &Counters) -> Option<String> {
+/// the cause the kernel counted; `None` when the share is small.
+fn unknown_goroutines_warning(total: u64, unknown: u64, counters: &Counters) -> Option<Warning> {
     if total < UNKNOWN_GOROUTINE_MIN_SAMPLES
         || unknown * 100 <= total * UNKNOWN_GOROUTINE_WARN_PERCENT
     {
         return None;
     }
-    let reason = if counters.goroutine_tid_mismatch * 2 >= counters.goroutine_read_errors.max(1) {
-        "the thread was not the one the goroutine's m.procid names (threads not created by Go, \
-         thread ids of another PID namespace, or a wrong runtime layout)"
+    let cause = if counters.goroutine_tid_mismatch * 2 >= counters.goroutine_read_errors.max(1) {
+        UnknownGoroutineCause::ThreadMismatch
     } else {
-        "the goroutine could not be read from the thread (a wrong runtime layout or TLS slot)"
+        UnknownGoroutineCause::Unreadable
     };
-    Some(format!(
-        "goroutine fields are unknown in {unknown} of {total} samples ({:.0}%): {reason}; \
-         states, goroutine ids and labels of those samples are missing",
-        unknown as f64 * 100.0 / total as f64
-    ))
+    Some(Warning::UnknownGoroutines {
+        unknown,
+        total,
+        cause,
+    })
 }
 
 /// The next tick of `ticks`, or never without one.

@@ -184,7 +184,7 @@ fn write_warnings(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     }
     writeln!(out, "\nwarnings:")?;
     for w in &report.warnings {
-        writeln!(out, "  ! {}", printable(w))?;
+        writeln!(out, "  ! {}", printable(&w.to_string()))?;
     }
     Ok(())
 }
