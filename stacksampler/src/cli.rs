@@ -200,26 +200,18 @@ pub struct DumpArgs {
     #[arg(long)]
     pub system: bool,
 
-    /// Keep only goroutines in these states: `waiting,syscall` or `Gwaiting|Gsyscall`.
-    #[arg(long)]
-    pub state: Option<StateSet>,
-
-    /// Keep only the goroutine with this id.
-    #[arg(long)]
-    pub goid: Option<u64>,
-
-    /// Keep only goroutines with this pprof label; repeatable, all must match.
-    #[arg(long, value_name = "KEY=VALUE")]
-    pub label: Vec<LabelFilter>,
+    #[command(flatten)]
+    pub goroutines: GoroutineArgs,
 }
 
 impl DumpArgs {
     /// Which goroutines to keep.
     pub fn filter(&self) -> GoroutineFilter {
+        let g = &self.goroutines;
         GoroutineFilter {
-            state: self.state,
-            goid: self.goid,
-            labels: self.label.clone(),
+            state: g.state,
+            goid: g.goid,
+            labels: g.label.clone(),
         }
     }
 
@@ -256,7 +248,18 @@ pub struct StopArgs {
 /// Which samples are kept.
 #[derive(Clone, Debug, Args)]
 pub struct FilterArgs {
-    /// Keep only goroutines in these states: `Grunning|Gsyscall` or `running,syscall`.
+    #[command(flatten)]
+    pub goroutines: GoroutineArgs,
+
+    /// Keep only samples whose user stack has at least N frames.
+    #[arg(long, default_value_t = 0)]
+    pub min_depth: usize,
+}
+
+/// Which goroutines are kept: the filter flags `record` (and `top`, `agent`) and `dump` share.
+#[derive(Clone, Debug, Args)]
+pub struct GoroutineArgs {
+    /// Keep only goroutines in these states: `running,syscall` or `Grunning|Gsyscall`.
     #[arg(long)]
     pub state: Option<StateSet>,
 
@@ -267,19 +270,16 @@ pub struct FilterArgs {
     /// Keep only goroutines with this pprof label (`pprof.Do`); repeatable, all must match.
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Vec<LabelFilter>,
-
-    /// Keep only samples whose user stack has at least N frames.
-    #[arg(long, default_value_t = 0)]
-    pub min_depth: usize,
 }
 
 impl From<&FilterArgs> for Filter {
     fn from(a: &FilterArgs) -> Self {
+        let g = &a.goroutines;
         Self {
-            states: a.state,
+            states: g.state,
             min_depth: a.min_depth,
-            goid: a.goid,
-            labels: a.label.clone(),
+            goid: g.goid,
+            labels: g.label.clone(),
         }
     }
 }
@@ -650,6 +650,26 @@ mod tests {
         assert!(parse(&["dump", "--pid", "7", "--state", "sleepy"]).is_err());
         // A flag of another verb is refused.
         assert!(parse(&["dump", "--pid", "7", "--frequency", "99"]).is_err());
+        assert!(parse(&["dump", "--pid", "7", "--min-depth", "3"]).is_err());
+    }
+
+    #[test]
+    fn dump_and_record_read_the_goroutine_filters_alike() {
+        let flags = [
+            "--state",
+            "waiting,Gsyscall",
+            "--goid",
+            "9",
+            "--label",
+            "k=v",
+        ];
+        let d = dump(&[&["dump", "--pid", "7"][..], &flags].concat()).filter();
+        let r = Filter::from(
+            &record(&[&["record", "--pid", "7"][..], &flags].concat())
+                .sampling
+                .filter,
+        );
+        assert_eq!((d.state, d.goid, d.labels), (r.states, r.goid, r.labels));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::{
     report::json::FORMAT_VERSION,
     symbolize::{elf::ElfImage, gopclntab::GoPclnTab},
     target::{Process, TargetError},
+    warning::Warning,
 };
 
 /// What to inspect.
@@ -103,15 +104,13 @@ pub fn inspect(target: &InspectTarget) -> Result<Inspection, InspectError> {
             }),
             Err(e) => {
                 if binary.is_go {
-                    binary.warnings.push(format!("no usable .gopclntab: {e}"));
+                    binary.warnings.push(Warning::NoPclntab(e.to_string()));
                 }
                 None
             }
         },
         Err(e) => {
-            binary
-                .warnings
-                .push(format!("not a readable ELF image: {e}"));
+            binary.warnings.push(Warning::NotElf(e.to_string()));
             None
         }
     };

@@ -29,3 +29,4 @@ pub mod symbolize;
 pub mod target;
 pub mod top;
 pub mod units;
+pub mod warning;

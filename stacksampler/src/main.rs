@@ -270,13 +270,16 @@ fn dump(args: &DumpArgs) -> anyhow::Result<()> {
     let filter = args.filter();
     d.goroutines.retain(|g| filter.keeps(g));
     for w in &d.warnings {
-        eprintln!("stacksampler: warning: {}", report::text::printable(w));
+        eprintln!(
+            "stacksampler: warning: {}",
+            report::text::printable(&w.to_string())
+        );
     }
     for f in &d.findings {
         let severity = format!("{:?}", f.severity).to_lowercase();
         eprintln!(
             "stacksampler: {severity}: {}",
-            report::text::printable(&f.summary)
+            report::text::printable(&stacksampler::dump::findings::summary(f))
         );
     }
     if d.inconsistent > 0 {

@@ -291,6 +291,21 @@ impl Sample {
     }
 }
 
+/// Replaces `out` with the frame words of one walk (`words`, machine byte order). Every frame
+/// but the interrupted one holds a return address: the call is the instruction before it, and
+/// symbolizing `ret - 1` names the caller's line, as Go's own tracebacks do.
+fn call_sites(mut words: &[u8], out: &mut Vec<u64>) {
+    out.clear();
+    out.reserve(words.len() / 8);
+    let mut first = true;
+    // `bytes::Buf` reads the words in the machine's byte order; the caller bounds-checked them.
+    while words.len() >= 8 {
+        let addr = words.get_u64_ne();
+        out.push(if first { addr } else { addr.saturating_sub(1) });
+        first = false;
+    }
+}
+
 /// Error decoding a ring buffer record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -309,11 +324,25 @@ impl crate::bpf::Record for Sample {
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         Self::decode(bytes)
     }
+
+    fn decode_into(bytes: &[u8], into: &mut Self) -> Result<(), DecodeError> {
+        Self::decode_into(bytes, into)
+    }
 }
 
 impl Sample {
     /// Decodes one ring buffer record: a [`SampleHeader`] followed by `n_frames` u64 addresses.
     pub fn decode(record: &[u8]) -> Result<Self, DecodeError> {
+        let mut sample = Self::default();
+        Self::decode_into(record, &mut sample)?;
+        Ok(sample)
+    }
+
+    /// Decodes one ring buffer record into `into`, read in place from `record` (the ring's
+    /// memory) and reusing `into`'s frame buffers: a stream of samples allocates nothing per
+    /// sample once the buffers have grown to the deepest stack. Every field of `into` is
+    /// replaced; the header's fields are mapped in [`Sample::from_parts`].
+    pub fn decode_into(record: &[u8], into: &mut Self) -> Result<(), DecodeError> {
         if record.len() < SAMPLE_HEADER_SIZE {
             return Err(DecodeError::Short(record.len()));
         }
@@ -327,34 +356,24 @@ impl Sample {
         if claimed > present {
             return Err(DecodeError::FrameCount { claimed, present });
         }
-        // `bytes::Buf` reads the frame words in the machine's byte order, bounds-checked above.
-        let mut words = body;
         let kernel = (header.n_kernel_frames as usize).min(claimed);
         let user = claimed - kernel;
-        // Every frame but the interrupted one of each stack holds a return address: the call is
-        // the instruction before it. Symbolizing `ret - 1` names the caller's line, as Go's own
-        // tracebacks do.
-        let mut read = |n: usize| -> Vec<u64> {
-            (0..n)
-                .map(|i| {
-                    let addr = words.get_u64_ne();
-                    if i == 0 { addr } else { addr.saturating_sub(1) }
-                })
-                .collect()
-        };
-        let frames = read(user);
-        let kernel_frames = read(kernel);
-        let mut sample = Self::from_parts(&header, frames);
-        sample.kernel_frames = kernel_frames;
+        let (user_words, kernel_words) = body[..claimed * 8].split_at(user * 8);
+        let mut frames = std::mem::take(&mut into.frames);
+        let mut kernel_frames = std::mem::take(&mut into.kernel_frames);
+        call_sites(user_words, &mut frames);
+        call_sites(kernel_words, &mut kernel_frames);
+        *into = Self::from_parts(&header, frames);
+        into.kernel_frames = kernel_frames;
         if header.flags & SampleFlags::NATIVE != 0 {
             let native =
                 NativeStack::decode(&body[claimed * 8..]).ok_or(DecodeError::NativeTrailer)?;
-            if native.at > sample.frames.len() {
+            if native.at > into.frames.len() {
                 return Err(DecodeError::NativeTrailer);
             }
-            sample.native = Some(native);
+            into.native = Some(native);
         }
-        Ok(sample)
+        Ok(())
     }
 
     /// Builds a sample from a header and its frames (already call-site adjusted).
@@ -447,6 +466,34 @@ mod tests {
         assert_eq!(s.goroutine.unwrap().goid, 7);
         assert_eq!(s.stack_bytes, Some(0x1000));
         assert!(s.truncated);
+    }
+
+    #[test]
+    fn decoding_into_a_sample_reuses_its_buffers_and_replaces_every_field() {
+        let deep = SampleHeader {
+            goid: 7,
+            flags: SampleFlags::GOROUTINE_KNOWN | SampleFlags::TRUNCATED,
+            n_frames: 4,
+            ..Default::default()
+        };
+        let mut s = Sample::default();
+        Sample::decode_into(&record(&deep, &[0x100, 0x201, 0x301, 0x401]), &mut s).unwrap();
+        s.labels.set = Some(std::sync::Arc::from(vec![("k".into(), "v".into())]));
+        let buffer = s.frames.as_ptr();
+        let shallow = SampleHeader {
+            n_frames: 2,
+            ..Default::default()
+        };
+        Sample::decode_into(&record(&shallow, &[0x500, 0x601]), &mut s).unwrap();
+        assert_eq!(s.frames, [0x500, 0x600]);
+        assert_eq!(s.frames.as_ptr(), buffer, "the frame buffer is reused");
+        assert_eq!(s.goroutine, None);
+        assert!(!s.truncated);
+        assert_eq!(s.labels, SampleLabels::default());
+        // A record that does not decode leaves nothing half-read behind for the next one.
+        assert!(Sample::decode_into(&[0; 8], &mut s).is_err());
+        Sample::decode_into(&record(&deep, &[1, 3, 5, 7]), &mut s).unwrap();
+        assert_eq!(s.frames, [1, 2, 4, 6]);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::{
 #[derive(Clone, Debug)]
 pub enum Notice<'a> {
     /// What the operator should know now (the report lists it among its warnings too).
-    Warning(&'a str),
+    Warning(&'a crate::warning::Warning),
     /// A detail for `--verbose` (counts, costs).
     Detail(String),
     /// A record run's progress, every tick.

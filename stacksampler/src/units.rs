@@ -23,6 +23,17 @@ pub fn human_bytes(n: u64) -> String {
     format!("{n} B")
 }
 
+/// Seconds for people: `45 s`, `12 min`, `3.5 h`.
+pub fn human_secs(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 2.0 * 3600.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
 /// Parses a size: `1048576`, `512K`, `512KB`, `512KiB`, `1M`, `1MB`, `1MiB`, `1G`...
 ///
 /// `KB`/`MB`/`GB` are binary (1024-based), as [`human_bytes`] prints them.
@@ -55,6 +66,8 @@ mod tests {
 
     #[test]
     fn sizes_print_in_binary_units() {
+        assert_eq!(human_secs(30.0), "30 s");
+        assert_eq!(human_secs(600.0), "10 min");
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1024), "1 KiB");

@@ -17,7 +17,7 @@ use std::{
 
 use stacksampler::{
     aggregate::Profile,
-    diagnose::{Finding, Severity},
+    diagnose::{Facts, Finding, FrameInfo, GoroutinePileup, RunawayRecursion, Severity},
     goruntime::state::GoroutineState,
     report::{self, EndReason, OutputFormat, RenderOptions, Report, RunInfo, pprof::proto},
     sample::{GoroutineInfo, Sample, SampleKind},
@@ -235,22 +235,54 @@ mod fixtures {
             diagnosis: vec![
                 Finding {
                     severity: Severity::Info,
-                    kind: "goroutine_pileup",
-                    summary: "10 goroutines parked in runtime.chanrecv".to_owned(),
-                    details: vec!["entry: main.worker".to_owned()],
-                    data: serde_json::json!({"goroutines": 10}),
+                    facts: Facts::GoroutinePileup(GoroutinePileup {
+                        stack: vec![
+                            frame_info("runtime.gopark", "/go/src/runtime/proc.go", 424),
+                            frame_info("runtime.chanrecv", "/go/src/runtime/chan.go", 583),
+                            frame_info("main.worker;odd", "/src/demo/main.go", 22),
+                        ],
+                        stack_complete: true,
+                        goroutines: 10,
+                        states: vec![(GoroutineState::Waiting, 10)],
+                        waitreasons: [19].into(),
+                        samples: 10,
+                        goids: (10..20).collect(),
+                        goids_truncated: false,
+                        compared_frames: 3,
+                    }),
                 },
                 Finding {
                     severity: Severity::Warning,
-                    kind: "hot_loop",
-                    summary: "main.hot holds 54% of the samples".to_owned(),
-                    details: vec![],
-                    data: serde_json::Value::Null,
+                    facts: Facts::RunawayRecursion(RunawayRecursion {
+                        cycle: vec![frame_info("main.hot", "/src/demo/main.go", 14)],
+                        repeat: 60,
+                        cycle_frames: 60,
+                        entry: Some(frame_info("main.main", "/src/demo/main.go", 40)),
+                        depth: 62,
+                        depth_exact: true,
+                        stack_bytes: Some(192),
+                        growth_bytes_per_sec: None,
+                        limit_bytes: 1 << 30,
+                        limit_from_target: false,
+                        seconds_to_limit: None,
+                        goids: [1].into(),
+                        states: [GoroutineState::Running].into(),
+                        samples: 60,
+                        rows: 1,
+                    }),
                 },
             ],
-            warnings: vec!["2 samples lost (ring buffer full)".to_owned()],
+            warnings: vec![stacksampler::warning::Warning::SamplesLost(2)],
             fatal: None,
             runtime_events: None,
+        }
+    }
+
+    fn frame_info(function: &str, file: &str, line: u32) -> FrameInfo {
+        FrameInfo {
+            function: function.to_owned(),
+            file: Some(file.to_owned()),
+            line: Some(line),
         }
     }
 

@@ -138,18 +138,18 @@ impl IntervalFacts {
                 facts.max_stack_bytes = Some(facts.max_stack_bytes.unwrap_or(0).max(max));
             }
         }
-        facts.findings = count_kinds(findings);
+        facts.findings = count_kinds(findings.iter().map(Finding::kind));
         facts
     }
 }
 
 /// How many findings of each kind, by kind.
-pub fn count_kinds(findings: &[Finding]) -> Vec<(&'static str, u64)> {
+pub fn count_kinds(found: impl IntoIterator<Item = &'static str>) -> Vec<(&'static str, u64)> {
     let mut kinds: Vec<(&'static str, u64)> = Vec::new();
-    for f in findings {
-        match kinds.iter_mut().find(|(k, _)| *k == f.kind) {
+    for kind in found {
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, n)) => *n += 1,
-            None => kinds.push((f.kind, 1)),
+            None => kinds.push((kind, 1)),
         }
     }
     kinds

@@ -303,7 +303,7 @@ impl TargetMetrics {
                 .get_or_create(&self.state_labels(*state))
                 .set(gauge_value(n));
         }
-        count_kinds(&d.findings)
+        count_kinds(d.findings.iter().map(|f| f.kind()))
     }
 
     /// An interval profile found the export queue full.

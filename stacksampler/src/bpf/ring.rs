@@ -23,6 +23,13 @@ pub trait Record: Sized {
     const WHAT: &'static str;
     /// Decodes one ring buffer record.
     fn decode(bytes: &[u8]) -> Result<Self, Self::Error>;
+
+    /// Decodes one record into `into`, reusing what it owns (a type with buffers overrides
+    /// this so that reading a record allocates nothing).
+    fn decode_into(bytes: &[u8], into: &mut Self) -> Result<(), Self::Error> {
+        *into = Self::decode(bytes)?;
+        Ok(())
+    }
 }
 
 /// Decoded records of type `R` from one ring buffer.
@@ -69,6 +76,37 @@ impl<R: Record> RecordStream<R> {
             Err(_elapsed) => self.drain(sink),
         }
         Ok(())
+    }
+
+    /// Waits until the kernel wakes the reader (or the poll interval passed); the records are
+    /// then read one by one with [`RecordStream::next_into`].
+    pub async fn ready(&mut self) -> std::io::Result<()> {
+        let ready = match self.poll_interval {
+            Some(interval) => tokio::time::timeout(interval, self.ring.readable_mut()).await,
+            None => Ok(self.ring.readable_mut().await),
+        };
+        // Cleared before the ring is read: a record written after that wakes the reader again.
+        if let Ok(guard) = ready {
+            guard?.clear_ready();
+        }
+        Ok(())
+    }
+
+    /// Decodes the next record already in the ring buffer into `into`, straight from the
+    /// ring's memory and reusing `into`'s buffers; `false` when the ring is empty. Records
+    /// that do not decode are counted and skipped.
+    pub fn next_into(&mut self, into: &mut R) -> bool {
+        while let Some(record) = self.ring.get_mut().next() {
+            self.received += 1;
+            match R::decode_into(&record, into) {
+                Ok(()) => return true,
+                Err(e) => {
+                    self.decode_errors += 1;
+                    log::debug!("dropping a {} record: {e}", R::WHAT);
+                }
+            }
+        }
+        false
     }
 
     /// Hands every record already in the ring buffer to `sink` without waiting.

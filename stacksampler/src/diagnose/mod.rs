@@ -16,11 +16,13 @@ mod runaway_recursion;
 mod snapshots;
 mod stack;
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
-use crate::{aggregate::Profile, symbolize::Symbols};
+use crate::{aggregate::Profile, goruntime::state::GoroutineState, symbolize::Symbols};
 
-pub use pileup::KIND as GOROUTINE_PILEUP;
+pub use pileup::{KIND as GOROUTINE_PILEUP, is_runtime};
 pub use runaway_recursion::KIND as RUNAWAY_RECURSION;
 pub use snapshots::{ALL_BLOCKED, GROWTH as GOROUTINE_GROWTH};
 pub use stack::FrameInfo;
@@ -34,33 +36,149 @@ pub enum Severity {
     Critical,
 }
 
-/// One finding, with a one-line summary for the on-call engineer.
-#[derive(Clone, Debug, Serialize)]
+/// One finding: how urgent it is and what was found. The library returns the facts; the
+/// report layer words them (`report::findings`: the one-line summary and detail lines of the
+/// text report, and the json object `{severity, kind, summary, details, data}` with the facts as
+/// `data`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Finding {
     pub severity: Severity,
-    /// Machine-readable kind: [`RUNAWAY_RECURSION`], [`GOROUTINE_PILEUP`].
-    pub kind: &'static str,
-    /// One plain-language line.
-    pub summary: String,
-    /// Further lines for the text report (cycle frames, entry frame, ...).
-    pub details: Vec<String>,
-    /// Structured facts for json.
-    ///
-    /// `runaway_recursion`: `cycle` (frames `{function, file, line}` from the root side), `repeat`,
-    /// `cycle_frames`, `entry` (frame or null), `depth` (frames), `depth_exact`, `stack_bytes`,
-    /// `growth_bytes_per_sec`, `limit_bytes`, `limit_from_target`, `seconds_to_limit`, `goids`,
-    /// `states`, `samples` (unknown values are null).
-    ///
-    /// `goroutine_pileup`: `stack` (frames, innermost first), `stack_complete`, `goroutines`,
-    /// `states` (state -> goroutines), `waitreasons`, `samples`, `goids` (at most 1000),
-    /// `goids_truncated`.
-    ///
-    /// `goroutine_growth` (`--wall`): `state`, `status`, `first`, `last`, `peak`, `span_s`,
-    /// `rate_per_s`, `snapshots`, `blocking` and `created_by` (frames or null), `stack`.
-    ///
-    /// `all_goroutines_blocked` (`--wall`): `goroutines`, `snapshots`, `from_s`, `to_s`,
-    /// `wait_reasons` (`{wait_reason, goroutines}`).
-    pub data: serde_json::Value,
+    pub facts: Facts,
+}
+
+/// The facts of a finding, one typed struct per kind; each serializes as the json `data`
+/// object of its kind (docs/json-format.md).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Facts {
+    /// [`RUNAWAY_RECURSION`].
+    RunawayRecursion(RunawayRecursion),
+    /// [`GOROUTINE_PILEUP`].
+    GoroutinePileup(GoroutinePileup),
+    /// [`GOROUTINE_GROWTH`] (`--wall`).
+    GoroutineGrowth(GoroutineGrowth),
+    /// [`ALL_BLOCKED`] (`--wall`).
+    AllGoroutinesBlocked(AllGoroutinesBlocked),
+}
+
+impl Finding {
+    /// Machine-readable kind: [`RUNAWAY_RECURSION`], [`GOROUTINE_PILEUP`],
+    /// [`GOROUTINE_GROWTH`], [`ALL_BLOCKED`].
+    pub fn kind(&self) -> &'static str {
+        match self.facts {
+            Facts::RunawayRecursion(_) => RUNAWAY_RECURSION,
+            Facts::GoroutinePileup(_) => GOROUTINE_PILEUP,
+            Facts::GoroutineGrowth(_) => GOROUTINE_GROWTH,
+            Facts::AllGoroutinesBlocked(_) => ALL_BLOCKED,
+        }
+    }
+}
+
+/// A recursion repeating one cycle of functions many times, measured against the stack limit.
+/// Unknown values are `None` (json null).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunawayRecursion {
+    /// The cycle's frames, from the root side.
+    pub cycle: Vec<FrameInfo>,
+    pub repeat: usize,
+    /// Frames in the repeated cycles (`repeat` x the cycle's length).
+    pub cycle_frames: usize,
+    /// The frame that entered the recursion, when the stack's root side was captured.
+    pub entry: Option<FrameInfo>,
+    /// Stack depth in frames (at least this many when not `depth_exact`).
+    pub depth: usize,
+    pub depth_exact: bool,
+    pub stack_bytes: Option<u64>,
+    pub growth_bytes_per_sec: Option<f64>,
+    pub limit_bytes: u64,
+    /// The limit was read from the target (`runtime.maxstacksize`), not Go's default.
+    pub limit_from_target: bool,
+    pub seconds_to_limit: Option<f64>,
+    pub goids: BTreeSet<u64>,
+    pub states: BTreeSet<GoroutineState>,
+    pub samples: u64,
+    /// Distinct stacks (profile rows) the recursion was seen in.
+    #[serde(skip)]
+    pub rows: usize,
+}
+
+/// Many distinct goroutines seen with the same stack.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GoroutinePileup {
+    /// The shared stack, innermost first.
+    pub stack: Vec<FrameInfo>,
+    /// The whole stacks are the same, not only their innermost `compared_frames`.
+    pub stack_complete: bool,
+    pub goroutines: usize,
+    /// Goroutines per state (json: an object keyed by state name).
+    #[serde(serialize_with = "states_by_name")]
+    pub states: Vec<(GoroutineState, usize)>,
+    /// Raw wait reasons seen.
+    pub waitreasons: BTreeSet<u8>,
+    pub samples: u64,
+    /// At most [`pileup::MAX_GOIDS_LISTED`] goroutine ids.
+    pub goids: Vec<u64>,
+    pub goids_truncated: bool,
+    /// Addresses compared (the innermost ones) when not `stack_complete`.
+    #[serde(skip)]
+    pub compared_frames: usize,
+}
+
+/// A group of goroutines (one state, blocking stack and creation site) growing from snapshot to
+/// snapshot: a leak.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GoroutineGrowth {
+    /// State name.
+    pub state: &'static str,
+    /// The wait reason's name when waiting, else the state's.
+    pub status: String,
+    pub first: u32,
+    pub last: u32,
+    pub peak: u32,
+    pub span_s: f64,
+    pub rate_per_s: f64,
+    pub snapshots: usize,
+    /// Where it blocks: the innermost frame outside the Go runtime, else the innermost.
+    pub blocking: Option<FrameInfo>,
+    /// The `go` statement that creates its goroutines.
+    pub created_by: Option<FrameInfo>,
+    /// Innermost first.
+    pub stack: Vec<FrameInfo>,
+}
+
+/// Consecutive snapshots in which every user goroutine was waiting.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AllGoroutinesBlocked {
+    pub goroutines: u32,
+    /// Consecutive all-blocked snapshots.
+    pub snapshots: usize,
+    /// Seconds into the run of the first and the last of them.
+    pub from_s: f64,
+    pub to_s: f64,
+    /// Goroutines per wait reason in the last of them, most first.
+    pub wait_reasons: Vec<WaitReasonCount>,
+    /// Snapshots all blocked over the whole run, and snapshots taken.
+    #[serde(skip)]
+    pub blocked_snapshots_in_run: usize,
+    #[serde(skip)]
+    pub snapshots_in_run: usize,
+}
+
+/// Goroutines waiting for one reason.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WaitReasonCount {
+    pub wait_reason: String,
+    pub goroutines: u32,
+}
+
+/// Goroutine counts per state as a json object keyed by state name (sorted by name).
+fn states_by_name<S: serde::Serializer>(
+    states: &[(GoroutineState, usize)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let by_name: std::collections::BTreeMap<&str, usize> =
+        states.iter().map(|(s, n)| (s.name(), *n)).collect();
+    by_name.serialize(serializer)
 }
 
 /// Go's default maximum goroutine stack size on 64-bit targets (`runtime.maxstacksize`, 1e9 bytes: 953.7 MiB).
@@ -183,7 +301,7 @@ pub fn diagnose_run(
     findings.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
-            .then_with(|| kind_rank(a.kind).cmp(&kind_rank(b.kind)))
+            .then_with(|| kind_rank(a.kind()).cmp(&kind_rank(b.kind())))
     });
     findings
 }
@@ -192,9 +310,15 @@ fn kind_rank(kind: &str) -> u8 {
     match kind {
         RUNAWAY_RECURSION => 0,
         GOROUTINE_PILEUP => 1,
-        snapshots::GROWTH => 2,
+        GOROUTINE_GROWTH => 2,
         _ => 3,
     }
+}
+
+/// A finding's facts as its json `data` object, for assertions.
+#[cfg(test)]
+pub(crate) fn data(finding: &Finding) -> serde_json::Value {
+    serde_json::to_value(&finding.facts).expect("facts serialize")
 }
 
 #[cfg(test)]

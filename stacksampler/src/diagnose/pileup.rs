@@ -6,19 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde_json::json;
-
-use super::{DiagnoseOptions, Finding, Severity, stack::FrameInfo};
+use super::{DiagnoseOptions, Facts, Finding, GoroutinePileup, Severity, stack::FrameInfo};
 use crate::{aggregate::StackStats, goruntime::state::GoroutineState, symbolize::Symbols};
 
 /// Machine-readable kind of the finding.
 pub const KIND: &str = "goroutine_pileup";
 
 /// At most this many goroutine ids are listed in a finding's data.
-const MAX_GOIDS_LISTED: usize = 1000;
-
-/// At most this many frames are printed in a finding's details.
-const MAX_FRAMES_PRINTED: usize = 32;
+pub const MAX_GOIDS_LISTED: usize = 1000;
 
 #[derive(Debug, Default)]
 struct Group {
@@ -71,8 +66,19 @@ impl PileUps {
             .filter(|(_, g)| g.goids.len() >= min)
             .map(|(key, g)| (g.goids.len(), finding(&key, &g, symbols, options)))
             .collect();
-        out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.summary.cmp(&b.1.summary)));
+        // Largest first; equal ones in the order of their stacks, from the innermost frame.
+        out.sort_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then_with(|| pileup_stack(&a.1).cmp(pileup_stack(&b.1)))
+        });
         out.into_iter().map(|(_, f)| f).collect()
+    }
+}
+
+fn pileup_stack(f: &Finding) -> &[FrameInfo] {
+    match &f.facts {
+        Facts::GoroutinePileup(p) => &p.stack,
+        _ => &[],
     }
 }
 
@@ -92,91 +98,30 @@ pub(super) fn expanded_frames(addrs: &[u64], symbols: &Symbols) -> Vec<FrameInfo
 
 fn finding(key: &[u64], g: &Group, symbols: &Symbols, options: &DiagnoseOptions) -> Finding {
     let n = g.goids.len();
-    let frames = expanded_frames(key, symbols);
-    // The most telling frame: the innermost outside the Go runtime, else the innermost.
-    let place = frames
-        .iter()
-        .find(|f| !is_runtime(&f.function))
-        .or(frames.first());
-    let where_ = place.map_or_else(|| "an empty stack".to_string(), FrameInfo::describe);
-    let states: Vec<(GoroutineState, usize)> =
-        g.states.iter().map(|(s, ids)| (*s, ids.len())).collect();
-    let state_text = match states.as_slice() {
-        [(s, _)] => s.name().to_string(),
-        _ => states
-            .iter()
-            .map(|(s, c)| format!("{} {c}", s.name()))
-            .collect::<Vec<_>>()
-            .join(", "),
-    };
-    let partial = key.len() < g.depth;
-    let summary = format!(
-        "{n} goroutines {} in {where_} with the same {}",
-        if states.len() == 1 {
-            state_text.clone()
-        } else {
-            format!("({state_text})")
-        },
-        if partial {
-            format!("innermost {} frames", key.len())
-        } else {
-            "stack".to_string()
-        }
-    );
-    let mut details = vec![format!(
-        "{n} goroutines ({state_text}), {} samples{}",
-        g.samples,
-        if g.waitreasons.is_empty() {
-            String::new()
-        } else {
-            format!(
-                ", wait reasons {}",
-                g.waitreasons
-                    .iter()
-                    .map(u8::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
-    )];
-    details.push("stack, innermost first:".to_string());
-    details.extend(
-        frames
-            .iter()
-            .take(MAX_FRAMES_PRINTED)
-            .map(|f| format!("  {}", f.describe())),
-    );
-    if frames.len() > MAX_FRAMES_PRINTED {
-        details.push(format!("  ... {} more", frames.len() - MAX_FRAMES_PRINTED));
-    }
     let severity = if n >= options.pileup_min_goroutines.saturating_mul(10) {
         Severity::Critical
     } else {
         Severity::Warning
     };
-    let goids: Vec<u64> = g.goids.iter().take(MAX_GOIDS_LISTED).copied().collect();
-    let data = json!({
-        "stack": frames,
-        "stack_complete": !partial,
-        "goroutines": n,
-        "states": g.states.iter().map(|(s, ids)| (s.name(), ids.len())).collect::<BTreeMap<_, _>>(),
-        "waitreasons": g.waitreasons,
-        "samples": g.samples,
-        "goids": goids,
-        "goids_truncated": n > MAX_GOIDS_LISTED,
-    });
     Finding {
         severity,
-        kind: KIND,
-        summary,
-        details,
-        data,
+        facts: Facts::GoroutinePileup(GoroutinePileup {
+            stack: expanded_frames(key, symbols),
+            stack_complete: key.len() >= g.depth,
+            goroutines: n,
+            states: g.states.iter().map(|(s, ids)| (*s, ids.len())).collect(),
+            waitreasons: g.waitreasons.clone(),
+            samples: g.samples,
+            goids: g.goids.iter().take(MAX_GOIDS_LISTED).copied().collect(),
+            goids_truncated: n > MAX_GOIDS_LISTED,
+            compared_frames: key.len(),
+        }),
     }
 }
 
 /// Whether `function` is of the Go runtime or the standard library's blocking layers (never the
 /// telling frame of a stack).
-pub(crate) fn is_runtime(function: &str) -> bool {
+pub fn is_runtime(function: &str) -> bool {
     function.starts_with("runtime.")
         || function.starts_with("internal/")
         || function.starts_with("sync.")

@@ -10,17 +10,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde_json::json;
-
 use super::{
-    DiagnoseOptions, Finding, Severity,
+    DiagnoseOptions, Facts, Finding, RunawayRecursion, Severity,
     cycles::{self, Cycle, FoldOptions},
-    stack::{ExpandedStack, Expander, FrameInfo, FuncId, human_secs},
+    stack::{ExpandedStack, Expander, FrameInfo, FuncId},
 };
 use crate::{
     aggregate::{GAP_MARKER, StackStats},
     goruntime::state::GoroutineState,
-    units::human_bytes,
 };
 
 /// Machine-readable kind of the finding.
@@ -361,114 +358,25 @@ impl Chimney {
             Severity::Warning
         };
 
-        let who = match self.goids.len() {
-            0 => "a goroutine recurses".to_string(),
-            1 => format!(
-                "goroutine {} recurses",
-                self.goids.first().copied().unwrap_or_default()
-            ),
-            n => format!("{n} goroutines recurse"),
-        };
-        let names: Vec<&str> = self.cycle.iter().map(|f| f.function.as_str()).collect();
-        let depth = if self.truncated {
-            format!("at least {} frames", self.depth)
-        } else {
-            format!("{} frames", self.depth)
-        };
-        let bytes = self
-            .stack_bytes
-            .map(|b| format!(", {} of stack", human_bytes(b)))
-            .unwrap_or_default();
-        let entry = match &self.entry {
-            Some(e) => match e.location() {
-                Some(loc) => format!("entered from {} at {loc}", e.function),
-                None => format!("entered from {}", e.function),
-            },
-            None => "entry not captured".to_string(),
-        };
-        let pace = match (growth, seconds_to_limit, fraction) {
-            (Some(g), Some(s), _) => format!(
-                "; growing {}/s, {} limit in ~{}",
-                human_bytes(g as u64),
-                human_bytes(limit.bytes),
-                human_secs(s)
-            ),
-            (_, _, Some(f)) => format!(
-                "; {:.1}% of the {} limit",
-                f * 100.0,
-                human_bytes(limit.bytes)
-            ),
-            _ => String::new(),
-        };
-        let summary = format!(
-            "{who} {} {} times ({depth}{bytes}), {entry}{pace}",
-            names.join(" -> "),
-            self.repeat
-        );
-
-        let mut details = vec![format!(
-            "cycle of {} frames, from the root side, repeated {} times:",
-            self.cycle.len(),
-            self.repeat
-        )];
-        details.extend(self.cycle.iter().map(|f| format!("  {}", f.describe())));
-        details.push(match &self.entry {
-            Some(e) => format!("entered from {}", e.describe()),
-            None => "entry frame not captured (the stack was cut on its root side)".to_string(),
-        });
-        details.push(format!("depth: {depth}"));
-        let limit_source = if limit.from_target {
-            "runtime.maxstacksize"
-        } else {
-            "Go's default"
-        };
-        details.push(match self.stack_bytes {
-            Some(b) => format!(
-                "stack: {} in use, {} left before the {} limit ({limit_source}){}",
-                human_bytes(b),
-                human_bytes(limit.bytes.saturating_sub(b)),
-                human_bytes(limit.bytes),
-                match (growth, seconds_to_limit) {
-                    (Some(_), Some(s)) => format!(", reached in ~{} at this rate", human_secs(s)),
-                    (Some(g), None) => format!(", not growing ({:.0} B/s)", g),
-                    _ => String::new(),
-                }
-            ),
-            None => "stack bytes in use unknown (goroutine layout not read)".to_string(),
-        });
-        details.push(format!(
-            "seen in {} samples over {} distinct stacks, states: {}",
-            self.samples,
-            self.rows,
-            self.states
-                .iter()
-                .map(|s| s.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-
-        let data = json!({
-            "cycle": self.cycle,
-            "repeat": self.repeat,
-            "cycle_frames": self.repeat * self.cycle.len(),
-            "entry": self.entry,
-            "depth": self.depth,
-            "depth_exact": !self.truncated,
-            "stack_bytes": self.stack_bytes,
-            "growth_bytes_per_sec": growth,
-            "limit_bytes": limit.bytes,
-            "limit_from_target": limit.from_target,
-            "seconds_to_limit": seconds_to_limit,
-            "goids": self.goids,
-            "states": self.states,
-            "samples": self.samples,
-        });
         Finding {
             severity,
-            kind: KIND,
-            summary,
-            details,
-            data,
+            facts: Facts::RunawayRecursion(RunawayRecursion {
+                cycle: self.cycle.clone(),
+                repeat: self.repeat,
+                cycle_frames: self.repeat * self.cycle.len(),
+                entry: self.entry.clone(),
+                depth: self.depth,
+                depth_exact: !self.truncated,
+                stack_bytes: self.stack_bytes,
+                growth_bytes_per_sec: growth,
+                limit_bytes: limit.bytes,
+                limit_from_target: limit.from_target,
+                seconds_to_limit,
+                goids: self.goids.clone(),
+                states: self.states.clone(),
+                samples: self.samples,
+                rows: self.rows,
+            }),
         }
     }
 }

@@ -12,10 +12,9 @@
 //! Pile-ups (many goroutines at one place at once) come from the profile's wall rows, through
 //! the same finding as CPU rows ([`super::pileup`]).
 
-use serde_json::json;
-
 use super::{
-    DiagnoseOptions, Finding, Severity,
+    AllGoroutinesBlocked, DiagnoseOptions, Facts, Finding, GoroutineGrowth, Severity,
+    WaitReasonCount,
     pileup::{expanded_frames, is_runtime},
     stack::FrameInfo,
 };
@@ -33,10 +32,6 @@ pub const ALL_BLOCKED: &str = "all_goroutines_blocked";
 /// A group whose count fell in more than one in this many of its changes is not steadily
 /// growing (a pool that breathes, not a leak).
 const MAX_FALLS_PER_RISE: usize = 4;
-/// At most this many stack frames are printed in a finding's details.
-const MAX_FRAMES_PRINTED: usize = 16;
-/// Wait reasons listed in the all-blocked finding.
-const REASONS_LISTED: usize = 5;
 /// Nanoseconds per second.
 const NS_PER_S: f64 = 1e9;
 
@@ -115,11 +110,11 @@ fn growth(history: &SnapshotHistory, symbols: &Symbols, options: &DiagnoseOption
 
 fn growth_finding(g: &Growth<'_>, history: &SnapshotHistory, symbols: &Symbols) -> Finding {
     let stack = expanded_frames(&g.key.frames, symbols);
-    // Where it blocks: the innermost frame outside the Go runtime, else the innermost.
     let blocking = stack
         .iter()
         .find(|f| !is_runtime(&f.function))
-        .or(stack.first());
+        .or(stack.first())
+        .cloned();
     let created_by = g
         .key
         .creator
@@ -129,50 +124,20 @@ fn growth_finding(g: &Growth<'_>, history: &SnapshotHistory, symbols: &Symbols) 
     } else {
         g.key.state.name().to_owned()
     };
-    let place = blocking.map_or_else(|| "an unknown place".to_owned(), FrameInfo::describe);
-    let created = created_by
-        .as_ref()
-        .map(|c| format!(", created by {}", c.describe()))
-        .unwrap_or_default();
-    let summary = format!(
-        "goroutines in {status} at {place}{created} grew from {} to {} in {:.1} s \
-         (+{:.1}/s): a leak",
-        g.first, g.last, g.span_s, g.rate_per_s
-    );
-    let mut details = vec![format!(
-        "{} goroutines in the first snapshot, {} in the last ({} at most), {} snapshots",
-        g.first,
-        g.last,
-        g.peak,
-        history.snapshots.len()
-    )];
-    if let Some(c) = &created_by {
-        details.push(format!("created by {}", c.describe()));
-    }
-    details.push("stack, innermost first:".to_owned());
-    details.extend(
-        stack
-            .iter()
-            .take(MAX_FRAMES_PRINTED)
-            .map(|f| format!("  {}", f.describe())),
-    );
     Finding {
         severity: Severity::Warning,
-        kind: GROWTH,
-        summary,
-        details,
-        data: json!({
-            "state": g.key.state.name(),
-            "status": status,
-            "first": g.first,
-            "last": g.last,
-            "peak": g.peak,
-            "span_s": g.span_s,
-            "rate_per_s": g.rate_per_s,
-            "snapshots": history.snapshots.len(),
-            "blocking": blocking,
-            "created_by": created_by,
-            "stack": stack,
+        facts: Facts::GoroutineGrowth(GoroutineGrowth {
+            state: g.key.state.name(),
+            status,
+            first: g.first,
+            last: g.last,
+            peak: g.peak,
+            span_s: g.span_s,
+            rate_per_s: g.rate_per_s,
+            snapshots: history.snapshots.len(),
+            blocking,
+            created_by,
+            stack,
         }),
     }
 }
@@ -200,46 +165,23 @@ fn all_blocked(history: &SnapshotHistory, options: &DiagnoseOptions) -> Vec<Find
     let (start, end) = (&history.snapshots[from], &history.snapshots[to]);
     let t0 = history.snapshots[0].time_ns;
     let at = |ns: u64| ns.saturating_sub(t0) as f64 / NS_PER_S;
-    let reasons: Vec<String> = end
-        .reasons
-        .iter()
-        .take(REASONS_LISTED)
-        .map(|(raw, n)| format!("{n} {}", history.reason_name(*raw)))
-        .collect();
-    let summary = format!(
-        "every goroutine blocked, none runnable or running: {} goroutines waiting in {snapshots} \
-         consecutive snapshots ({:.1} s), {}",
-        end.goroutines,
-        at(end.time_ns) - at(start.time_ns),
-        reasons.join(", ")
-    );
-    let details = vec![
-        format!(
-            "from {:.1} s to {:.1} s into the run ({} of {} snapshots all blocked)",
-            at(start.time_ns),
-            at(end.time_ns),
-            history.snapshots.iter().filter(|s| s.all_blocked()).count(),
-            history.snapshots.len()
-        ),
-        "a deadlock the runtime cannot report (a timer or the network poller keeps it alive), \
-         or a program idle at that moment"
-            .to_owned(),
-    ];
     vec![Finding {
         severity: Severity::Warning,
-        kind: ALL_BLOCKED,
-        summary,
-        details,
-        data: json!({
-            "goroutines": end.goroutines,
-            "snapshots": snapshots,
-            "from_s": at(start.time_ns),
-            "to_s": at(end.time_ns),
-            "wait_reasons": end
+        facts: Facts::AllGoroutinesBlocked(AllGoroutinesBlocked {
+            goroutines: end.goroutines,
+            snapshots,
+            from_s: at(start.time_ns),
+            to_s: at(end.time_ns),
+            wait_reasons: end
                 .reasons
                 .iter()
-                .map(|(raw, n)| json!({"wait_reason": history.reason_name(*raw), "goroutines": n}))
-                .collect::<Vec<_>>(),
+                .map(|(raw, n)| WaitReasonCount {
+                    wait_reason: history.reason_name(*raw),
+                    goroutines: *n,
+                })
+                .collect(),
+            blocked_snapshots_in_run: history.snapshots.iter().filter(|s| s.all_blocked()).count(),
+            snapshots_in_run: history.snapshots.len(),
         }),
     }]
 }
@@ -247,7 +189,7 @@ fn all_blocked(history: &SnapshotHistory, options: &DiagnoseOptions) -> Vec<Find
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshots::SnapshotStates;
+    use crate::{diagnose::data, report::findings::summary, snapshots::SnapshotStates};
 
     fn snap(i: u64, goroutines: u32, blocked: u32) -> SnapshotStates {
         SnapshotStates {
@@ -285,11 +227,11 @@ mod tests {
             .insert(key(3), vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9]);
         let f = growth(&h, &Symbols::default(), &DiagnoseOptions::default());
         assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!(f[0].kind, GROWTH);
-        assert_eq!(f[0].data["first"], 0);
-        assert_eq!(f[0].data["last"], 100);
-        assert!((f[0].data["rate_per_s"].as_f64().unwrap() - 100.0).abs() < 1e-6);
-        assert!(f[0].summary.contains("chan send"), "{}", f[0].summary);
+        assert_eq!(f[0].kind(), GROWTH);
+        assert_eq!(data(&f[0])["first"], 0);
+        assert_eq!(data(&f[0])["last"], 100);
+        assert!((data(&f[0])["rate_per_s"].as_f64().unwrap() - 100.0).abs() < 1e-6);
+        assert!(summary(&f[0]).contains("chan send"), "{}", summary(&f[0]));
     }
 
     #[test]
@@ -301,8 +243,8 @@ mod tests {
         }
         let f = all_blocked(&h, &DiagnoseOptions::default());
         assert_eq!(f.len(), 1);
-        assert_eq!(f[0].data["snapshots"], 4);
-        assert!((f[0].data["from_s"].as_f64().unwrap() - 0.4).abs() < 1e-9);
+        assert_eq!(data(&f[0])["snapshots"], 4);
+        assert!((data(&f[0])["from_s"].as_f64().unwrap() - 0.4).abs() < 1e-9);
         let short = SnapshotHistory {
             snapshots: h.snapshots[..4].to_vec(),
             ..Default::default()

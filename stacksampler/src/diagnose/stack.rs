@@ -144,7 +144,7 @@ impl ExpandedStack {
 }
 
 /// The printable facts of one frame.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct FrameInfo {
     pub function: String,
     pub file: Option<String>,
@@ -178,27 +178,5 @@ impl FrameInfo {
             Some(loc) => format!("{} ({loc})", self.function),
             None => self.function.clone(),
         }
-    }
-}
-
-/// Seconds for people: `45 s`, `12 min`, `3.5 h`.
-pub(crate) fn human_secs(s: f64) -> String {
-    if s < 120.0 {
-        format!("{s:.0} s")
-    } else if s < 2.0 * 3600.0 {
-        format!("{:.0} min", s / 60.0)
-    } else {
-        format!("{:.1} h", s / 3600.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_units() {
-        assert_eq!(human_secs(30.0), "30 s");
-        assert_eq!(human_secs(600.0), "10 min");
     }
 }

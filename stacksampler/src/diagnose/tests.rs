@@ -1,6 +1,7 @@
 //! Diagnosis on synthetic profiles: hand-made symbols, samples built as the decoder builds them.
 
 use super::*;
+use crate::report::findings::{details, summary};
 use crate::{
     goruntime::state::GoroutineState,
     sample::{GoroutineInfo, Sample},
@@ -66,7 +67,7 @@ fn sample(frames: Vec<u64>, goid: u64, state: GoroutineState, time_ns: u64, byte
 }
 
 fn cycle_functions(f: &Finding) -> Vec<String> {
-    f.data["cycle"]
+    data(f)["cycle"]
         .as_array()
         .unwrap()
         .iter()
@@ -137,33 +138,33 @@ fn mutual_recursion_20000_deep() {
     let findings = diagnose(&p, &m.syms.symbols, &DiagnoseOptions::default());
     assert_eq!(findings.len(), 1, "{findings:#?}");
     let f = &findings[0];
-    assert_eq!(f.kind, RUNAWAY_RECURSION);
+    assert_eq!(f.kind(), RUNAWAY_RECURSION);
     assert_eq!(f.severity, Severity::Warning);
     assert_eq!(cycle_functions(f), ["main.recA", "main.recB"]);
-    assert_eq!(f.data["cycle"][0]["line"], 12);
-    assert_eq!(f.data["cycle"][1]["line"], 22);
-    assert_eq!(f.data["repeat"], 10_000);
-    assert_eq!(f.data["cycle_frames"], 20_000);
-    assert_eq!(f.data["depth"], 20_003);
-    assert_eq!(f.data["depth_exact"], true);
-    assert_eq!(f.data["entry"]["function"], "main.main");
-    assert_eq!(f.data["entry"]["line"], 42);
-    assert_eq!(f.data["stack_bytes"], 1_600_000);
-    assert_eq!(f.data["growth_bytes_per_sec"], 0.0);
-    assert_eq!(f.data["limit_bytes"], DEFAULT_MAX_STACK_BYTES);
-    assert_eq!(f.data["goids"], serde_json::json!([18]));
+    assert_eq!(data(f)["cycle"][0]["line"], 12);
+    assert_eq!(data(f)["cycle"][1]["line"], 22);
+    assert_eq!(data(f)["repeat"], 10_000);
+    assert_eq!(data(f)["cycle_frames"], 20_000);
+    assert_eq!(data(f)["depth"], 20_003);
+    assert_eq!(data(f)["depth_exact"], true);
+    assert_eq!(data(f)["entry"]["function"], "main.main");
+    assert_eq!(data(f)["entry"]["line"], 42);
+    assert_eq!(data(f)["stack_bytes"], 1_600_000);
+    assert_eq!(data(f)["growth_bytes_per_sec"], 0.0);
+    assert_eq!(data(f)["limit_bytes"], DEFAULT_MAX_STACK_BYTES);
+    assert_eq!(data(f)["goids"], serde_json::json!([18]));
     assert_eq!(
-        f.summary,
+        summary(f),
         "goroutine 18 recurses main.recA -> main.recB 10000 times (20003 frames, 1.5 MiB of stack), \
          entered from main.main at main.go:42; 0.2% of the 953.7 MiB limit"
     );
     assert!(
-        f.details.iter().any(|d| d == "  main.recA (main.go:12)"),
+        details(f).iter().any(|d| d == "  main.recA (main.go:12)"),
         "{:?}",
-        f.details
+        details(f)
     );
     assert!(
-        f.details
+        details(f)
             .iter()
             .any(|d| d == "entered from main.main (main.go:42)")
     );
@@ -188,10 +189,10 @@ fn growing_recursion_near_a_lowered_limit_is_critical() {
     assert_eq!(default.len(), 1);
     // 953.7 MiB away at 156.2 KiB/s: over an hour, not critical yet.
     assert_eq!(default[0].severity, Severity::Warning);
-    let growth = default[0].data["growth_bytes_per_sec"].as_f64().unwrap();
+    let growth = data(&default[0])["growth_bytes_per_sec"].as_f64().unwrap();
     assert!((growth - 160_000.0).abs() < 1.0, "{growth}");
-    assert_eq!(default[0].data["repeat"], 14_000);
-    assert_eq!(default[0].data["samples"], 10);
+    assert_eq!(data(&default[0])["repeat"], 14_000);
+    assert_eq!(data(&default[0])["samples"], 10);
 
     let lowered = DiagnoseOptions {
         max_stack_bytes: Some(64 << 20),
@@ -199,14 +200,14 @@ fn growing_recursion_near_a_lowered_limit_is_critical() {
     };
     let f = &diagnose(&p, &m.syms.symbols, &lowered)[0];
     assert_eq!(f.severity, Severity::Critical);
-    assert_eq!(f.data["limit_bytes"], 64 << 20);
-    assert_eq!(f.data["limit_from_target"], true);
-    let eta = f.data["seconds_to_limit"].as_f64().unwrap();
+    assert_eq!(data(f)["limit_bytes"], 64 << 20);
+    assert_eq!(data(f)["limit_from_target"], true);
+    let eta = data(f)["seconds_to_limit"].as_f64().unwrap();
     assert!(
         (eta - ((64 << 20) - 2_240_000) as f64 / 160_000.0).abs() < 1.0,
         "{eta}"
     );
-    assert!(f.summary.contains("growing 156.2 KiB/s"), "{}", f.summary);
+    assert!(summary(f).contains("growing 156.2 KiB/s"), "{}", summary(f));
 }
 
 #[test]
@@ -236,9 +237,9 @@ fn shallower_samples_reuse_the_deepest_analysis() {
     assert_eq!(findings.len(), 1, "{findings:#?}");
     let f = &findings[0];
     // Every row but the 60-frame one (30 repetitions) counts.
-    assert_eq!(f.data["samples"], 5);
-    assert_eq!(f.data["repeat"], 2_500);
-    assert_eq!(f.data["depth"], 5_003);
+    assert_eq!(data(f)["samples"], 5);
+    assert_eq!(data(f)["repeat"], 2_500);
+    assert_eq!(data(f)["depth"], 5_003);
     assert_eq!(cycle_functions(f), ["main.recA", "main.recB"]);
 }
 
@@ -281,10 +282,10 @@ fn sprintf_cycle_through_an_inlined_string_method() {
             "fmt.(*pp).handleMethods",
         ]
     );
-    assert_eq!(f.data["repeat"], 300);
-    assert_eq!(f.data["entry"]["function"], "main.main");
-    assert_eq!(f.data["entry"]["line"], 50);
-    assert_eq!(f.data["cycle"][1]["line"], 10);
+    assert_eq!(data(f)["repeat"], 300);
+    assert_eq!(data(f)["entry"]["function"], "main.main");
+    assert_eq!(data(f)["entry"]["line"], 50);
+    assert_eq!(data(f)["cycle"][1]["line"], 10);
 }
 
 #[test]
@@ -371,15 +372,15 @@ fn pileup_of_150_goroutines() {
     let findings = diagnose(&p, &syms.symbols, &DiagnoseOptions::default());
     assert_eq!(findings.len(), 1, "{findings:#?}");
     let f = &findings[0];
-    assert_eq!(f.kind, GOROUTINE_PILEUP);
+    assert_eq!(f.kind(), GOROUTINE_PILEUP);
     assert_eq!(f.severity, Severity::Warning);
-    assert_eq!(f.data["goroutines"], 150);
-    assert_eq!(f.data["samples"], 300);
-    assert_eq!(f.data["states"]["waiting"], 150);
-    assert_eq!(f.data["stack"][3]["function"], "main.worker");
-    assert_eq!(f.data["goids"].as_array().unwrap().len(), 150);
+    assert_eq!(data(f)["goroutines"], 150);
+    assert_eq!(data(f)["samples"], 300);
+    assert_eq!(data(f)["states"]["waiting"], 150);
+    assert_eq!(data(f)["stack"][3]["function"], "main.worker");
+    assert_eq!(data(f)["goids"].as_array().unwrap().len(), 150);
     assert_eq!(
-        f.summary,
+        summary(f),
         "150 goroutines waiting in main.worker (main.go:30) with the same stack"
     );
 
@@ -413,12 +414,12 @@ fn pileup_groups_by_innermost_frames() {
     };
     let f = diagnose(&p, &syms.symbols, &by_inner);
     assert_eq!(f.len(), 1);
-    assert_eq!(f[0].data["goroutines"], 120);
-    assert_eq!(f[0].data["stack_complete"], false);
+    assert_eq!(data(&f[0])["goroutines"], 120);
+    assert_eq!(data(&f[0])["stack_complete"], false);
     assert!(
-        f[0].summary.contains("main.(*Cache).Get (cache.go:17)"),
+        summary(&f[0]).contains("main.(*Cache).Get (cache.go:17)"),
         "{}",
-        f[0].summary
+        summary(&f[0])
     );
     let whole = DiagnoseOptions {
         pileup_frames: None,
@@ -449,17 +450,17 @@ fn findings_most_severe_first_and_entry_may_be_missing() {
     }
     let findings = diagnose(&p, &m.syms.symbols, &DiagnoseOptions::default());
     assert_eq!(findings.len(), 2, "{findings:#?}");
-    assert_eq!(findings[0].kind, RUNAWAY_RECURSION);
+    assert_eq!(findings[0].kind(), RUNAWAY_RECURSION);
     assert_eq!(findings[0].severity, Severity::Critical);
-    assert_eq!(findings[0].data["entry"], serde_json::Value::Null);
-    assert_eq!(findings[0].data["depth_exact"], false);
+    assert_eq!(data(&findings[0])["entry"], serde_json::Value::Null);
+    assert_eq!(data(&findings[0])["depth_exact"], false);
     assert!(
-        findings[0].summary.contains("at least 400 frames"),
+        summary(&findings[0]).contains("at least 400 frames"),
         "{}",
-        findings[0].summary
+        summary(&findings[0])
     );
-    assert!(findings[0].summary.contains("entry not captured"));
-    assert_eq!(findings[1].kind, GOROUTINE_PILEUP);
+    assert!(summary(&findings[0]).contains("entry not captured"));
+    assert_eq!(findings[1].kind(), GOROUTINE_PILEUP);
 }
 
 #[test]
@@ -471,6 +472,6 @@ fn unknown_addresses_fold_on_the_address() {
     p.add(&sample(s, 3, GoroutineState::Running, 0, 20_000));
     let findings = diagnose(&p, &Symbols::default(), &DiagnoseOptions::default());
     assert_eq!(findings.len(), 1);
-    assert_eq!(findings[0].data["repeat"], 100);
-    assert_eq!(findings[0].data["entry"]["function"], "0x3000");
+    assert_eq!(data(&findings[0])["repeat"], 100);
+    assert_eq!(data(&findings[0])["entry"]["function"], "0x3000");
 }

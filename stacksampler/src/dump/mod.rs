@@ -9,6 +9,7 @@
 //!
 //! The library returns a [`Dump`]; the binary writes it.
 
+pub mod findings;
 pub mod output;
 pub mod pileup;
 pub mod pprof;
@@ -57,9 +58,9 @@ pub struct Dump {
     /// Every goroutine not dead, in the runtime's list order (creation order).
     pub goroutines: Vec<Goroutine>,
     /// What limited the dump, one sentence each.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<crate::warning::Warning>,
     /// Pile-ups: many goroutines blocked at one call, created at one site ([`pileup`]).
-    pub findings: Vec<crate::diagnose::Finding>,
+    pub findings: Vec<pileup::DumpFinding>,
 }
 
 /// One goroutine.
@@ -126,7 +127,7 @@ impl Goroutine {
 }
 
 /// The `go` statement that created a goroutine.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CreatedBy {
     /// The function holding the `go` statement.
     pub function: Arc<str>,

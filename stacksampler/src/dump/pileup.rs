@@ -9,16 +9,51 @@
 
 use std::collections::HashMap;
 
-use serde_json::json;
+use serde::Serialize;
 
-use crate::diagnose::{DiagnoseOptions, Finding, GOROUTINE_PILEUP, Severity};
+use crate::{
+    diagnose::{DiagnoseOptions, FrameInfo, GOROUTINE_PILEUP, Severity},
+    goruntime::state::GoroutineState,
+};
 
-use super::{Dump, DumpFrame, Goroutine, text};
+use super::{CreatedBy, Dump, DumpFrame, Goroutine, text};
+
+/// A pile-up found in a dump (kind [`GOROUTINE_PILEUP`](crate::diagnose::GOROUTINE_PILEUP));
+/// worded by the dump's renderers (`dump::text`), its facts the json `data`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DumpFinding {
+    pub severity: Severity,
+    pub pileup: BlockedPileup,
+}
+
+impl DumpFinding {
+    /// Machine-readable kind: a pile-up.
+    pub fn kind(&self) -> &'static str {
+        GOROUTINE_PILEUP
+    }
+}
+
+/// Goroutines blocked at one call, created at one site.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlockedPileup {
+    pub goroutines: usize,
+    pub state: GoroutineState,
+    /// What Go's traceback shows in brackets for the first of them.
+    pub status: String,
+    pub wait_reason: Option<String>,
+    /// The innermost frame Go's traceback shows.
+    pub blocking: Option<FrameInfo>,
+    pub created_by: Option<CreatedBy>,
+    pub longest_wait_ns: Option<u64>,
+    /// The first goroutine of the group.
+    pub example_goid: u64,
+    /// The frames Go's traceback shows of the first goroutine's stack.
+    #[serde(skip)]
+    pub shown: Vec<FrameInfo>,
+}
 
 /// A pile-up this many times the threshold is critical.
 const CRITICAL_FACTOR: usize = 10;
-/// Nanoseconds per second.
-const NS_PER_S: f64 = 1e9;
 
 /// Goroutines sharing a blocking call and a creation site.
 struct Group<'a> {
@@ -33,22 +68,8 @@ fn blocking_frame(g: &Goroutine) -> Option<&DumpFrame> {
     text::shown(g.stack.frames.iter()).into_iter().next()
 }
 
-fn place(f: Option<&DumpFrame>) -> String {
-    f.map_or_else(
-        || "an unknown place".to_owned(),
-        |f| {
-            format!(
-                "{} ({}:{})",
-                f.function,
-                f.file.as_deref().unwrap_or("?"),
-                f.line.unwrap_or(0)
-            )
-        },
-    )
-}
-
 /// Pile-ups among the dump's goroutines (runtime goroutines left out), largest first.
-pub fn find(dump: &Dump, options: &DiagnoseOptions) -> Vec<Finding> {
+pub fn find(dump: &Dump, options: &DiagnoseOptions) -> Vec<DumpFinding> {
     type Key<'a> = (&'a str, Option<u64>, Option<(&'a str, Option<u32>)>);
     let mut index: HashMap<Key<'_>, usize> = HashMap::new();
     let mut groups: Vec<Group<'_>> = Vec::new();
@@ -78,56 +99,36 @@ pub fn find(dump: &Dump, options: &DiagnoseOptions) -> Vec<Finding> {
         .into_iter()
         .map(|group| {
             let g = group.first;
-            let created = g.created_by.as_ref().map(|c| {
-                format!(
-                    "{} ({}:{})",
-                    c.function,
-                    c.file.as_deref().unwrap_or("?"),
-                    c.line.unwrap_or(0)
-                )
-            });
-            let waited = group
-                .longest_wait_ns
-                .map(|ns| format!(", waiting up to {:.0} s", ns as f64 / NS_PER_S))
-                .unwrap_or_default();
-            let summary = format!(
-                "{} goroutines in {} at {}{}{}",
-                group.count,
-                g.status_text,
-                place(group.blocking),
-                created
-                    .as_ref()
-                    .map(|c| format!(", created by {c}"))
-                    .unwrap_or_default(),
-                waited
-            );
             let severity = if group.count >= options.pileup_min_goroutines * CRITICAL_FACTOR {
                 Severity::Critical
             } else {
                 Severity::Warning
             };
-            let frame = |f: &DumpFrame| {
-                json!({"function": &*f.function, "file": f.file.as_deref(), "line": f.line})
-            };
-            Finding {
+            DumpFinding {
                 severity,
-                kind: GOROUTINE_PILEUP,
-                summary,
-                details: text::shown(g.stack.frames.iter())
-                    .iter()
-                    .map(|f| place(Some(f)))
-                    .collect(),
-                data: json!({
-                    "goroutines": group.count,
-                    "state": g.state,
-                    "status": &g.status_text,
-                    "wait_reason": &g.wait_reason,
-                    "blocking": group.blocking.map(frame),
-                    "created_by": &g.created_by,
-                    "longest_wait_ns": group.longest_wait_ns,
-                    "example_goid": g.goid,
-                }),
+                pileup: BlockedPileup {
+                    goroutines: group.count,
+                    state: g.state,
+                    status: g.status_text.clone(),
+                    wait_reason: g.wait_reason.clone(),
+                    blocking: group.blocking.map(frame_info),
+                    created_by: g.created_by.clone(),
+                    longest_wait_ns: group.longest_wait_ns,
+                    example_goid: g.goid,
+                    shown: text::shown(g.stack.frames.iter())
+                        .into_iter()
+                        .map(frame_info)
+                        .collect(),
+                },
             }
         })
         .collect()
+}
+
+fn frame_info(f: &DumpFrame) -> FrameInfo {
+    FrameInfo {
+        function: f.function.to_string(),
+        file: f.file.as_deref().map(str::to_owned),
+        line: f.line,
+    }
 }

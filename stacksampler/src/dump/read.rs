@@ -34,6 +34,7 @@ use crate::{
     record::deep_stack::{CutWalk, DeepStackReader},
     symbolize::{ProcessSymbolizer, Symbolize, elf::ElfImage},
     target::{self, Process},
+    warning::Warning,
 };
 
 use super::{CreatedBy, Dump, DumpError, DumpFrame, Goroutine, Stack, StackSource};
@@ -372,7 +373,7 @@ impl GoroutineReader {
         let (Some(layout), Some(go_layout)) = (binary.runtime_layout, binary.layout) else {
             return Err(DumpError::NoLayout(format!(
                 "{binary_name}: {}",
-                binary.warnings.join("; ")
+                crate::warning::joined(&binary.warnings)
             )));
         };
         let mem = TargetMem {
@@ -492,11 +493,11 @@ pub fn dump(options: DumpOptions) -> Result<Dump, DumpError> {
     let now_ns = monotonic_ns();
     let mut warnings = reader.binary.warnings.clone();
     if incomplete {
-        warnings.push(format!(
-            "pid {pid} exited during the dump: {} goroutines were listed, {} of their stacks read",
-            raw.len(),
-            raw.iter().filter(|g| !g.stack.pcs.is_empty()).count()
-        ));
+        warnings.push(Warning::ExitedDuringDump {
+            pid,
+            listed: raw.len(),
+            read: raw.iter().filter(|g| !g.stack.pcs.is_empty()).count(),
+        });
     }
     let bytes_read = reader.bytes_read();
     let GoroutineReader {

@@ -49,7 +49,7 @@ pub async fn watch(
         WatchError::NoLayout(format!(
             "{}: {}",
             process.exe.display(),
-            binary.warnings.join("; ")
+            crate::warning::joined(&binary.warnings)
         ))
     })?;
     let stats_fd = if config.verbose {
@@ -136,9 +136,8 @@ pub async fn watch(
         by_kind: tracker.counts,
     };
     if events.lost > 0 {
-        observer.notice(Notice::Warning(&format!(
-            "{} events were lost (ring buffer full or undecodable)",
-            events.lost
+        observer.notice(Notice::Warning(&crate::warning::Warning::EventsLost(
+            events.lost,
         )));
     }
     let ctx = ReportContext {

@@ -18,6 +18,7 @@ pub mod waitreason;
 
 use std::path::{Path, PathBuf};
 
+use crate::warning::{GoRange, Warning};
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 use serde::Serialize;
 use stacksampler_common::GoLayout;
@@ -124,7 +125,7 @@ pub struct GoBinary {
     /// Runtime variables' link-time addresses.
     pub symbols: RuntimeSymbols,
     /// Everything that limits what can be read from this binary, one sentence each.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 impl GoBinary {
@@ -200,7 +201,7 @@ pub fn inspect_bytes(path: &Path, data: &[u8]) -> Result<GoBinary, GoRuntimeErro
     let build_info = match read_build_info(&file) {
         Ok(info) => info,
         Err(e) => {
-            warnings.push(format!("unreadable Go build information: {e}"));
+            warnings.push(Warning::BuildInfoUnreadable(e.to_string()));
             None
         }
     };
@@ -237,10 +238,9 @@ pub fn inspect_bytes(path: &Path, data: &[u8]) -> Result<GoBinary, GoRuntimeErro
         .as_ref()
         .and_then(|info| info.version.parse::<GoVersion>().ok());
     if arch == GoArch::Other {
-        binary.warnings.push(format!(
-            "{:?} binaries are not supported: goroutine fields will be unknown",
-            file.architecture()
-        ));
+        binary.warnings.push(Warning::UnsupportedArchitecture {
+            arch: format!("{:?}", file.architecture()),
+        });
         return Ok(binary);
     }
     select_layout(&file, &mut binary);
@@ -253,25 +253,28 @@ pub fn inspect_bytes(path: &Path, data: &[u8]) -> Result<GoBinary, GoRuntimeErro
     Ok(binary)
 }
 
+/// The Go releases stacksampler's layout and wait-reason tables cover.
+const TABLE_RANGE: GoRange = GoRange {
+    oldest: table::OLDEST,
+    newest: table::NEWEST,
+};
+
 /// Chooses the runtime layout: DWARF first, then the version table; records why neither worked.
 fn select_layout(file: &object::File<'_>, binary: &mut GoBinary) {
     let from_table = binary.version.as_ref().and_then(table::layout_for);
     let from_dwarf = match dwarf::runtime_layout(file) {
         Ok(layout) => layout,
         Err(e) => {
-            binary.warnings.push(format!(
-                "no runtime layout from DWARF ({e}); falling back to the Go version table"
-            ));
+            binary.warnings.push(Warning::NoDwarfLayout(e.to_string()));
             None
         }
     };
     if let (Some(d), Some(t)) = (from_dwarf, from_table) {
         binary.dwarf_matches_table = Some(d == t);
         if d != t {
-            binary.warnings.push(format!(
-                "the runtime layout in DWARF differs from stacksampler's table for {}: using DWARF",
-                version_text(binary)
-            ));
+            binary.warnings.push(Warning::DwarfDiffersFromTable {
+                version: version_text(binary),
+            });
         }
     }
     match (from_dwarf, from_table) {
@@ -284,15 +287,10 @@ fn select_layout(file: &object::File<'_>, binary: &mut GoBinary) {
                 .and_then(waitreason::table)
                 .is_none()
             {
-                binary.warnings.push(format!(
-                    "{} has no wait reason table in stacksampler (go{}.{} to go{}.{}): the \
-                     runtime layout comes from DWARF, wait reasons are shown as numbers",
-                    version_text(binary),
-                    table::OLDEST.0,
-                    table::OLDEST.1,
-                    table::NEWEST.0,
-                    table::NEWEST.1
-                ));
+                binary.warnings.push(Warning::NoWaitReasonTable {
+                    version: version_text(binary),
+                    tables: TABLE_RANGE,
+                });
             }
         }
         (None, Some(layout)) => {
@@ -300,15 +298,10 @@ fn select_layout(file: &object::File<'_>, binary: &mut GoBinary) {
             binary.layout_source = LayoutSource::VersionTable;
         }
         (None, None) => {
-            binary.warnings.push(format!(
-                "{} is not in stacksampler's runtime layout table (go{}.{} to go{}.{}) and the \
-                 binary has no usable DWARF: goroutine fields will be reported as unknown",
-                version_text(binary),
-                table::OLDEST.0,
-                table::OLDEST.1,
-                table::NEWEST.0,
-                table::NEWEST.1
-            ));
+            binary.warnings.push(Warning::UnknownRuntimeLayout {
+                version: version_text(binary),
+                tables: TABLE_RANGE,
+            });
         }
     }
 }

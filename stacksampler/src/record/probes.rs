@@ -16,6 +16,7 @@ use crate::{
         tracker::KindCounts,
     },
     report::EndReason,
+    warning::Warning,
 };
 
 /// Attaches the probes to `exe` of `pid` on `ebpf`, all of them when `all` (`--events`), else
@@ -27,7 +28,7 @@ pub(super) fn attach(
     layout: Option<GoLayout>,
     exe: &Path,
     all: bool,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Warning>,
 ) -> Option<EventProbes> {
     let options = EventOptions {
         pid,
@@ -45,7 +46,10 @@ pub(super) fn attach(
             } else {
                 "fatal errors"
             };
-            warnings.push(format!("{what} of the target will not be reported: {e}"));
+            warnings.push(Warning::ProbesNotAttached {
+                what,
+                error: e.to_string(),
+            });
             None
         }
     }

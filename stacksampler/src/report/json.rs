@@ -74,7 +74,7 @@ pub struct JsonReport<'a> {
     /// The wall-clock side of a `record --wall` run (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wall: Option<JsonWall>,
-    pub warnings: &'a [String],
+    pub warnings: &'a [crate::warning::Warning],
     /// Most severe first.
     pub diagnosis: Vec<&'a Finding>,
     pub stacks: JsonStacks<'a>,

@@ -10,6 +10,7 @@
 //! [`callgraph`] (caller -> callee table, and Graphviz DOT).
 
 pub mod callgraph;
+pub mod findings;
 pub mod flamegraph;
 pub mod folded;
 pub mod json;
@@ -84,7 +85,7 @@ pub struct Report {
     /// Findings of the diagnosis, most severe first.
     pub diagnosis: Vec<Finding>,
     /// Things the operator should know (no Go layout, lost samples...), one line each.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<crate::warning::Warning>,
     /// The Go fatal error the target died of during the run (shown first by every format
     /// that has room for it).
     pub fatal: Option<crate::events::report::FatalReport>,

@@ -462,7 +462,7 @@ pub fn build(report: &Report) -> proto::Profile {
             .as_deref()
             .map_or(String::new(), |v| format!(" ({v})"))
     ))];
-    comment.extend(report.warnings.iter().map(|w| strings.get(w)));
+    comment.extend(report.warnings.iter().map(|w| strings.get(&w.to_string())));
 
     let duration = Duration::from_secs_f64(run.duration_secs.max(0.0));
     let end = SystemTime::now();

@@ -18,7 +18,7 @@ use crate::{
 const NS_PER_S: f64 = 1e9;
 
 use super::{
-    RenderError, Renderer, Report,
+    RenderError, Renderer, Report, findings,
     stack::{self, SourceFrame},
 };
 
@@ -184,7 +184,7 @@ fn write_warnings(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     }
     writeln!(out, "\nwarnings:")?;
     for w in &report.warnings {
-        writeln!(out, "  ! {}", printable(w))?;
+        writeln!(out, "  ! {}", printable(&w.to_string()))?;
     }
     Ok(())
 }
@@ -210,9 +210,9 @@ fn write_diagnosis(report: &Report, out: &mut dyn Write) -> std::io::Result<()> 
             out,
             "  {:<8} {}",
             severity_word(f.severity),
-            printable(&f.summary)
+            printable(&findings::summary(f))
         )?;
-        for d in &f.details {
+        for d in &findings::details(f) {
             writeln!(out, "           {}", printable(d))?;
         }
     }

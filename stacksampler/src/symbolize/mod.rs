@@ -1,13 +1,17 @@
 //! Symbolization: turn each unique address of a profile into source frames, once.
 //!
-//! One backend per source of names, behind [`Symbolize`]; [`ProcessSymbolizer`] picks the backend
-//! for each mapping of the target process:
-//! - `maps`: `/proc/PID/maps`, opening mapped files in the target's view (`process.rs` turns
-//!   runtime addresses into file virtual addresses);
+//! [`Symbolize`] names a process's addresses; [`ProcessSymbolizer`] does it for a target, one
+//! mapping at a time. Each source of names is one [`Resolve`] implementation:
 //! - `gopclntab`: Go's own tables (names, files, lines, inlined frames; stripped binaries too);
 //! - `dwarf`: native code with debug info (also from `/usr/lib/debug`);
 //! - `elf`: `.symtab` / `.dynsym` symbols;
-//! - `module`: the backends of one file, in that order of preference;
+//! - `kallsyms`: kernel addresses.
+//!
+//! and the rest places them:
+//! - `maps`: `/proc/PID/maps`, opening mapped files in the target's view (`process.rs` turns
+//!   runtime addresses into file virtual addresses);
+//! - `module`: the sources of one file, asked in that order of preference (Go's table, DWARF,
+//!   ELF symbols), each for the addresses the ones before it did not name;
 //! - `cache`: indexed files shared by identity (device, inode, size, mtime).
 //!
 //! Address convention: the profile stores *call-site* addresses (return address - 1 for every frame
@@ -17,6 +21,7 @@ pub mod cache;
 pub mod dwarf;
 pub mod elf;
 pub mod gopclntab;
+pub mod kallsyms;
 pub mod maps;
 pub mod module;
 mod process;
@@ -198,7 +203,16 @@ impl Frame {
     }
 }
 
-/// A source of names for the addresses of one process.
+/// One source of names: Go's `.gopclntab`, DWARF, ELF symbols (addresses are ELF virtual
+/// addresses of one file) or kallsyms (kernel addresses).
+pub trait Resolve {
+    /// Sets `out[i]` to the frames of `addrs[i]`, innermost first, for each address this source
+    /// names and `out[i]` is still empty (an earlier source named it); `module` is the path the
+    /// frames carry.
+    fn resolve_batch(&self, addrs: &[u64], module: &Arc<str>, out: &mut [Vec<Frame>]);
+}
+
+/// Names the addresses of one process.
 pub trait Symbolize {
     /// Symbolizes `addrs` (absolute addresses in the target's address space).
     fn symbolize(&mut self, addrs: &[u64]) -> Symbols;

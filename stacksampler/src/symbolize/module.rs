@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{
-    FormatError, Frame, FrameKind,
+    FormatError, Frame, FrameKind, Resolve,
     dwarf::DwarfSymbolizer,
     elf::ElfImage,
     gopclntab::{GoPclnTab, PclnError},
@@ -110,93 +110,35 @@ impl ModuleSymbolizer {
             .unwrap_or_default()
     }
 
-    /// [`Self::frames`] of each of `vaddrs`, in order: Go code in one pass over the addresses
-    /// sorted by function (see [`GoPclnTab::visit_frames_batch`]), the rest one by one.
+    /// [`Self::frames`] of each of `vaddrs`, in order. The sources are asked in order of
+    /// preference, each for what the ones before it did not name: Go code in one pass over the
+    /// addresses sorted by function (see [`GoPclnTab::visit_frames_batch`]), then DWARF and ELF
+    /// symbols (loaded, with a separate debug file, only when an address is left).
     pub fn frames_batch(&self, vaddrs: &[u64], module: &Arc<str>) -> Vec<Vec<Frame>> {
         let mut out: Vec<Vec<Frame>> = vec![Vec::new(); vaddrs.len()];
+        let left = |out: &[Vec<Frame>]| out.iter().any(Vec::is_empty);
         if let Ok(go) = &self.go {
-            // The frames of one address arrive together: gather them, then move them into a
-            // vector of their exact size.
-            let mut current: Option<usize> = None;
-            let mut frames: Vec<Frame> = Vec::new();
-            let mut functions = Interner::<u32>::default();
-            let mut files = Interner::<(usize, usize)>::default();
-            go.visit_frames_batch(vaddrs, |i, f| {
-                if current != Some(i) {
-                    if let Some(prev) = current {
-                        let mut exact = Vec::with_capacity(frames.len());
-                        exact.append(&mut frames);
-                        out[prev] = exact;
-                    }
-                    current = Some(i);
-                }
-                frames.push(Frame {
-                    kind: go_kind(f.function),
-                    function: match f.function_key {
-                        Some(key) => functions.get(key, f.function),
-                        None => Arc::from(f.function),
-                    },
-                    file: f
-                        .file
-                        .map(|file| files.get((file.as_ptr() as usize, file.len()), file)),
-                    line: f.line,
-                    inlined: f.inlined,
-                    module: Some(module.clone()),
-                })
-            });
-            if let Some(prev) = current {
-                out[prev] = frames;
+            go.resolve_batch(vaddrs, module, &mut out);
+        }
+        let symbols = ElfSymbols(self);
+        if left(&out)
+            && let Some(dwarf) = self.dwarf()
+        {
+            DwarfLines {
+                dwarf,
+                symbols: &symbols,
             }
+            .resolve_batch(vaddrs, module, &mut out);
+        }
+        if left(&out) {
+            symbols.resolve_batch(vaddrs, module, &mut out);
         }
         for (frames, &vaddr) in out.iter_mut().zip(vaddrs) {
             if frames.is_empty() {
-                *frames = self
-                    .native_frames(vaddr, module)
-                    .unwrap_or_else(|| vec![Frame::unknown(Some((module.clone(), vaddr)), vaddr)]);
+                *frames = vec![Frame::unknown(Some((module.clone(), vaddr)), vaddr)];
             }
         }
         out
-    }
-
-    /// Frames of `vaddr` outside Go code: DWARF, then ELF symbols.
-    fn native_frames(&self, vaddr: u64, module: &Arc<str>) -> Option<Vec<Frame>> {
-        let symbol = self.symbol_name(vaddr);
-        if let Some(dwarf) = self.dwarf()
-            && let Ok(dwarf) = dwarf.lock()
-            && let Some(frames) = dwarf.find_frames(vaddr)
-        {
-            let last = frames.len().saturating_sub(1);
-            let out: Vec<Frame> = frames
-                .into_iter()
-                .enumerate()
-                .map(|(i, f)| Frame {
-                    // The outermost frame falls back to the ELF symbol when DWARF has no name.
-                    function: f
-                        .function
-                        .or_else(|| (i == last).then(|| symbol.clone()).flatten())
-                        .unwrap_or_else(|| format!("{}+{vaddr:#x}", basename(module)))
-                        .into(),
-                    file: f.file.map(Arc::from),
-                    line: f.line,
-                    inlined: f.inlined,
-                    module: Some(module.clone()),
-                    kind: FrameKind::Native,
-                })
-                .collect();
-            if !out.is_empty() {
-                return Some(out);
-            }
-        }
-        symbol.map(|function| {
-            vec![Frame {
-                function: function.into(),
-                file: None,
-                line: None,
-                inlined: false,
-                module: Some(module.clone()),
-                kind: FrameKind::Native,
-            }]
-        })
     }
 
     /// The ELF symbol covering `vaddr`: this file's tables, then a separate debug file's.
@@ -239,6 +181,115 @@ impl ModuleSymbolizer {
                     .map(Mutex::new)
             })
             .as_ref()
+    }
+}
+
+impl Resolve for GoPclnTab {
+    fn resolve_batch(&self, vaddrs: &[u64], module: &Arc<str>, out: &mut [Vec<Frame>]) {
+        // The frames of one address arrive together: gather them, then move them into a
+        // vector of their exact size.
+        let mut current: Option<usize> = None;
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut functions = Interner::<u32>::default();
+        let mut files = Interner::<(usize, usize)>::default();
+        let mut place = |i: usize, frames: &mut Vec<Frame>| {
+            if out[i].is_empty() {
+                let mut exact = Vec::with_capacity(frames.len());
+                exact.append(frames);
+                out[i] = exact;
+            }
+            frames.clear();
+        };
+        self.visit_frames_batch(vaddrs, |i, f| {
+            if current != Some(i) {
+                if let Some(prev) = current {
+                    place(prev, &mut frames);
+                }
+                current = Some(i);
+            }
+            frames.push(Frame {
+                kind: go_kind(f.function),
+                function: match f.function_key {
+                    Some(key) => functions.get(key, f.function),
+                    None => Arc::from(f.function),
+                },
+                file: f
+                    .file
+                    .map(|file| files.get((file.as_ptr() as usize, file.len()), file)),
+                line: f.line,
+                inlined: f.inlined,
+                module: Some(module.clone()),
+            })
+        });
+        if let Some(prev) = current {
+            place(prev, &mut frames);
+        }
+    }
+}
+
+/// The ELF symbols of one file and of its separate debug file: one native frame per address.
+struct ElfSymbols<'a>(&'a ModuleSymbolizer);
+
+impl Resolve for ElfSymbols<'_> {
+    fn resolve_batch(&self, vaddrs: &[u64], module: &Arc<str>, out: &mut [Vec<Frame>]) {
+        for (frames, &vaddr) in out.iter_mut().zip(vaddrs) {
+            if frames.is_empty()
+                && let Some(function) = self.0.symbol_name(vaddr)
+            {
+                *frames = vec![Frame {
+                    function: function.into(),
+                    file: None,
+                    line: None,
+                    inlined: false,
+                    module: Some(module.clone()),
+                    kind: FrameKind::Native,
+                }];
+            }
+        }
+    }
+}
+
+/// DWARF line tables and inlined frames of native code; an outermost frame DWARF leaves
+/// unnamed takes the ELF symbol's name.
+struct DwarfLines<'a> {
+    dwarf: &'a Mutex<DwarfSymbolizer>,
+    symbols: &'a ElfSymbols<'a>,
+}
+
+impl Resolve for DwarfLines<'_> {
+    fn resolve_batch(&self, vaddrs: &[u64], module: &Arc<str>, out: &mut [Vec<Frame>]) {
+        let Ok(dwarf) = self.dwarf.lock() else {
+            return;
+        };
+        for (slot, &vaddr) in out.iter_mut().zip(vaddrs) {
+            if !slot.is_empty() {
+                continue;
+            }
+            let Some(found) = dwarf.find_frames(vaddr) else {
+                continue;
+            };
+            let last = found.len().saturating_sub(1);
+            *slot = found
+                .into_iter()
+                .enumerate()
+                .map(|(i, f)| Frame {
+                    function: f
+                        .function
+                        .or_else(|| {
+                            (i == last)
+                                .then(|| self.symbols.0.symbol_name(vaddr))
+                                .flatten()
+                        })
+                        .unwrap_or_else(|| format!("{}+{vaddr:#x}", basename(module)))
+                        .into(),
+                    file: f.file.map(Arc::from),
+                    line: f.line,
+                    inlined: f.inlined,
+                    module: Some(module.clone()),
+                    kind: FrameKind::Native,
+                })
+                .collect();
+        }
     }
 }
 

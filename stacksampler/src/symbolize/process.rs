@@ -10,16 +10,12 @@
 //! address the symbol tables use. This is the load bias computation for PIE and non-PIE alike
 //! (non-PIE segments map at their own virtual address, so the bias is zero).
 
-use std::{
-    collections::HashMap,
-    os::unix::fs::FileExt,
-    path::Path,
-    sync::{Arc, OnceLock},
-};
+use std::{collections::HashMap, os::unix::fs::FileExt, path::Path, sync::Arc};
 
 use super::{
-    Frame, FrameKind, Symbolize, SymbolizeError, Symbols, cache,
+    Frame, Symbolize, SymbolizeError, Symbols, cache,
     dwarf::debug_file_candidates,
+    kallsyms,
     maps::{MapsEntry, open_mapped_file, parse_maps},
     module::ModuleSymbolizer,
 };
@@ -297,7 +293,7 @@ impl ProcessSymbolizer {
     /// frames right away (kernel, unmapped, unreadable file).
     fn locate(&self, addr: u64) -> Result<(usize, u64), Vec<Frame>> {
         if addr >= KERNEL_SPACE_START {
-            return Err(vec![kernel_frame(addr)]);
+            return Err(vec![kallsyms::frame(addr)]);
         }
         let idx = self.mappings.partition_point(|m| m.start <= addr);
         let Some((map_idx, map)) = idx
@@ -436,60 +432,10 @@ struct MappingBatch {
     vaddrs: Vec<u64>,
 }
 
-/// A kernel symbol from `/proc/kallsyms`.
-struct KernelSymbol {
-    addr: u64,
-    name: Arc<str>,
-}
-
-/// Kernel text symbols sorted by address (empty when kallsyms hides addresses).
-fn kernel_symbols() -> &'static [KernelSymbol] {
-    static SYMS: OnceLock<Vec<KernelSymbol>> = OnceLock::new();
-    SYMS.get_or_init(|| {
-        let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
-            return Vec::new();
-        };
-        let mut syms: Vec<KernelSymbol> = text
-            .lines()
-            .filter_map(|l| {
-                let mut it = l.split_whitespace();
-                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
-                let kind = it.next()?;
-                let name = it.next()?;
-                (addr != 0 && matches!(kind, "t" | "T" | "w" | "W")).then(|| KernelSymbol {
-                    addr,
-                    name: name.into(),
-                })
-            })
-            .collect();
-        syms.sort_by_key(|s| s.addr);
-        syms
-    })
-}
-
-fn kernel_frame(addr: u64) -> Frame {
-    let syms = kernel_symbols();
-    let idx = syms.partition_point(|s| s.addr <= addr);
-    match idx.checked_sub(1).and_then(|i| syms.get(i)) {
-        Some(sym) => Frame {
-            function: sym.name.clone(),
-            file: None,
-            line: None,
-            inlined: false,
-            module: Some(Arc::from("[kernel]")),
-            kind: FrameKind::Kernel,
-        },
-        None => {
-            let mut f = Frame::unknown(Some((Arc::from("[kernel]"), addr)), addr);
-            f.kind = FrameKind::Kernel;
-            f
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::symbolize::FrameKind;
 
     #[inline(never)]
     fn a_marked_function() -> u64 {

@@ -270,7 +270,7 @@ where
 {
     fn notice(&mut self, notice: Notice<'_>) {
         if let Notice::Warning(w) = notice {
-            self.ui.warnings.push(w.to_owned());
+            self.ui.warnings.push(w.to_string());
         }
     }
 

@@ -209,7 +209,7 @@ fn finding_lines(model: &TopModel, height: u16) -> Vec<Line<'static>> {
         lines.push(Line::from(vec![
             Span::raw("  "),
             Span::styled(word, style),
-            Span::raw(format!(" {}", f.summary)),
+            Span::raw(format!(" {}", crate::report::findings::summary(f))),
         ]));
     }
     lines

@@ -1,4 +1,4 @@
-// deep: the stack shapes of the stack-overflow hunt (issue 5).
+// deep: the stack shapes a stack-overflow hunt meets.
 //
 //	-mode mutual   recA <-> recB recursion -depth frames deep, spinning at the bottom
 //	-mode stringer a String method that recurses through fmt.Sprintf -depth times, then spins

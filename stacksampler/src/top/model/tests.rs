@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::report::findings::summary;
 use crate::{sample::Sample, symbolize::Frame};
 
 /// Names addresses from a table (`0x100 * n` is function `fn{n}`, addresses >= 0x1000 are
@@ -274,8 +275,12 @@ fn deepest_stacks_and_runaway_recursion() {
     let runaway: Vec<_> = m
         .findings()
         .iter()
-        .filter(|f| f.kind == diagnose::RUNAWAY_RECURSION)
+        .filter(|f| f.kind() == diagnose::RUNAWAY_RECURSION)
         .collect();
     assert_eq!(runaway.len(), 1, "{:?}", m.findings());
-    assert!(runaway[0].summary.contains("fn5"), "{}", runaway[0].summary);
+    assert!(
+        summary(runaway[0]).contains("fn5"),
+        "{}",
+        summary(runaway[0])
+    );
 }
