@@ -23,7 +23,7 @@ use crate::{
         ring::SAMPLES_POLL_INTERVAL,
     },
     diagnose,
-    events::{Tracker, decode::RuntimeEvent, watch::monotonic_ns},
+    events::{Tracker, decode::RuntimeEvent, tracker::KindCounts, watch::monotonic_ns},
     goruntime::{self, GoVersion},
     images::{self, ExeIdentity, ExecInfo, ImageLookup, Images},
     native::{self, NativeStats, NativeUnwinder},
@@ -202,6 +202,9 @@ pub struct RecordOptions {
     pub kernel_stacks: bool,
     /// Also follow stack growth and goroutine creation/exit (fatal errors always are).
     pub events: bool,
+    /// With `events`: the kernel walks and sends the stacks of growth and creation events;
+    /// without, each event is its header only (what counting them needs: the agent).
+    pub event_stacks: bool,
     /// Which samples are kept.
     pub filter: Filter,
     /// Kernel-side diagnostics and kernel run-time statistics.
@@ -267,7 +270,10 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         opts.pid,
         go_layout,
         &process.exe_link,
-        opts.events,
+        probes::Follow {
+            all: opts.events,
+            stacks: opts.event_stacks,
+        },
         &mut warnings,
     );
     // Opened before attaching: a target the snapshots cannot read fails the run at once.
@@ -284,8 +290,11 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     let history = RefCell::new(SnapshotHistory::default());
     let mut loaded = LoadedSampler::attach(ebpf, &options)?;
     let mut tracker = Tracker::new(monotonic_ns(), None, None);
+    // The tracker's counts as of the last event, for the observer's ticks.
+    let event_counts = Cell::new(KindCounts::default());
     let mut on_event = |e| {
         tracker.add(e);
+        event_counts.set(tracker.counts);
     };
     let mut stream: RecordStream<crate::sample::Sample> =
         RecordStream::new(loaded.take_samples()?, Some(SAMPLES_POLL_INTERVAL))?;
@@ -461,6 +470,8 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
                         lost: loaded.counters().map_or(0, |c| c.lost_ringbuf)
                             + stream.decode_errors,
                         max_stack_bytes: read_limit(maxstacksize_addr.get()),
+                        runtime_events: (opts.events && event_probes.is_some())
+                            .then(|| event_counts.get()),
                     };
                     if let Some(reason) = observer.live(live) {
                         break reason;
