@@ -382,7 +382,7 @@ impl SamplingArgs {
             max_frames: self.max_frames,
             kernel_stacks: self.kernel,
             events: false,
-            event_stacks: true,
+            event_details: true,
             filter: Filter::from(&self.filter),
             verbose,
             samples_ring: self.ring_size,

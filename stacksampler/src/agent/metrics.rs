@@ -549,8 +549,19 @@ mod tests {
             &[],
         );
         t.stack_limit(Some(1 << 20));
+        // Cumulative counts at two ticks: the counters hold the latest totals, not their sum.
+        let mut counts = KindCounts {
+            goroutine_create: 7,
+            stack_growth: 3,
+            ..KindCounts::default()
+        };
+        t.runtime_events(&counts);
+        counts.goroutine_create = 12;
+        t.runtime_events(&counts);
         let text = exposition(&m);
         for line in [
+            "stacksampler_goroutines_created_total{pid=\"42\",service=\"svc\"} 12",
+            "stacksampler_stack_growth_total{pid=\"42\",service=\"svc\"} 3",
             "stacksampler_samples_total{pid=\"42\",service=\"svc\"} 15",
             "stacksampler_lost_samples_total{pid=\"42\",service=\"svc\"} 2",
             "stacksampler_deepest_stack_frames{pid=\"42\",service=\"svc\"} 3005",

@@ -267,7 +267,7 @@ async fn sample_target(pid: u32, opts: AgentOptions, ctx: TargetContext) -> (u32
         pid,
         duration: None,
         events: ctx.metrics.is_some(),
-        event_stacks: false,
+        event_details: false,
         ..opts.record.clone()
     };
     let facts = TargetFacts::of(pid, record.frequency_hz, record.max_frames);

@@ -202,9 +202,11 @@ pub struct RecordOptions {
     pub kernel_stacks: bool,
     /// Also follow stack growth and goroutine creation/exit (fatal errors always are).
     pub events: bool,
-    /// With `events`: the kernel walks and sends the stacks of growth and creation events;
-    /// without, each event is its header only (what counting them needs: the agent).
-    pub event_stacks: bool,
+    /// With `events`: the kernel walks and sends the stacks of growth and creation events and
+    /// the run keeps each goroutine's history (the runtime-events report); without, the events
+    /// are headers only and only counted, so a run of any length keeps nothing per event (the
+    /// agent's counters).
+    pub event_details: bool,
     /// Which samples are kept.
     pub filter: Filter,
     /// Kernel-side diagnostics and kernel run-time statistics.
@@ -272,7 +274,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         &process.exe_link,
         probes::Follow {
             all: opts.events,
-            stacks: opts.event_stacks,
+            stacks: opts.event_details,
         },
         &mut warnings,
     );
@@ -293,7 +295,11 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     // The tracker's counts as of the last event, for the observer's ticks.
     let event_counts = Cell::new(KindCounts::default());
     let mut on_event = |e| {
-        tracker.add(e);
+        if opts.event_details {
+            tracker.add(e);
+        } else {
+            tracker.count(e);
+        }
         event_counts.set(tracker.counts);
     };
     let mut stream: RecordStream<crate::sample::Sample> =

@@ -381,7 +381,7 @@ mod tests {
                 max_frames: 64,
                 kernel_stacks: false,
                 events: false,
-                event_stacks: true,
+                event_details: true,
                 filter: Filter::default(),
                 verbose: false,
                 samples_ring: None,
