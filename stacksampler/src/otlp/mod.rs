@@ -320,7 +320,7 @@ pub fn export_request(
             samples,
             time_unix_nano: u64::try_from(profile.time_nanos).unwrap_or(0),
             duration_nano: u64::try_from(profile.duration_nanos).unwrap_or(0),
-            period_type: period_type.clone(),
+            period_type,
             period: profile.period,
             profile_id: profile_id(),
             dropped_attributes_count: 0,
