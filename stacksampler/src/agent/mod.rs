@@ -27,6 +27,7 @@ use tokio::{
 };
 
 use crate::{
+    bpf::RingBytes,
     record::{self, RecordOptions},
     report::EndReason,
     target,
@@ -43,6 +44,11 @@ use pyroscope::PyroscopeOptions;
 pub const PROFILE_QUEUE: usize = 64;
 /// How long a stopping agent waits for its last profiles to be pushed.
 pub const PUSH_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+/// Sample ring of each target when `--ring-size` is not given: a quarter of `record`'s. The
+/// ring's pages are mapped into the agent (twice: the kernel maps a ring's data pages twice for
+/// wrap-around), so they are most of its resident memory per target; at the agent's rates the
+/// reader drains it in milliseconds, and what finds it full is counted in the lost samples.
+pub const SAMPLES_RING_BYTES: u64 = 4 << 20;
 /// Shortest interval (file names have millisecond times; the run ticks every 250 ms).
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -268,6 +274,10 @@ async fn sample_target(pid: u32, opts: AgentOptions, ctx: TargetContext) -> (u32
         duration: None,
         events: ctx.metrics.is_some(),
         event_details: false,
+        samples_ring: opts
+            .record
+            .samples_ring
+            .or_else(|| RingBytes::new(SAMPLES_RING_BYTES).ok()),
         ..opts.record.clone()
     };
     let facts = TargetFacts::of(pid, record.frequency_hz, record.max_frames);
@@ -372,4 +382,17 @@ async fn export(
         }
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agents_sample_ring_is_one_the_kernel_takes() {
+        assert_eq!(
+            RingBytes::new(SAMPLES_RING_BYTES).map(RingBytes::get).ok(),
+            Some(4 << 20)
+        );
+    }
 }
