@@ -230,9 +230,11 @@ pub async fn run(
             }
             // Every run has cut its last interval: the exporter drains the queue and ends.
             summary.exported = exporter.await.unwrap_or(0);
-            // The pushers have the last profiles; each ends once they are pushed (or dropped).
+            // The pushers have the last profiles; each ends once they are pushed (or dropped),
+            // all within one limit.
+            let flushed_by = tokio::time::Instant::now() + PUSH_FLUSH_LIMIT;
             for (exporter, task) in pushers.tasks {
-                if tokio::time::timeout(PUSH_FLUSH_LIMIT, task).await.is_err() {
+                if tokio::time::timeout_at(flushed_by, task).await.is_err() {
                     let _ = notices.send(AgentNotice::Warning(format!(
                         "{exporter}: the last profiles were not pushed in time; dropped"
                     )));
