@@ -18,7 +18,9 @@ use stacksampler::{
         AgentOptions, MIN_INTERVAL,
         discover::Discovery,
         files::OutputDir,
-        pyroscope::{PyroscopeOptions, PyroscopeUrl, host_name},
+        otlp::OtlpOptions,
+        push::{HttpUrl, host_name},
+        pyroscope::PyroscopeOptions,
     },
     bpf::RingBytes,
     dump::output::{DumpFormat, GoroutineFilter, WriteOptions},
@@ -128,7 +130,13 @@ pub struct AgentArgs {
     /// Push each profile to the Pyroscope server at URL (http://HOST:PORT), as
     /// `<service>.cpu{host=..,pid=..}`.
     #[arg(long, value_name = "URL")]
-    pub pyroscope: Option<PyroscopeUrl>,
+    pub pyroscope: Option<HttpUrl>,
+
+    /// Push each profile to the OTLP/HTTP profiles receiver at URL (an OpenTelemetry Collector
+    /// with `service.profilesSupport`: http://HOST:4318), as `POST URL/v1development/profiles`
+    /// (opentelemetry-proto v1.10.0).
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<HttpUrl>,
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -154,6 +162,10 @@ impl AgentArgs {
                 url,
                 host: host_name(),
                 sample_rate: self.sampling.frequency,
+            }),
+            otlp: self.otlp.clone().map(|url| OtlpOptions {
+                url,
+                host: host_name(),
             }),
         }
     }
@@ -370,6 +382,7 @@ impl SamplingArgs {
             max_frames: self.max_frames,
             kernel_stacks: self.kernel,
             events: false,
+            event_details: true,
             filter: Filter::from(&self.filter),
             verbose,
             samples_ring: self.ring_size,
@@ -956,6 +969,7 @@ mod tests {
             &["agent", "--pid", "5", "--duration", "3"],
             &["agent", "--pid", "5", "--exe-dir", "/srv"],
             &["agent", "--pid", "5", "--pyroscope", "https://x"],
+            &["agent", "--pid", "5", "--otlp", "localhost:4318"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -20,6 +20,7 @@ pub mod goruntime;
 pub mod images;
 pub mod inspect;
 pub mod native;
+pub mod otlp;
 pub mod record;
 pub mod report;
 pub mod sample;

@@ -11,7 +11,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     aggregate::Profile,
-    events::report::AlertOut,
+    events::{report::AlertOut, tracker::KindCounts},
     report::EndReason,
     symbolize::Symbolize,
     target::{self, ExitWatch, sleep_or_forever},
@@ -80,6 +80,9 @@ pub struct LiveTick<'a> {
     pub lost: u64,
     /// The target's stack limit now (`runtime.maxstacksize`), when readable.
     pub max_stack_bytes: Option<u64>,
+    /// Runtime events counted since the start (a run with `RecordOptions::events` whose
+    /// probes are attached).
+    pub runtime_events: Option<KindCounts>,
 }
 
 /// An observer that drops everything (tests, embedding).

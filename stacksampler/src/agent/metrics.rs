@@ -4,7 +4,8 @@
 //! Per process (labels `pid`, `service`): goroutines by state (read from the target's memory
 //! at each interval, Go's own count: runtime goroutines excluded), the deepest stack sampled,
 //! the largest goroutine stack sampled and the stack limit, samples and lost samples, findings
-//! by kind. The agent's own CPU seconds and resident memory under Prometheus's standard
+//! by kind; goroutines created and stack growths (counted by the runtime-event probes, headers
+//! only). The agent's own CPU seconds and resident memory under Prometheus's standard
 //! `process_*` names.
 
 use std::{
@@ -21,7 +22,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::{dump, goruntime::state::GoroutineState};
+use crate::{dump, events::tracker::KindCounts, goruntime::state::GoroutineState};
 
 use super::interval::{IntervalFacts, TargetFacts, count_kinds};
 
@@ -60,6 +61,8 @@ pub struct Metrics {
     stack_limit_bytes: Family<ProcessLabels, Gauge>,
     samples: Family<ProcessLabels, Counter>,
     lost_samples: Family<ProcessLabels, Counter>,
+    goroutines_created: Family<ProcessLabels, Counter>,
+    stack_growths: Family<ProcessLabels, Counter>,
     findings: Family<KindLabels, Gauge>,
     profiles_dropped: Family<ProcessLabels, Counter>,
     exported: Family<ExporterLabels, Counter>,
@@ -103,6 +106,16 @@ impl Metrics {
             "stacksampler_lost_samples",
             "CPU samples lost (ring buffer full, undecodable)",
             self.lost_samples.clone(),
+        );
+        r.register(
+            "stacksampler_goroutines_created",
+            "Goroutines the process created (runtime.newproc1, counted by a uprobe)",
+            self.goroutines_created.clone(),
+        );
+        r.register(
+            "stacksampler_stack_growth",
+            "Goroutine stack growths of the process (runtime.copystack to a larger stack)",
+            self.stack_growths.clone(),
         );
         r.register(
             "stacksampler_findings",
@@ -158,6 +171,7 @@ impl Metrics {
             metrics: self.clone(),
             states: Vec::new(),
             kinds: Vec::new(),
+            events_seen: KindCounts::default(),
         }
     }
 
@@ -206,6 +220,8 @@ pub struct TargetMetrics {
     /// States and finding kinds with a series (each reads 0 while absent).
     states: Vec<GoroutineState>,
     kinds: Vec<String>,
+    /// The runtime-event counts already added to the counters.
+    events_seen: KindCounts,
 }
 
 fn gauge_value(v: u64) -> i64 {
@@ -268,6 +284,23 @@ impl TargetMetrics {
         }
     }
 
+    /// The run's runtime-event counts since its start (cumulative): what is new since the
+    /// last call goes into the counters.
+    pub fn runtime_events(&mut self, counts: &KindCounts) {
+        let m = &self.metrics;
+        m.goroutines_created.get_or_create(&self.labels).inc_by(
+            counts
+                .goroutine_create
+                .saturating_sub(self.events_seen.goroutine_create),
+        );
+        m.stack_growths.get_or_create(&self.labels).inc_by(
+            counts
+                .stack_growth
+                .saturating_sub(self.events_seen.stack_growth),
+        );
+        self.events_seen = *counts;
+    }
+
     /// The target's stack limit now.
     pub fn stack_limit(&self, bytes: Option<u64>) {
         if let Some(b) = bytes {
@@ -328,6 +361,8 @@ impl Drop for TargetMetrics {
             family.remove(&self.labels);
         }
         m.samples.remove(&self.labels);
+        m.goroutines_created.remove(&self.labels);
+        m.stack_growths.remove(&self.labels);
         m.lost_samples.remove(&self.labels);
         m.profiles_dropped.remove(&self.labels);
         for state in &self.states {
@@ -514,8 +549,19 @@ mod tests {
             &[],
         );
         t.stack_limit(Some(1 << 20));
+        // Cumulative counts at two ticks: the counters hold the latest totals, not their sum.
+        let mut counts = KindCounts {
+            goroutine_create: 7,
+            stack_growth: 3,
+            ..KindCounts::default()
+        };
+        t.runtime_events(&counts);
+        counts.goroutine_create = 12;
+        t.runtime_events(&counts);
         let text = exposition(&m);
         for line in [
+            "stacksampler_goroutines_created_total{pid=\"42\",service=\"svc\"} 12",
+            "stacksampler_stack_growth_total{pid=\"42\",service=\"svc\"} 3",
             "stacksampler_samples_total{pid=\"42\",service=\"svc\"} 15",
             "stacksampler_lost_samples_total{pid=\"42\",service=\"svc\"} 2",
             "stacksampler_deepest_stack_frames{pid=\"42\",service=\"svc\"} 3005",

@@ -12,6 +12,8 @@ pub mod discover;
 pub mod files;
 pub mod interval;
 pub mod metrics;
+pub mod otlp;
+pub mod push;
 pub mod pyroscope;
 
 use std::{
@@ -25,6 +27,7 @@ use tokio::{
 };
 
 use crate::{
+    bpf::RingBytes,
     record::{self, RecordOptions},
     report::EndReason,
     target,
@@ -33,12 +36,19 @@ use discover::{Discovery, GoProcesses};
 use files::{FileError, OutputDir};
 use interval::{IntervalCutter, IntervalProfile, TargetFacts};
 use metrics::{BindError, Metrics};
+use otlp::OtlpOptions;
+use push::Backend;
 use pyroscope::PyroscopeOptions;
 
 /// Interval profiles waiting for the exporters, at most; past that they are dropped.
 pub const PROFILE_QUEUE: usize = 64;
 /// How long a stopping agent waits for its last profiles to be pushed.
 pub const PUSH_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+/// Sample ring of each target when `--ring-size` is not given: a quarter of `record`'s. The
+/// ring's pages are mapped into the agent (twice: the kernel maps a ring's data pages twice for
+/// wrap-around), so they are most of its resident memory per target; at the agent's rates the
+/// reader drains it in milliseconds, and what finds it full is counted in the lost samples.
+pub const SAMPLES_RING_BYTES: u64 = 4 << 20;
 /// Shortest interval (file names have millisecond times; the run ticks every 250 ms).
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -59,6 +69,8 @@ pub struct AgentOptions {
     pub metrics_addr: Option<SocketAddr>,
     /// `--pyroscope`: push each profile to a Pyroscope server.
     pub pyroscope: Option<PyroscopeOptions>,
+    /// `--otlp`: push each profile to an OTLP/HTTP profiles receiver.
+    pub otlp: Option<OtlpOptions>,
 }
 
 /// What the agent has to say while it runs (the binary prints it).
@@ -151,23 +163,18 @@ pub async fn run(
             });
             let (profiles, queue) = mpsc::channel(PROFILE_QUEUE);
             let stopping = Rc::new(Cell::new(false));
-            let pusher = opts.pyroscope.clone().map(|p| {
-                let (tx, rx) = mpsc::channel(pyroscope::QUEUE);
-                let task = tokio::task::spawn_local(pyroscope::push_all(
-                    p,
-                    rx,
-                    metrics.clone(),
-                    notices.clone(),
-                    stopping.clone(),
-                ));
-                (tx, task)
-            });
-            let (pyroscope_queue, pusher) = pusher.unzip();
+            let mut pushers = Pushers::default();
+            if let Some(p) = opts.pyroscope.clone() {
+                pushers.start(p, &metrics, &notices, &stopping);
+            }
+            if let Some(o) = opts.otlp.clone() {
+                pushers.start(o, &metrics, &notices, &stopping);
+            }
             let exporter = tokio::task::spawn_local(export(
                 queue,
                 Exporters {
                     output_dir: opts.output_dir.clone(),
-                    pyroscope: pyroscope_queue,
+                    pushes: std::mem::take(&mut pushers.queues),
                     metrics: metrics.clone(),
                 },
                 notices.clone(),
@@ -223,13 +230,15 @@ pub async fn run(
             }
             // Every run has cut its last interval: the exporter drains the queue and ends.
             summary.exported = exporter.await.unwrap_or(0);
-            // The pusher has the last profiles; it ends once they are pushed (or dropped).
-            if let Some(pusher) = pusher
-                && tokio::time::timeout(PUSH_FLUSH_LIMIT, pusher).await.is_err()
-            {
-                let _ = notices.send(AgentNotice::Warning(
-                    "pyroscope: the last profiles were not pushed in time; dropped".into(),
-                ));
+            // The pushers have the last profiles; each ends once they are pushed (or dropped),
+            // all within one limit.
+            let flushed_by = tokio::time::Instant::now() + PUSH_FLUSH_LIMIT;
+            for (exporter, task) in pushers.tasks {
+                if tokio::time::timeout_at(flushed_by, task).await.is_err() {
+                    let _ = notices.send(AgentNotice::Warning(format!(
+                        "{exporter}: the last profiles were not pushed in time; dropped"
+                    )));
+                }
             }
             if let Some(server) = server {
                 server.abort();
@@ -260,9 +269,17 @@ enum TargetEnd {
 
 /// Samples `pid` until it ends or the agent stops.
 async fn sample_target(pid: u32, opts: AgentOptions, ctx: TargetContext) -> (u32, TargetEnd) {
+    // With metrics, the runtime-event probes count goroutine creations and stack growths
+    // (event headers only: no stacks walked or sent).
     let record = RecordOptions {
         pid,
         duration: None,
+        events: ctx.metrics.is_some(),
+        event_details: false,
+        samples_ring: opts
+            .record
+            .samples_ring
+            .or_else(|| RingBytes::new(SAMPLES_RING_BYTES).ok()),
         ..opts.record.clone()
     };
     let facts = TargetFacts::of(pid, record.frequency_hz, record.max_frames);
@@ -300,11 +317,40 @@ async fn sample_target(pid: u32, opts: AgentOptions, ctx: TargetContext) -> (u32
     }
 }
 
+/// The push exporters' queues and tasks.
+#[derive(Default)]
+struct Pushers {
+    queues: Vec<(&'static str, mpsc::Sender<IntervalProfile>)>,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+impl Pushers {
+    /// Starts pushing to `backend` from a queue of its own.
+    fn start<B: Backend + 'static>(
+        &mut self,
+        backend: B,
+        metrics: &Metrics,
+        notices: &mpsc::UnboundedSender<AgentNotice>,
+        stopping: &Rc<Cell<bool>>,
+    ) {
+        let (tx, rx) = mpsc::channel(push::QUEUE);
+        let task = tokio::task::spawn_local(push::push_all(
+            backend,
+            rx,
+            metrics.clone(),
+            notices.clone(),
+            stopping.clone(),
+        ));
+        self.queues.push((B::EXPORTER, tx));
+        self.tasks.push((B::EXPORTER, task));
+    }
+}
+
 /// Where the profiles go.
 struct Exporters {
     output_dir: Option<OutputDir>,
-    /// The Pyroscope pusher's own queue.
-    pyroscope: Option<mpsc::Sender<IntervalProfile>>,
+    /// Each push exporter's own queue, by exporter name.
+    pushes: Vec<(&'static str, mpsc::Sender<IntervalProfile>)>,
     metrics: Metrics,
 }
 
@@ -331,11 +377,24 @@ async fn export(
             }
         }
         // Never waits: a full queue (a slow server) drops the profile.
-        if let Some(push) = &exporters.pyroscope
-            && push.try_send(profile).is_err()
-        {
-            exporters.metrics.export_dropped(pyroscope::EXPORTER);
+        for (exporter, push) in &exporters.pushes {
+            if push.try_send(profile.clone()).is_err() {
+                exporters.metrics.export_dropped(exporter);
+            }
         }
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agents_sample_ring_is_one_the_kernel_takes() {
+        assert_eq!(
+            RingBytes::new(SAMPLES_RING_BYTES).map(RingBytes::get).ok(),
+            Some(4 << 20)
+        );
+    }
 }

@@ -27,8 +27,10 @@ pub struct EventOptions {
     pub pid: u32,
     /// Go runtime layout (required: events need goroutine ids).
     pub layout: GoLayout,
-    /// Frames walked at a stack growth and at a fatal error.
+    /// Frames walked at a fatal error.
     pub deep_walk_limit: u32,
+    /// Frames walked at a stack growth (0: the event's header only).
+    pub growth_walk_limit: u32,
     /// Frames walked at a goroutine creation.
     pub create_walk_limit: u32,
     /// Follow stack growth (`runtime.copystack`).
@@ -87,7 +89,7 @@ impl EventProbes {
         let config = EventConfig {
             target_tgid: options.pid,
             flags: EventConfigFlags::GO_LAYOUT_KNOWN,
-            growth_walk_limit: options.deep_walk_limit,
+            growth_walk_limit: options.growth_walk_limit,
             create_walk_limit: options.create_walk_limit,
             fatal_walk_limit: options.deep_walk_limit,
             _pad: 0,

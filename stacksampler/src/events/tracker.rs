@@ -188,6 +188,29 @@ impl Tracker {
         None
     }
 
+    /// Counts one event by kind and keeps nothing else of it (a run that needs only the counts,
+    /// for any length of time); a fatal error is folded as [`Tracker::add`] folds it.
+    pub fn count(&mut self, e: RuntimeEvent) {
+        let c = &mut self.counts;
+        match e.kind {
+            RuntimeEventKind::StackGrowth => c.stack_growth += 1,
+            RuntimeEventKind::StackShrink => c.stack_shrink += 1,
+            RuntimeEventKind::GoroutineCreate => {
+                c.goroutine_create += 1;
+                self.created += 1;
+            }
+            RuntimeEventKind::GoroutineExit => {
+                c.goroutine_exit += 1;
+                self.exited += 1;
+            }
+            RuntimeEventKind::Fatal | RuntimeEventKind::FatalThrow => {
+                self.add(e);
+                return;
+            }
+        }
+        self.events += 1;
+    }
+
     fn keep_history(&mut self, goid: u64, g: GoroutineTrack) {
         if !g.growths.is_empty() && self.finished.len() < MAX_FINISHED_HISTORIES {
             self.finished.push((goid, g));
@@ -293,6 +316,29 @@ mod tests {
         assert_eq!(t.biggest, Some((7, 2 << 20)));
         let sizes: Vec<u64> = t.goroutines[&7].growths.iter().map(|g| g.to).collect();
         assert_eq!(sizes, [512 << 10, 1 << 20, 2 << 20]);
+    }
+
+    #[test]
+    fn counting_keeps_the_counts_and_nothing_per_goroutine() {
+        let mut t = Tracker::new(0, None, None);
+        for id in 10..15 {
+            t.count(event(RuntimeEventKind::GoroutineCreate, id));
+            t.count(grow(id, 2 << 10, 4 << 10));
+            t.count(grow(id, 4 << 10, 8 << 10));
+        }
+        t.count(event(RuntimeEventKind::GoroutineExit, 11));
+        let c = t.counts;
+        assert_eq!(
+            (c.goroutine_create, c.stack_growth, c.goroutine_exit),
+            (5, 10, 1)
+        );
+        assert!(t.goroutines.is_empty() && t.finished.is_empty());
+        t.count(event(RuntimeEventKind::Fatal, 12));
+        assert_eq!(
+            (t.counts.fatal, t.fatal.len()),
+            (1, 1),
+            "a fatal error is kept"
+        );
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub async fn watch(
         pid: config.pid,
         layout,
         deep_walk_limit: DEFAULT_DEEP_WALK_LIMIT,
+        growth_walk_limit: DEFAULT_DEEP_WALK_LIMIT,
         create_walk_limit: DEFAULT_CREATE_WALK_LIMIT,
         growth: true,
         goroutines: true,

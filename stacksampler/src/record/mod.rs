@@ -10,7 +10,10 @@ mod probes;
 pub mod source;
 pub mod wall;
 
-use std::time::{Duration, Instant};
+use std::{
+    cell::Cell,
+    time::{Duration, Instant},
+};
 
 use stacksampler_common::{Counters, GoLayout, NativeConfig};
 
@@ -21,7 +24,7 @@ use crate::{
         ring::SAMPLES_POLL_INTERVAL,
     },
     diagnose,
-    events::{Tracker, decode::RuntimeEvent, watch::monotonic_ns},
+    events::{Tracker, decode::RuntimeEvent, tracker::KindCounts, watch::monotonic_ns},
     native::{self, NativeStats, NativeUnwinder},
     record::deep_stack::ContinuationStats,
     record::filter::Filter,
@@ -101,6 +104,11 @@ pub struct RecordOptions {
     pub kernel_stacks: bool,
     /// Also follow stack growth and goroutine creation/exit (fatal errors always are).
     pub events: bool,
+    /// With `events`: the kernel walks and sends the stacks of growth and creation events and
+    /// the run keeps each goroutine's history (the runtime-events report); without, the events
+    /// are headers only and only counted, so a run of any length keeps nothing per event (the
+    /// agent's counters).
+    pub event_details: bool,
     /// Which samples are kept.
     pub filter: Filter,
     /// Kernel-side diagnostics and kernel run-time statistics.
@@ -147,7 +155,10 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         opts.pid,
         go_layout,
         &process.exe_link,
-        opts.events,
+        probes::Follow {
+            all: opts.events,
+            stacks: opts.event_details,
+        },
         &mut warnings,
     );
     // Opened before attaching: a target the snapshots cannot read fails the run at once.
@@ -162,8 +173,15 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     });
     let mut loaded = LoadedSampler::attach(ebpf, &options)?;
     let mut tracker = Tracker::new(monotonic_ns(), None, None);
+    // The tracker's counts as of the last event, for the observer's ticks.
+    let event_counts = Cell::new(KindCounts::default());
     let mut on_event = |e| {
-        tracker.add(e);
+        if opts.event_details {
+            tracker.add(e);
+        } else {
+            tracker.count(e);
+        }
+        event_counts.set(tracker.counts);
     };
     let started = Instant::now();
     let completion = Completion::new(
@@ -212,6 +230,8 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
                             + source.decode_errors(),
                         max_stack_bytes: read_limit(opts.pid, source.completion.maxstacksize_addr),
                         symbolizer: &mut source.completion.images,
+                        runtime_events: (opts.events && event_probes.is_some())
+                            .then(|| event_counts.get()),
                     };
                     if let Some(reason) = observer.live(live) {
                         break reason;

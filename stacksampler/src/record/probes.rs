@@ -19,22 +19,35 @@ use crate::{
     warning::Warning,
 };
 
-/// Attaches the probes to `exe` of `pid` on `ebpf`, all of them when `all` (`--events`), else
-/// the fatal-error ones. They need goroutine ids: without a `layout`, none. A failure is a
+/// Which runtime events a run follows.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Follow {
+    /// Stack growth and goroutine creation/exit too (`--events`), not only fatal errors.
+    pub all: bool,
+    /// The stacks of growth and creation events (without: headers only, for counting).
+    pub stacks: bool,
+}
+
+/// Attaches the probes to `exe` of `pid` on `ebpf`, all of them when `follow.all` (`--events`),
+/// else the fatal-error ones. They need goroutine ids: without a `layout`, none. A failure is a
 /// warning (the run samples anyway), pushed to `warnings`.
 pub(super) fn attach(
     ebpf: &mut Ebpf,
     pid: u32,
     layout: Option<GoLayout>,
     exe: &Path,
-    all: bool,
+    follow: Follow,
     warnings: &mut Vec<Warning>,
 ) -> Option<EventProbes> {
+    let all = follow.all;
+    // A walk limit of 0 sends the event's header only; a fatal error's stack is always walked.
+    let walk = |limit: u32| if follow.stacks { limit } else { 0 };
     let options = EventOptions {
         pid,
         layout: layout?,
         deep_walk_limit: DEFAULT_DEEP_WALK_LIMIT,
-        create_walk_limit: DEFAULT_CREATE_WALK_LIMIT,
+        growth_walk_limit: walk(DEFAULT_DEEP_WALK_LIMIT),
+        create_walk_limit: walk(DEFAULT_CREATE_WALK_LIMIT),
         growth: all,
         goroutines: all,
     };

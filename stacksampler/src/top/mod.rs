@@ -367,6 +367,7 @@ mod tests {
             symbolizer: names,
             lost: 0,
             max_stack_bytes: None,
+            runtime_events: None,
         }
     }
 
@@ -380,6 +381,7 @@ mod tests {
                 max_frames: 64,
                 kernel_stacks: false,
                 events: false,
+                event_details: true,
                 filter: Filter::default(),
                 verbose: false,
                 samples_ring: None,

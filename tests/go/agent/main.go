@@ -2,15 +2,18 @@
 // recurses -depth frames deep and spins at the bottom, and -parked goroutines blocked on a
 // channel. It prints "goroutines N" (runtime.NumGoroutine once all are started), "frames N"
 // (the deep goroutine's stack at the bottom, by runtime.Callers, with -depth), then "ready", and
-// exits after -seconds or when stdin closes.
+// exits after -seconds or when stdin closes. Each "spawn" line on stdin starts -spawn goroutines
+// that each recurse -grow-depth frames of about 1 KiB and end (with GODEBUG=adaptivestackstart=0
+// each stack starts at 2 KiB and grows 6 times, to 128 KiB); then it prints "spawned N".
 package main
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 )
 
@@ -42,10 +45,37 @@ func recurse(depth int) uint64 {
 	return recurse(depth-1) + 1
 }
 
+// grow recurses depth frames of about 1 KiB each.
+//
+//go:noinline
+func grow(depth int) byte {
+	var pad [1024]byte
+	pad[depth%len(pad)] = byte(depth)
+	if depth <= 1 {
+		return pad[0]
+	}
+	return grow(depth-1) + pad[depth%len(pad)]
+}
+
+// spawn starts n goroutines that grow their stacks and waits for them to end.
+func spawn(n, depth int) {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sink += uint64(grow(depth))
+		}()
+	}
+	wg.Wait()
+}
+
 func main() {
 	seconds := flag.Int("seconds", 60, "exit after this many seconds")
 	depth := flag.Int("depth", 0, "recursion depth of the deep goroutine (0: none)")
 	parked := flag.Int("parked", 0, "goroutines blocked on a channel")
+	spawned := flag.Int("spawn", 100, "goroutines each \"spawn\" line on stdin starts")
+	growDepth := flag.Int("grow-depth", 100, "frames of about 1 KiB each spawned goroutine recurses")
 	flag.Parse()
 
 	go func() {
@@ -64,7 +94,13 @@ func main() {
 	}
 	stdinClosed := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
+		lines := bufio.NewScanner(os.Stdin)
+		for lines.Scan() {
+			if lines.Text() == "spawn" {
+				spawn(*spawned, *growDepth)
+				fmt.Printf("spawned %d\n", *spawned)
+			}
+		}
 		close(stdinClosed)
 	}()
 	// Let every goroutine start before counting.

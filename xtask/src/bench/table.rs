@@ -115,6 +115,26 @@ pub fn render(r: &Results) -> String {
         }
     }
 
+    if let Some(a) = &r.agent_cost {
+        let _ = writeln!(
+            s,
+            "\n### The agent's own cost (`stacksampler agent`, 99 Hz, files and metrics on)\n\n| targets | interval | window | agent CPU (share of one CPU) | resident memory | peak resident | files written |\n|---|---|---|---|---|---|---|"
+        );
+        for c in a {
+            let _ = writeln!(
+                s,
+                "| {} | {} s | {:.0} s | {:.2}% | {} MiB | {} MiB | {} |",
+                c.targets,
+                c.interval_s,
+                c.window_s,
+                c.cpu_share * 100.0,
+                c.rss_kib / 1024,
+                c.peak_rss_kib / 1024,
+                c.files
+            );
+        }
+    }
+
     if let Some(k) = &r.kernel_cost {
         let _ = writeln!(
             s,
