@@ -125,7 +125,14 @@ pub fn render(r: &Results) -> String {
             let depth = d
                 .requested_depth
                 .map_or("target idle (filtered runs only)".to_owned(), |n| {
-                    n.to_string()
+                    format!(
+                        "{n}, {}",
+                        if d.changing {
+                            "changing between samples"
+                        } else {
+                            "unchanged"
+                        }
+                    )
                 });
             let _ = writeln!(
                 s,
