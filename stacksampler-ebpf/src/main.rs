@@ -35,7 +35,7 @@ use stacksampler_common::{
 
 use crate::{
     maps::{CONFIG, SAMPLES, SCRATCH, bump},
-    walk::{Sink, Walk, WalkFrom},
+    walk::{Sink, Walk, WalkCall, WalkFrom},
 };
 
 /// Bits of the code segment selector that hold the privilege level (0 = kernel).
@@ -410,12 +410,18 @@ impl Sink for SampleFrames {
 /// and a difference from its bulk copy is noted.
 #[inline(always)]
 unsafe fn walk_sample(from: &WalkFrom, check: &mut WalkCheck) -> Walk {
-    let from = WalkFrom {
+    let Some(call) = walk::prepare_call(&WalkFrom {
         verify: check.enabled as u32,
         ..*from
+    }) else {
+        return Walk {
+            next_index: from.base,
+            ..Walk::default()
+        };
     };
-    let mut out = Walk::default();
-    sample_walk(&from, &mut out);
+    sample_walk(call);
+    // SAFETY: this CPU's slot, written by the walk.
+    let out = unsafe { (*call).out };
     if out.differs != 0 {
         check.differs = true;
     }
@@ -425,13 +431,13 @@ unsafe fn walk_sample(from: &WalkFrom, check: &mut WalkCheck) -> Walk {
 /// [`walk::walk`] into the sample, as a BPF global function (see there); returns 0.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn sample_walk(from: *const WalkFrom, out: *mut Walk) -> i32 {
-    if from.is_null() || out.is_null() {
+pub extern "C" fn sample_walk(call: *mut WalkCall) -> i32 {
+    if call.is_null() {
         return 0;
     }
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    // SAFETY: both pointers are non-null and point at the caller's values.
-    unsafe { *out = walk::walk::<SampleFrames>(cpu, &*from) };
+    // SAFETY: `call` is this CPU's WALK_CALL slot.
+    unsafe { (*call).out = walk::walk::<SampleFrames>(cpu, &(*call).from) };
     0
 }
 

@@ -55,6 +55,10 @@ pub static SCRATCH: Array<StackSample> = Array::with_max_entries(MAX_CPUS, 0);
 #[map]
 pub static CHUNK: PerCpuArray<crate::walk::Chunk> = PerCpuArray::with_max_entries(1, 0);
 
+/// The argument and result of the walk running on this CPU (`walk::WalkCall`).
+#[map]
+pub static WALK_CALL: PerCpuArray<crate::walk::WalkCall> = PerCpuArray::with_max_entries(1, 0);
+
 /// The native part of the sample being built on this CPU (kept off the 512-byte BPF stack).
 #[map]
 pub static NATIVE_PENDING: PerCpuArray<crate::native::PendingNative> =

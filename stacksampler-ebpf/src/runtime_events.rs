@@ -35,7 +35,7 @@ use stacksampler_common::{
     EventRecord, GoLayout,
 };
 
-use crate::walk::{self, Sink, StopRange, Walk, WalkFrom};
+use crate::walk::{self, Sink, StopRange, WalkCall, WalkFrom};
 
 /// Ring buffer size: room for a few dozen full-depth events, or tens of thousands of
 /// creation/exit events, between two user-space polls.
@@ -277,8 +277,12 @@ unsafe fn walk_into(rec: &mut EventRecord, start: &WalkStart, limit: u32) {
         verify: 0,
         _pad: 0,
     };
-    let mut walk = Walk::default();
-    event_walk(&from, &mut walk);
+    let Some(call) = walk::prepare_call(&from) else {
+        return;
+    };
+    event_walk(call);
+    // SAFETY: this CPU's slot, written by the walk.
+    let walk = unsafe { (*call).out };
     rec.header.depth = walk.next_index;
     if walk.last_fp != 0 {
         rec.header.flags |= EventFlags::TRUNCATED;
@@ -288,13 +292,13 @@ unsafe fn walk_into(rec: &mut EventRecord, start: &WalkStart, limit: u32) {
 /// [`walk::walk`] into the event record, as a BPF global function (see there); returns 0.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn event_walk(from: *const WalkFrom, out: *mut Walk) -> i32 {
-    if from.is_null() || out.is_null() {
+pub extern "C" fn event_walk(call: *mut WalkCall) -> i32 {
+    if call.is_null() {
         return 0;
     }
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    // SAFETY: both pointers are non-null and point at the caller's values.
-    unsafe { *out = walk::walk::<EventFrames>(cpu, &*from) };
+    // SAFETY: `call` is this CPU's WALK_CALL slot.
+    unsafe { (*call).out = walk::walk::<EventFrames>(cpu, &(*call).from) };
     0
 }
 

@@ -22,7 +22,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_user, generated::bpf_loop, generated::bpf_probe_read_user as read_user_raw,
 };
 
-use crate::maps::CHUNK;
+use crate::maps::{CHUNK, WALK_CALL};
 
 /// Bytes of stack copied at once. Large enough that the helper's fixed cost is spread over
 /// hundreds of frames of a deep recursion, within the 32 KiB cap of a per-CPU array value.
@@ -44,6 +44,12 @@ pub struct Chunk {
     /// User address of the copy's first byte, and how many bytes of it are valid (0: none).
     at: u64,
     len: u64,
+    /// The running walk's [`WalkFrom::stop`] and [`WalkFrom::stack_hi`]: kept here, not in the
+    /// loop's state, so the walk's own stack frame stays small (the 6.1 verifier counts it in
+    /// the 512 bytes of the sampling program's call chain).
+    stop_lo: u64,
+    stop_len: u64,
+    stack_hi: u64,
     words: [u64; CHUNK_WORDS],
 }
 
@@ -92,6 +98,30 @@ pub struct WalkFrom {
     pub _pad: u32,
 }
 
+/// The argument and result of a walk's BPF global function, in map memory ([`WALK_CALL`]): the
+/// 6.1 verifier counts a global function's stack in the 512 bytes of its caller's chain, and
+/// the sampling program's own frame leaves no room for them there.
+#[repr(C)]
+pub struct WalkCall {
+    pub from: WalkFrom,
+    pub out: Walk,
+}
+
+/// This CPU's [`WalkCall`], `from` written; `None` when the map has no slot.
+#[inline(always)]
+pub fn prepare_call(from: &WalkFrom) -> Option<*mut WalkCall> {
+    let call = WALK_CALL.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; a walk does not run while another one does on its CPU.
+    unsafe {
+        (*call).from = *from;
+        (*call).out = Walk {
+            next_index: from.base,
+            ..Walk::default()
+        };
+    }
+    Some(call)
+}
+
 /// Result of one walk.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -124,10 +154,7 @@ struct WalkState {
     verify: u32,
     differs: u32,
     fp: u64,
-    stop_lo: u64,
-    stop_len: u64,
     stopped_at: u64,
-    stack_hi: u64,
 }
 
 /// Walks the chain from `from.fp` with bulk copies of the stack, writing return addresses
@@ -138,10 +165,10 @@ struct WalkState {
 /// record, or whether it could be read at all). Everything else a step does is a function of the
 /// record and the frame pointer, so equal records at every step mean the two walks are the same.
 ///
-/// Callers wrap it in a BPF global function (`#[no_mangle]`, not inlined) per [`Sink`]: the
-/// verifier checks a global function once, on its own, instead of once for every call site and
-/// every state the calling program reaches it in (with the bulk copies, the sampling program took
-/// 0.5 s to verify that way).
+/// Callers wrap it in a BPF global function (`#[no_mangle]`, not inlined, taking a
+/// [`WalkCall`]) per [`Sink`]: the verifier checks a global function once, on its own, instead
+/// of once for every call site and every state the calling program reaches it in (with the bulk
+/// copies, the sampling program took 0.5 s to verify that way).
 #[inline(always)]
 pub unsafe fn walk<S: Sink>(cpu: u32, from: &WalkFrom) -> Walk {
     let mut state = WalkState {
@@ -154,14 +181,20 @@ pub unsafe fn walk<S: Sink>(cpu: u32, from: &WalkFrom) -> Walk {
         verify: from.verify,
         differs: 0,
         fp: from.fp,
-        stop_lo: from.stop.lo,
-        stop_len: from.stop.len,
         stopped_at: 0,
-        stack_hi: from.stack_hi,
     };
-    if let Some(chunk) = CHUNK.get_ptr_mut(0) {
-        // SAFETY: this CPU's chunk; nothing else uses it during the walk.
-        unsafe { (*chunk).len = 0 };
+    let Some(chunk) = CHUNK.get_ptr_mut(0) else {
+        return Walk {
+            next_index: from.base,
+            ..Walk::default()
+        };
+    };
+    // SAFETY: this CPU's chunk; nothing else uses it during the walk.
+    unsafe {
+        (*chunk).len = 0;
+        (*chunk).stop_lo = from.stop.lo;
+        (*chunk).stop_len = from.stop.len;
+        (*chunk).stack_hi = from.stack_hi;
     }
     if from.fp == 0 {
         return Walk {
@@ -213,7 +246,10 @@ fn frame<S: Sink>(state: &mut WalkState, pos: u64) -> bool {
     if pos >= state.limit as u64 {
         return false;
     }
-    let record = read_chunked(state, fp);
+    let Some(chunk) = CHUNK.get_ptr_mut(0) else {
+        return false;
+    };
+    let record = read_chunked(chunk, fp);
     if state.verify != 0 {
         // SAFETY: a user-memory read through bpf_probe_read_user.
         let own = unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }.ok();
@@ -235,7 +271,9 @@ fn frame<S: Sink>(state: &mut WalkState, pos: u64) -> bool {
         return false;
     }
     state.next = (pos + 1) as u32;
-    if ret.wrapping_sub(state.stop_lo) < state.stop_len {
+    // SAFETY: this CPU's chunk.
+    let (stop_lo, stop_len) = unsafe { ((*chunk).stop_lo, (*chunk).stop_len) };
+    if ret.wrapping_sub(stop_lo) < stop_len {
         state.stopped_at = fp;
         state.ended = 1;
         state.fp = 0;
@@ -253,18 +291,17 @@ fn frame<S: Sink>(state: &mut WalkState, pos: u64) -> bool {
 
 /// The record at `fp`, from this CPU's chunk (copying the next chunk when `fp` is outside it).
 #[inline(always)]
-fn read_chunked(state: &mut WalkState, fp: u64) -> Option<[u64; 2]> {
+fn read_chunked(chunk: *mut Chunk, fp: u64) -> Option<[u64; 2]> {
     if fp & 7 != 0 {
         // Not a Go or C frame pointer; read as the record-by-record walk does.
         // SAFETY: a user-memory read through bpf_probe_read_user.
         return unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }.ok();
     }
-    let chunk = CHUNK.get_ptr_mut(0)?;
     // SAFETY: this CPU's chunk.
-    let (at, len) = unsafe { ((*chunk).at, (*chunk).len) };
+    let (at, len, hi) = unsafe { ((*chunk).at, (*chunk).len, (*chunk).stack_hi) };
     let mut off = fp.wrapping_sub(at);
     if off > (CHUNK_BYTES as u64 - RECORD_BYTES) || off + RECORD_BYTES > len {
-        if !load_chunk(state.stack_hi, chunk, fp) {
+        if !load_chunk(hi, chunk, fp) {
             return None;
         }
         off = 0;
@@ -310,10 +347,13 @@ fn load_chunk(hi: u64, chunk: *mut Chunk, fp: u64) -> bool {
 
 /// Copies `len` bytes of user memory at `from` into `chunk`.
 ///
-/// Not inlined: as a BPF subprogram its bound check is on the very register passed to the
-/// helper (the verifier needs the size bounded by the buffer).
-#[inline(never)]
+/// Inlined (a subprogram's stack frame would count in the 6.1 verifier's 512 bytes for the
+/// whole call chain); the bound check is on a value the compiler cannot see through, so it
+/// stays on the very register passed to the helper (the verifier needs the size bounded by
+/// the buffer).
+#[inline(always)]
 fn copy(chunk: *mut Chunk, from: u64, len: u64) -> bool {
+    let len = core::hint::black_box(len);
     if len == 0 || len > CHUNK_BYTES as u64 {
         return false;
     }
