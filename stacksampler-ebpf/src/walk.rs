@@ -202,7 +202,10 @@ pub unsafe fn walk<S: Sink>(cpu: u32, from: &WalkFrom) -> Walk {
             ..Walk::default()
         };
     }
-    let steps = from.limit.saturating_sub(from.base).div_ceil(S::FRAMES_PER_STEP);
+    let steps = from
+        .limit
+        .saturating_sub(from.base)
+        .div_ceil(S::FRAMES_PER_STEP);
     if steps > 0 {
         unsafe {
             bpf_loop(

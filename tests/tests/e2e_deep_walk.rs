@@ -78,7 +78,10 @@ fn rebuilt_outer_part_is_never_stale_and_equals_the_record_walk() {
             .unwrap_or_else(|| panic!("{label}: no walk check line: {}", out.stderr));
         let checked = number_before(line, " samples walked twice").unwrap_or(0);
         let differed = number_before(line, " differed").unwrap_or(u64::MAX);
-        assert!(checked >= 200, "{label}: only {checked} samples checked: {line}");
+        assert!(
+            checked >= 200,
+            "{label}: only {checked} samples checked: {line}"
+        );
         assert_eq!(differed, 0, "{label}: {line}");
         let report = out.json();
         let warnings = report["warnings"].to_string();

@@ -361,8 +361,7 @@ fn cost_goals(r: &Results) -> Vec<Goal> {
         });
     }
     if let Some(ttr) = &r.time_to_report {
-        let ours: Vec<&ttr::TtrResult> =
-            ttr.iter().filter(|t| t.tool == "stacksampler").collect();
+        let ours: Vec<&ttr::TtrResult> = ttr.iter().filter(|t| t.tool == "stacksampler").collect();
         if !ours.is_empty() {
             let worst = ours
                 .iter()
@@ -461,10 +460,7 @@ fn goals(r: &Results) -> Vec<Goal> {
     }
     // Sampling cost independent of stack depth: loss limits per workload and frequency.
     for (name, hz, limit_pct) in [("deep", 999, 3.0), ("deep", 99, 0.5), ("shallow", 99, 0.3)] {
-        if let (Some(w), Some(c)) = (
-            workload(name),
-            find(name, overhead::Tool::Stacksampler, hz),
-        ) {
+        if let (Some(w), Some(c)) = (workload(name), find(name, overhead::Tool::Stacksampler, hz)) {
             let depth = w.depth.map_or(String::new(), |d| format!(" ({d} frames)"));
             goals.push(Goal {
                 goal: format!(

@@ -122,18 +122,18 @@ pub fn render(r: &Results) -> String {
             k.depths.first().map_or(0.0, |d| d.duration_s)
         );
         for d in &k.depths {
-            let depth = d
-                .requested_depth
-                .map_or("target idle (filtered runs only)".to_owned(), |n| {
-                    format!(
-                        "{n}, {}",
-                        if d.changing {
-                            "changing between samples"
-                        } else {
-                            "unchanged"
-                        }
-                    )
-                });
+            let depth =
+                d.requested_depth
+                    .map_or("target idle (filtered runs only)".to_owned(), |n| {
+                        format!(
+                            "{n}, {}",
+                            if d.changing {
+                                "changing between samples"
+                            } else {
+                                "unchanged"
+                            }
+                        )
+                    });
             let _ = writeln!(
                 s,
                 "| {depth} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",
