@@ -113,6 +113,8 @@ pub struct Settings {
     ttr_runs: usize,
     memory_seconds: f64,
     symbolize_addresses: usize,
+    /// The stacksampler measured when it is not this checkout's build (`--binary`).
+    binary: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -188,6 +190,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ttr_runs: ctx.ttr_runs,
         memory_seconds: ctx.memory_seconds,
         symbolize_addresses: ctx.symbolize_addresses,
+        binary: args.binary.clone(),
     };
     let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let mut load = vec![("start".to_owned(), machine::load_average())];

@@ -36,6 +36,13 @@ pub fn render(r: &Results) -> String {
         .map(|(name, l)| format!("{name} {}", load(l)))
         .collect();
     let _ = writeln!(s, "Load average (1/5/15 min): {}.", loads.join("; "));
+    if let Some(binary) = &r.settings.binary {
+        let _ = writeln!(
+            s,
+            "Measured binary: {} (not this commit's build).",
+            binary.display()
+        );
+    }
     let _ = writeln!(
         s,
         "Whole run: {:.0} s{}.",
