@@ -50,6 +50,9 @@ impl ConfigFlags {
     /// [`SamplerConfig::native`] is valid: samples in C code reached from Go (a cgo call, or C
     /// code between a cgo callback and the cgo call below it) carry a copy of the native stack.
     pub const NATIVE_STACKS: u32 = 1 << 4;
+    /// Walk every sample's stack twice, from bulk copies and record by record, and count the
+    /// samples whose walks differ ([`Counters::walk_mismatches`]): a debug switch for tests.
+    pub const VERIFY_WALK: u32 = 1 << 5;
 }
 
 /// Most bytes of native (C) stack copied with one sample, from the native part's stack pointer
@@ -334,6 +337,10 @@ pub struct Counters {
     pub goroutine_tid_mismatch: u64,
     /// Samples sent with a native stack copy ([`SampleFlags::NATIVE`]).
     pub native_samples: u64,
+    /// With [`ConfigFlags::VERIFY_WALK`]: samples whose walk was checked against a
+    /// record-by-record walk, and those where the two differed.
+    pub walk_checks: u64,
+    pub walk_mismatches: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<GoLayout>() == 20 * 4);

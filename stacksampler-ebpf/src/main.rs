@@ -2,8 +2,10 @@
 //! of the target process, records the user stack (frame-pointer walk, up to 16384 frames) and the
 //! goroutine the thread was running, and sends it to user space through a ring buffer.
 //!
-//! Module map: `maps`, `goroutine` (`runtime.g`/`m`), `unwind` (the `bpf_loop` walk), `native`
-//! (cgo crossings and the native stack copy), this file (the sampling program); `runtime_events` (the uprobes of `watch` and of `record`'s fatal errors).
+//! Module map: `maps`, `goroutine` (`runtime.g`/`m`), `walk` (the `bpf_loop` frame-pointer walk
+//! from bulk copies of the stack, shared with the probes), `native` (cgo crossings and the native
+//! stack copy), this file (the sampling program); `runtime_events` (the uprobes of `watch` and of
+//! `record`'s fatal errors).
 #![no_std]
 #![no_main]
 
@@ -11,7 +13,7 @@ mod goroutine;
 mod maps;
 mod native;
 mod runtime_events;
-mod unwind;
+mod walk;
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -31,7 +33,10 @@ use stacksampler_common::{
     SAMPLE_HEADER_SIZE, SampleFlags, SamplerConfig, StackSample,
 };
 
-use crate::maps::{CONFIG, SAMPLES, SCRATCH, bump};
+use crate::{
+    maps::{CONFIG, SAMPLES, SCRATCH, bump},
+    walk::{Sink, Walk, WalkCall, WalkFrom},
+};
 
 /// Bits of the code segment selector that hold the privilege level (0 = kernel).
 #[cfg(bpf_target_arch = "x86_64")]
@@ -176,11 +181,23 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
         None
     };
 
+    let mut check = WalkCheck {
+        enabled: cfg.flags & ConfigFlags::VERIFY_WALK != 0,
+        differs: false,
+    };
+    // Tops of the stacks the walks read: the goroutine's, and the one the thread was on.
+    let goroutine_stack_hi = g.as_ref().map_or(0, |g| g.stack_hi);
+    let interrupted_stack_hi = match &g {
+        Some(g) if g.on_system_stack => g.system_stack_hi,
+        Some(g) => g.stack_hi,
+        None => 0,
+    };
+
     let native_on = cfg.flags & ConfigFlags::NATIVE_STACKS != 0;
     let callbacks = if native_on {
         native::callback_range(&cfg.native)
     } else {
-        unwind::StopRange::NONE
+        walk::StopRange::NONE
     };
     // Bytes after the frames: a native trailer and stack copy (0 for a pure-Go sample).
     let mut native_bytes = 0u32;
@@ -233,11 +250,37 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
         if limit > native::NATIVE_FRAME_LIMIT {
             limit = native::NATIVE_FRAME_LIMIT;
         }
-        let walk = unsafe { unwind::walk(cpu, base, sched_fp, limit, callbacks) };
+        let walk = unsafe {
+            walk_sample(
+                &WalkFrom {
+                    base,
+                    fp: sched_fp,
+                    limit,
+                    stop: callbacks,
+                    stack_hi: goroutine_stack_hi,
+                    verify: 0,
+                    _pad: 0,
+                },
+                &mut check,
+            )
+        };
         n_frames = walk.next_index;
         last_fp = walk.last_fp;
     } else {
-        let walk = unsafe { unwind::walk(cpu, 1, regs.fp, limit, callbacks) };
+        let walk = unsafe {
+            walk_sample(
+                &WalkFrom {
+                    base: 1,
+                    fp: regs.fp,
+                    limit,
+                    stop: callbacks,
+                    stack_hi: interrupted_stack_hi,
+                    verify: 0,
+                    _pad: 0,
+                },
+                &mut check,
+            )
+        };
         n_frames = walk.next_index;
         last_fp = walk.last_fp;
         if walk.stopped_at != 0
@@ -245,7 +288,9 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
             && !g.on_system_stack
         {
             // A cgo callback: the walk met runtime.cgocallback's frame on the goroutine stack.
-            let crossing = unsafe { cross_callback(cfg, cpu, g, walk.stopped_at, n_frames, limit) };
+            let crossing = unsafe {
+                cross_callback(cfg, cpu, g, walk.stopped_at, n_frames, limit, &mut check)
+            };
             if let Some(c) = crossing {
                 has_native = true;
                 n_frames = c.next_index;
@@ -279,7 +324,20 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
                 h.sp = sched.sp;
                 h.sched_ret = unsafe { goroutine::user_word(sched.sp) };
                 store_frame(cpu, n_frames as u64, sched.pc);
-                let cont = unsafe { unwind::walk(cpu, n_frames + 1, sched.fp, limit, callbacks) };
+                let cont = unsafe {
+                    walk_sample(
+                        &WalkFrom {
+                            base: n_frames + 1,
+                            fp: sched.fp,
+                            limit,
+                            stop: callbacks,
+                            stack_hi: g.stack_hi,
+                            verify: 0,
+                            _pad: 0,
+                        },
+                        &mut check,
+                    )
+                };
                 n_frames = cont.next_index;
                 last_fp = cont.last_fp;
             }
@@ -296,6 +354,14 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
         n_frames += kernel;
     }
     sample.header.n_frames = n_frames;
+    if check.enabled {
+        bump(|c| {
+            c.walk_checks += 1;
+            if check.differs {
+                c.walk_mismatches += 1;
+            }
+        });
+    }
     if has_native {
         native_bytes = unsafe { native::write_trailer(&cfg.native, cpu, n_frames) };
         if native_bytes != 0 {
@@ -307,6 +373,72 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
         }
     }
     submit(cpu, n_frames, native_bytes);
+}
+
+/// With `ConfigFlags::VERIFY_WALK`: whether a walk of this sample read a record from its bulk
+/// copy that differs from the record read on its own (the record-by-record walk).
+struct WalkCheck {
+    enabled: bool,
+    differs: bool,
+}
+
+/// Frames of this CPU's sample ([`SCRATCH`]).
+struct SampleFrames;
+
+impl Sink for SampleFrames {
+    const FRAMES_PER_STEP: u32 = 4;
+
+    #[inline(always)]
+    fn store(cpu: u32, pos: u64, ret: u64) -> bool {
+        if pos >= MAX_STACK_FRAMES as u64 {
+            return false;
+        }
+        let Some(slot) = SCRATCH.get_ptr_mut(cpu) else {
+            return false;
+        };
+        // The mask repeats the bound on the very register that indexes (MAX_STACK_FRAMES is a
+        // power of two), on a value the compiler cannot see through: it would drop a mask it
+        // proved redundant and index with a copy the check above did not bound.
+        let i = core::hint::black_box(pos) as usize & (MAX_STACK_FRAMES - 1);
+        // SAFETY: `i` is within the frame array; the slot is this CPU's.
+        unsafe { (*slot).frames[i] = ret };
+        true
+    }
+}
+
+/// Walks into this CPU's sample; when `check` is enabled, each record is also read on its own
+/// and a difference from its bulk copy is noted.
+#[inline(always)]
+unsafe fn walk_sample(from: &WalkFrom, check: &mut WalkCheck) -> Walk {
+    let Some(call) = walk::prepare_call(&WalkFrom {
+        verify: check.enabled as u32,
+        ..*from
+    }) else {
+        return Walk {
+            next_index: from.base,
+            ..Walk::default()
+        };
+    };
+    sample_walk(call);
+    // SAFETY: this CPU's slot, written by the walk.
+    let out = unsafe { (*call).out };
+    if out.differs != 0 {
+        check.differs = true;
+    }
+    out
+}
+
+/// [`walk::walk`] into the sample, as a BPF global function (see there); returns 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn sample_walk(call: *mut WalkCall) -> i32 {
+    if call.is_null() {
+        return 0;
+    }
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    // SAFETY: `call` is this CPU's WALK_CALL slot.
+    unsafe { (*call).out = walk::walk::<SampleFrames>(cpu, &(*call).from) };
+    0
 }
 
 /// Where a walk continues after a cgo callback (its native part is pending).
@@ -333,6 +465,7 @@ unsafe fn cross_callback(
     record: u64,
     n_frames: u32,
     limit: u32,
+    check: &mut WalkCheck,
 ) -> Option<Crossing> {
     let native = &cfg.native;
     let (stack_lo, stack_hi) = (g.stack_lo, g.stack_hi);
@@ -377,7 +510,20 @@ unsafe fn cross_callback(
     } else {
         limit
     };
-    let cont = unsafe { unwind::walk(cpu, base, fp, limit, native::callback_range(native)) };
+    let cont = unsafe {
+        walk_sample(
+            &WalkFrom {
+                base,
+                fp,
+                limit,
+                stop: native::callback_range(native),
+                stack_hi,
+                verify: 0,
+                _pad: 0,
+            },
+            check,
+        )
+    };
     Some(Crossing {
         next_index: cont.next_index,
         last_fp: cont.last_fp,

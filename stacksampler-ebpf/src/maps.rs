@@ -49,6 +49,16 @@ pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 pub static SCRATCH: Array<StackSample> = Array::with_max_entries(MAX_CPUS, 0);
 
+/// The part of the stack the walk on this CPU is reading (`walk`). Shared by the sampler and
+/// the probes: a BPF program does not run while another tracing program runs on its CPU (the
+/// kernel's per-CPU `bpf_prog_active` guard), so two walks never use it at once.
+#[map]
+pub static CHUNK: PerCpuArray<crate::walk::Chunk> = PerCpuArray::with_max_entries(1, 0);
+
+/// The argument and result of the walk running on this CPU (`walk::WalkCall`).
+#[map]
+pub static WALK_CALL: PerCpuArray<crate::walk::WalkCall> = PerCpuArray::with_max_entries(1, 0);
+
 /// The native part of the sample being built on this CPU (kept off the 512-byte BPF stack).
 #[map]
 pub static NATIVE_PENDING: PerCpuArray<crate::native::PendingNative> =

@@ -13,7 +13,7 @@ use stacksampler_common::{
 
 use crate::{
     maps::{NATIVE_PENDING, SCRATCH},
-    unwind::StopRange,
+    walk::StopRange,
 };
 
 /// The native part of a sample, from where it is found until the record is written.

@@ -13,8 +13,7 @@
 //! Arguments follow Go's register ABI (Go 1.17+): amd64 AX, BX, CX, DI, SI, R8-R11, `g` in R14;
 //! arm64 R0-R15, `g` in R28. Offsets of `runtime.g`/`m`/`gobuf` come from user space.
 //!
-//! Stacks are walked with `bpf_loop` into a per-CPU [`EventRecord`] (a sibling of
-//! `unwind::walk`, which writes the sampler's own scratch slot): the first
+//! Stacks are walked by the sampler's walk (`walk`) into a per-CPU [`EventRecord`]: the first
 //! [`EVENT_HEAD_FRAMES`] frames in order, then a ring of [`EVENT_TAIL_FRAMES`], so a stack
 //! deeper than the buffer still yields its head, its tail and its exact depth.
 
@@ -24,7 +23,7 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated::{bpf_get_smp_processor_id, bpf_loop, bpf_probe_read_user as raw_read_user},
+        generated::{bpf_get_smp_processor_id, bpf_probe_read_user as raw_read_user},
     },
     macros::{map, uprobe},
     maps::{Array, PerCpuArray, RingBuf},
@@ -35,6 +34,8 @@ use stacksampler_common::{
     EVENT_TAIL_FRAMES, EventConfig, EventConfigFlags, EventCounters, EventFlags, EventKind,
     EventRecord, GoLayout,
 };
+
+use crate::walk::{self, Sink, StopRange, WalkCall, WalkFrom};
 
 /// Ring buffer size: room for a few dozen full-depth events, or tens of thousands of
 /// creation/exit events, between two user-space polls.
@@ -146,6 +147,8 @@ struct WalkStart {
     /// The caller's pc when known separately (a function entry, or a `morestack` save), else 0.
     caller: u64,
     fp: u64,
+    /// Top of the goroutine's stack (`g.stack.hi`; 0 when unknown).
+    stack_hi: u64,
 }
 
 /// The user goroutine running on this thread: `g` itself, or `m.curg` when `g` is `m.g0`.
@@ -183,7 +186,18 @@ unsafe fn sched_start(go: &GoLayout, gp: u64, with_sp_caller: bool) -> WalkStart
     } else {
         0
     };
-    WalkStart { pc, caller, fp }
+    WalkStart {
+        pc,
+        caller,
+        fp,
+        stack_hi: unsafe { stack_hi_of(go, gp) },
+    }
+}
+
+/// `gp.stack.hi`, 0 when unreadable.
+#[inline(always)]
+unsafe fn stack_hi_of(go: &GoLayout, gp: u64) -> u64 {
+    unsafe { user::<u64>(gp + go.g_stack_hi as u64) }.unwrap_or(0)
 }
 
 /// The pc of the caller of the function whose prologue called `runtime.morestack`, from the
@@ -237,7 +251,7 @@ fn begin(kind: u32) -> Option<(u32, &'static mut EventRecord)> {
 
 /// Walks a goroutine stack from `start` into this CPU's record, up to `limit` frames.
 #[inline(always)]
-unsafe fn walk_into(cpu: u32, rec: &mut EventRecord, start: &WalkStart, limit: u32) {
+unsafe fn walk_into(rec: &mut EventRecord, start: &WalkStart, limit: u32) {
     let mut limit = limit;
     if limit > MAX_WALK {
         limit = MAX_WALK;
@@ -254,10 +268,65 @@ unsafe fn walk_into(cpu: u32, rec: &mut EventRecord, start: &WalkStart, limit: u
         }
         n += 1;
     }
-    let walk = unsafe { walk(cpu, n, start.fp, limit) };
+    let from = WalkFrom {
+        base: n,
+        fp: start.fp,
+        limit,
+        stop: StopRange::NONE,
+        stack_hi: start.stack_hi,
+        verify: 0,
+        _pad: 0,
+    };
+    let Some(call) = walk::prepare_call(&from) else {
+        return;
+    };
+    event_walk(call);
+    // SAFETY: this CPU's slot, written by the walk.
+    let walk = unsafe { (*call).out };
     rec.header.depth = walk.next_index;
-    if walk.truncated {
+    if walk.last_fp != 0 {
         rec.header.flags |= EventFlags::TRUNCATED;
+    }
+}
+
+/// [`walk::walk`] into the event record, as a BPF global function (see there); returns 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn event_walk(call: *mut WalkCall) -> i32 {
+    if call.is_null() {
+        return 0;
+    }
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    // SAFETY: `call` is this CPU's WALK_CALL slot.
+    unsafe { (*call).out = walk::walk::<EventFrames>(cpu, &(*call).from) };
+    0
+}
+
+/// Frames of this CPU's event record: frame `pos` at `pos` for the head, in the tail ring
+/// after it.
+struct EventFrames;
+
+impl Sink for EventFrames {
+    // Events are rare (stack growth, goroutine creation, fatal errors): one frame per step keeps
+    // each probe's verification short.
+    const FRAMES_PER_STEP: u32 = 1;
+
+    #[inline(always)]
+    fn store(cpu: u32, pos: u64, ret: u64) -> bool {
+        let slot_index = if pos < EVENT_HEAD_FRAMES as u64 {
+            pos
+        } else {
+            EVENT_HEAD_FRAMES as u64
+                + ((pos - EVENT_HEAD_FRAMES as u64) & (EVENT_TAIL_FRAMES as u64 - 1))
+        };
+        let Some(slot) = EVENT_SCRATCH.get_ptr_mut(cpu) else {
+            return false;
+        };
+        if slot_index < EVENT_MAX_FRAMES as u64 {
+            // SAFETY: bounds-checked index into this CPU's slot.
+            unsafe { (*slot).frames[slot_index as usize] = ret };
+        }
+        true
     }
 }
 
@@ -325,7 +394,7 @@ pub fn go_copystack(ctx: ProbeContext) -> u32 {
             // Shrinks only count; their stacks are not needed.
             0
         };
-        walk_into(cpu, rec, &start, limit);
+        walk_into(rec, &start, limit);
         submit(cpu);
     }
     0
@@ -359,9 +428,10 @@ unsafe fn goroutine_created(ctx: &ProbeContext, new_g: u64, caller_pc: u64) {
                         pc: r.ip,
                         caller: entry_return_address(ctx, &r),
                         fp: r.fp,
+                        stack_hi: stack_hi_of(go, creator),
                     }
                 };
-                walk_into(cpu, rec, &start, cfg.create_walk_limit);
+                walk_into(rec, &start, cfg.create_walk_limit);
             }
             None => {
                 rec.header.flags |= EventFlags::NO_GOROUTINE;
@@ -451,9 +521,10 @@ unsafe fn fatal(ctx: &ProbeContext, kind: u32, with_message: bool) {
                         pc: r.ip,
                         caller,
                         fp: r.fp,
+                        stack_hi: stack_hi_of(go, gp),
                     }
                 };
-                walk_into(cpu, rec, &start, cfg.fatal_walk_limit);
+                walk_into(rec, &start, cfg.fatal_walk_limit);
             }
             None => {
                 rec.header.flags |= EventFlags::NO_GOROUTINE;
@@ -462,8 +533,9 @@ unsafe fn fatal(ctx: &ProbeContext, kind: u32, with_message: bool) {
                     pc: r.ip,
                     caller,
                     fp: r.fp,
+                    stack_hi: 0,
                 };
-                walk_into(cpu, rec, &start, cfg.fatal_walk_limit);
+                walk_into(rec, &start, cfg.fatal_walk_limit);
             }
         }
     }
@@ -483,99 +555,5 @@ pub fn go_throw(ctx: ProbeContext) -> u32 {
 pub fn go_fatalthrow(ctx: ProbeContext) -> u32 {
     // SAFETY: see fatal.
     unsafe { fatal(&ctx, EventKind::FATAL_THROW, false) };
-    0
-}
-
-// ---- frame-pointer walk into EVENT_SCRATCH (sibling of unwind::walk) ----
-
-struct EventWalk {
-    /// Frames counted (index after the last frame written).
-    next_index: u32,
-    /// The limit was reached while the chain went on.
-    truncated: bool,
-}
-
-#[repr(C)]
-struct EventWalkState {
-    cpu: u32,
-    base: u32,
-    /// Index after the last frame written: derived from bpf_loop's index, never incremented
-    /// (see unwind.rs: a tracked counter makes every iteration a new verifier state).
-    next: u32,
-    ended: u32,
-    fp: u64,
-}
-
-/// Walks from frame pointer `fp`, storing frame `i` (from `base`, up to `limit`) at `i` for the
-/// head and in the tail ring after it.
-#[inline(always)]
-unsafe fn walk(cpu: u32, base: u32, fp: u64, limit: u32) -> EventWalk {
-    if fp == 0 || base >= limit {
-        return EventWalk {
-            next_index: base,
-            truncated: fp != 0,
-        };
-    }
-    let mut state = EventWalkState {
-        cpu,
-        base,
-        next: base,
-        ended: 0,
-        fp,
-    };
-    unsafe {
-        bpf_loop(
-            limit - base,
-            event_step as *mut c_void,
-            (&raw mut state).cast::<c_void>(),
-            0,
-        )
-    };
-    EventWalk {
-        next_index: state.next,
-        truncated: state.ended == 0 && state.fp != 0,
-    }
-}
-
-extern "C" fn event_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the EventWalkState passed to bpf_loop above.
-    let state = unsafe { &mut *ctx.cast::<EventWalkState>() };
-    let fp = state.fp;
-    if fp == 0 {
-        state.ended = 1;
-        return 1;
-    }
-    let pos = state.base as u64 + index;
-    let Ok(record) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
-        state.ended = 1;
-        state.fp = 0;
-        return 1;
-    };
-    let [next_fp, ret] = record;
-    if ret == 0 {
-        state.ended = 1;
-        state.fp = 0;
-        return 1;
-    }
-    let slot_index = if pos < EVENT_HEAD_FRAMES as u64 {
-        pos
-    } else {
-        EVENT_HEAD_FRAMES as u64
-            + ((pos - EVENT_HEAD_FRAMES as u64) & (EVENT_TAIL_FRAMES as u64 - 1))
-    };
-    let Some(slot) = EVENT_SCRATCH.get_ptr_mut(state.cpu) else {
-        return 1;
-    };
-    if slot_index < EVENT_MAX_FRAMES as u64 {
-        // SAFETY: bounds-checked index into this CPU's slot.
-        unsafe { (*slot).frames[slot_index as usize] = ret };
-    }
-    state.next = (pos + 1) as u32;
-    if next_fp <= fp {
-        state.ended = 1;
-        state.fp = 0;
-        return 1;
-    }
-    state.fp = next_fp;
     0
 }

@@ -81,6 +81,12 @@ fn record(args: &RecordArgs, verbose: bool) -> anyhow::Result<()> {
             );
         }
     }
+    if finished.stats.walk_checks > 0 {
+        eprintln!(
+            "stacksampler: walk check: {} samples walked twice, {} differed",
+            finished.stats.walk_checks, finished.stats.walk_mismatches
+        );
+    }
     if verbose && finished.stats.wall.snapshots > 0 {
         let w = &finished.stats.wall;
         let n = w.snapshots as f64;

@@ -104,6 +104,10 @@ pub enum Warning {
     )]
     SamplesLost(u64),
     #[error(
+        "walk check: {differed} of {checked} samples walked from bulk copies of the stack differed from the record-by-record walk"
+    )]
+    WalkMismatch { differed: u64, checked: u64 },
+    #[error(
         "goroutine fields are unknown in {unknown} of {total} samples ({:.0}%): {cause}; states, \
          goroutine ids and labels of those samples are missing",
         *.unknown as f64 * 100.0 / *.total as f64

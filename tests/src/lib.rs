@@ -367,8 +367,14 @@ pub fn go_tool_pprof(go: &Path, args: &[&str], profile: &Path) -> (String, Strin
 
 /// Runs stacksampler with `args` to completion.
 pub fn run_stacksampler(args: &[&str]) -> RunOutput {
+    run_stacksampler_with_env(args, &[])
+}
+
+/// [`run_stacksampler`] with extra environment variables (`(name, value)`).
+pub fn run_stacksampler_with_env(args: &[&str], env: &[(&str, &str)]) -> RunOutput {
     let out = Command::new(stacksampler_bin())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run stacksampler");

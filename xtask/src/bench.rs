@@ -76,6 +76,10 @@ pub struct BenchArgs {
     /// Directory for the results (default `bench/results`, `target/bench/quick` with --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Measure this stacksampler binary instead of building the checkout's (A/B comparisons
+    /// of two builds on the same targets).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
 }
 
 /// What every section needs.
@@ -111,6 +115,8 @@ pub struct Settings {
     ttr_runs: usize,
     memory_seconds: f64,
     symbolize_addresses: usize,
+    /// The stacksampler measured when it is not this checkout's build (`--binary`).
+    binary: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -156,7 +162,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     proc::catch_interrupts();
     let started = Instant::now();
-    let tools = tools::Tools::prepare()?;
+    let tools = tools::Tools::prepare(args.binary.as_deref())?;
     let machine = machine::Machine::describe(
         &tools.perf.display().to_string(),
         &tools.bpftrace.display().to_string(),
@@ -187,6 +193,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ttr_runs: ctx.ttr_runs,
         memory_seconds: ctx.memory_seconds,
         symbolize_addresses: ctx.symbolize_addresses,
+        binary: args.binary.clone(),
     };
     let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let mut load = vec![("start".to_owned(), machine::load_average())];
@@ -312,6 +319,88 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most kernel time for one sample of an unchanged 10,003-frame stack.
+const UNCHANGED_DEEP_SAMPLE_NS: f64 = 30_000.0;
+/// Most sampler peak RSS in the run against 10,000 goroutines.
+const MEMORY_RSS_KIB: u64 = 100 * 1024;
+/// Longest time to report of a 1-second profile.
+const TIME_TO_REPORT_S: f64 = 0.9;
+
+/// Goals on the kernel cost of a deep sample, the sampler's memory and its time to report.
+fn cost_goals(r: &Results) -> Vec<Goal> {
+    let mut goals = vec![];
+    if let Some(k) = &r.kernel_cost {
+        let row = |changing: bool| {
+            k.depths
+                .iter()
+                .find(|d| d.requested_depth == Some(10_000) && d.changing == changing)
+        };
+        if let Some(d) = row(false) {
+            let ns = d.ns_per_target_sample.unwrap_or(f64::NAN);
+            let changed = row(true).and_then(|c| c.ns_per_target_sample);
+            goals.push(Goal {
+                goal: format!(
+                    "kernel cost of a sample of an unchanged 10,003-frame stack: at most {:.0} µs",
+                    UNCHANGED_DEEP_SAMPLE_NS / 1000.0
+                ),
+                met: ns <= UNCHANGED_DEEP_SAMPLE_NS,
+                met_by_estimate: ns <= UNCHANGED_DEEP_SAMPLE_NS,
+                detail: format!(
+                    "{:.1} µs per target sample unchanged ({} frames measured), {} changing between samples; {:.1} ns per frame",
+                    ns / 1000.0,
+                    d.measured_depth,
+                    changed.map_or("not measured".to_owned(), |c| format!("{:.1} µs", c / 1000.0)),
+                    k.ns_per_frame
+                ),
+            });
+        }
+    }
+    if let Some(m) = &r.memory {
+        goals.push(Goal {
+            goal: format!(
+                "sampler peak RSS against {} goroutines: at most {} MiB",
+                m.goroutines,
+                MEMORY_RSS_KIB / 1024
+            ),
+            met: m.max_rss_kib <= MEMORY_RSS_KIB,
+            met_by_estimate: m.max_rss_kib <= MEMORY_RSS_KIB,
+            detail: format!(
+                "{:.1} MiB over {:.0} s, {} samples, {} distinct stacks",
+                m.max_rss_kib as f64 / 1024.0,
+                m.duration_s,
+                m.samples,
+                m.distinct_stacks
+            ),
+        });
+    }
+    if let Some(ttr) = &r.time_to_report {
+        let ours: Vec<&ttr::TtrResult> = ttr.iter().filter(|t| t.tool == "stacksampler").collect();
+        if !ours.is_empty() {
+            let worst = ours
+                .iter()
+                .map(|t| t.median_wall_s)
+                .fold(f64::NAN, f64::max);
+            let worst_cpu = ours.iter().map(|t| t.median_cpu_s).fold(f64::NAN, f64::max);
+            goals.push(Goal {
+                goal: format!("time to report of a 1 s profile: at most {TIME_TO_REPORT_S} s"),
+                met: worst <= TIME_TO_REPORT_S,
+                met_by_estimate: worst_cpu <= TIME_TO_REPORT_S,
+                detail: ours
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}: {:.2} s ({:.2} s of CPU, the estimate)",
+                            t.target, t.median_wall_s, t.median_cpu_s
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+    }
+    goals
+}
+
 /// The goals, judged on the measured medians; `met_by_estimate` judges the same goal on
 /// the load-insensitive estimate (per-CPU-second loss plus the profiler's cores).
 fn goals(r: &Results) -> Vec<Goal> {
@@ -357,6 +446,7 @@ fn goals(r: &Results) -> Vec<Goal> {
             ),
         });
     }
+    goals.extend(cost_goals(r));
     let Some(overhead) = &r.overhead else {
         return goals;
     };
@@ -380,6 +470,28 @@ fn goals(r: &Results) -> Vec<Goal> {
                 c.loss_pct, c.min_ratio, c.max_ratio, w.base_cv_pct, c.estimated_loss_pct
             ),
         });
+    }
+    // Sampling cost independent of stack depth: loss limits per workload and frequency.
+    for (name, hz, limit_pct) in [("deep", 999, 3.0), ("deep", 99, 0.5), ("shallow", 99, 0.3)] {
+        if let (Some(w), Some(c)) = (workload(name), find(name, overhead::Tool::Stacksampler, hz)) {
+            let depth = w.depth.map_or(String::new(), |d| format!(" ({d} frames)"));
+            goals.push(Goal {
+                goal: format!(
+                    "{name} workload{depth} at {hz} Hz: at most {limit_pct}% throughput loss"
+                ),
+                met: c.loss_pct <= limit_pct,
+                met_by_estimate: c.estimated_loss_pct <= limit_pct,
+                detail: format!(
+                    "measured median loss {:.2}% (ratios {:.4}..{:.4}, unprofiled windows spread {:.2}%); estimate for an idle machine {:.2}%; {} lost",
+                    c.loss_pct,
+                    c.min_ratio,
+                    c.max_ratio,
+                    w.base_cv_pct,
+                    c.estimated_loss_pct,
+                    c.lost_total
+                ),
+            });
+        }
     }
     for hz in [99, 999] {
         if let (Some(s), Some(p)) = (

@@ -23,6 +23,8 @@ impl PerCpuCounters for Counters {
         self.goroutine_read_errors += c.goroutine_read_errors;
         self.goroutine_tid_mismatch += c.goroutine_tid_mismatch;
         self.native_samples += c.native_samples;
+        self.walk_checks += c.walk_checks;
+        self.walk_mismatches += c.walk_mismatches;
     }
 }
 

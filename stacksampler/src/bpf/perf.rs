@@ -21,6 +21,12 @@ use stacksampler_common::{
 
 use super::{BpfError, KernelCost, counters};
 
+/// Environment variable that turns on the kernel's walk check when set to `1`: every sample's
+/// stack is walked twice, from bulk copies and record by record, and the samples whose walks
+/// differ are counted ([`stacksampler_common::Counters::walk_mismatches`]). A debug switch for
+/// the tests; it doubles the walk's cost.
+pub const VERIFY_WALK_ENV: &str = "STACKSAMPLER_VERIFY_WALK";
+
 /// What to load and where to attach.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -96,6 +102,9 @@ impl LoadedSampler {
         }
         if options.native.is_some() {
             flags |= ConfigFlags::NATIVE_STACKS;
+        }
+        if std::env::var_os(VERIFY_WALK_ENV).is_some_and(|v| v == "1") {
+            flags |= ConfigFlags::VERIFY_WALK;
         }
         let config = SamplerConfig {
             target_tgid: options.pid,

@@ -81,6 +81,10 @@ pub struct RunStats {
     pub wall: WallStats,
     /// User-space unwinding of native (C) frames.
     pub native: NativeStats,
+    /// With the walk check on (`STACKSAMPLER_VERIFY_WALK=1`): samples checked, and those whose
+    /// bulk walk differed from the record-by-record walk.
+    pub walk_checks: u64,
+    pub walk_mismatches: u64,
 }
 
 /// A finished run: the report and how it went.
@@ -320,6 +324,8 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         continuation: completion.continuation_stats(),
         wall: wall_stats,
         native: completion.native_stats(),
+        walk_checks: counters.walk_checks,
+        walk_mismatches: counters.walk_mismatches,
     };
     let report = Report {
         run: RunInfo {
@@ -490,6 +496,12 @@ fn end_warnings(
     }
     if counters.lost_ringbuf > 0 {
         warnings.push(Warning::SamplesLost(counters.lost_ringbuf));
+    }
+    if counters.walk_mismatches > 0 {
+        warnings.push(Warning::WalkMismatch {
+            differed: counters.walk_mismatches,
+            checked: counters.walk_checks,
+        });
     }
     let coverage = completion.coverage;
     if let Some(w) = unknown_goroutines_warning(coverage.go_samples, coverage.unknown, counters) {

@@ -6,6 +6,9 @@
 //   - shallow: -workers goroutines hash at the top of a short stack (about 10 frames);
 //   - deep:    each worker first recurses -depth frames (main.recurse), then hashes at the bottom,
 //     so every sample of a worker sees a stack about -depth frames deep;
+//   - deep-changing: each worker recurses -depth frames, hashes one unit at the bottom, returns
+//     all the way up and descends again through its other call site (main.churn): a stack as
+//     deep, whose outermost frame changes from one unit to the next;
 //   - many:    -goroutines goroutines, each recursing to its own depth (16 to 1,000 frames through
 //     two functions chosen by the goroutine's index bits, so stacks differ; every 100th one 5,000
 //     deep), then taking turns: a few units of work, runtime.Gosched(), again.
@@ -82,6 +85,40 @@ func recurse(n int, c *counter, seed int, pause int) int {
 	return recurse(n-1, c, seed, pause) + 1
 }
 
+// recurseOnce descends n frames, does one unit of work at the bottom and returns.
+//
+//go:noinline
+func recurseOnce(n int, buf *[4096]byte) int {
+	if n <= 0 {
+		unit(buf)
+		return 0
+	}
+	return recurseOnce(n-1, buf) + 1
+}
+
+// churn is a deep worker whose stack is rebuilt after every unit of work: it returns from the
+// whole recursion and descends again through the other of its two call sites, so its outermost
+// frame differs from one unit to the next while every frame above it is rebuilt at the same
+// addresses.
+//
+//go:noinline
+func churn(depth int, c *counter, seed int) {
+	var buf [4096]byte
+	buf[0] = byte(seed)
+	buf[1] = byte(seed >> 8)
+	started.Done()
+	n := uint64(0)
+	for {
+		if n%2 == 0 {
+			buf[2] += byte(recurseOnce(depth, &buf))
+		} else {
+			buf[2] += byte(recurseOnce(depth, &buf) + 1)
+		}
+		n++
+		c.n.Store(n)
+	}
+}
+
 // recurseA and recurseB descend together, each level picking the next function from a bit of
 // path, so goroutines with different paths have different stacks.
 //
@@ -110,9 +147,9 @@ func recurseB(n int, path uint32, c *counter, seed int) int {
 }
 
 func main() {
-	workload := flag.String("workload", "shallow", "shallow, deep or many")
-	workers := flag.Int("workers", runtime.GOMAXPROCS(0), "worker goroutines (shallow, deep)")
-	depth := flag.Int("depth", 5000, "recursion depth of each worker (deep)")
+	workload := flag.String("workload", "shallow", "shallow, deep, deep-changing or many")
+	workers := flag.Int("workers", runtime.GOMAXPROCS(0), "worker goroutines (shallow, deep, deep-changing)")
+	depth := flag.Int("depth", 5000, "recursion depth of each worker (deep, deep-changing)")
 	goroutines := flag.Int("goroutines", 10000, "goroutines (many)")
 	seconds := flag.Int("seconds", 1800, "exit after this many seconds at the latest")
 	parked := flag.Int("parked", 0, "goroutines parked in a channel receive")
@@ -124,15 +161,18 @@ func main() {
 	start := time.Now()
 
 	switch *workload {
-	case "shallow", "deep":
+	case "shallow", "deep", "deep-changing":
 		counters = make([]counter, *workers)
 		started.Add(*workers)
 		for i := 0; i < *workers; i++ {
 			i := i
-			if *workload == "shallow" {
+			switch *workload {
+			case "shallow":
 				go work(&counters[i], i, 0)
-			} else {
+			case "deep":
 				go func() { sink.Add(uint64(recurse(*depth, &counters[i], i, 0))) }()
+			default:
+				go churn(*depth, &counters[i], i)
 			}
 		}
 	case "many":

@@ -1,5 +1,7 @@
 //! Kernel cost per sample from bpf_stats (`stacksampler --verbose` enables them and prints the
-//! program's run count and run time), against stacks of about 10, 1,000 and 10,000 frames.
+//! program's run count and run time), against stacks of about 10, 1,000 and 10,000 frames that
+//! do not change between samples (workers spinning at the bottom of a recursion), and against
+//! 1,000- and 10,000-frame stacks rebuilt between samples (the `deep-changing` workload).
 
 use std::{
     fs::File,
@@ -25,6 +27,9 @@ const MAX_FRAMES_LIMIT: u32 = 16384;
 pub struct DepthCost {
     /// `None`: the target is idle, every run is a filtered one (another process's thread).
     pub requested_depth: Option<usize>,
+    /// The stack is rebuilt between samples (returns from the whole recursion and descends
+    /// again through another call site) instead of staying as it is.
+    pub changing: bool,
     /// Depth of the most sampled stack (frames walked).
     pub measured_depth: u64,
     pub max_frames: u32,
@@ -147,14 +152,15 @@ pub fn sample_verbose(ctx: &Ctx, pid: u32, max_frames: u32) -> anyhow::Result<Ve
 
 /// The kernel cost of filtered runs only (the target idle): what every run pays.
 pub fn idle_cost(ctx: &Ctx) -> anyhow::Result<DepthCost> {
-    measure(ctx, None)
+    measure(ctx, None, false)
 }
 
-fn measure(ctx: &Ctx, requested: Option<usize>) -> anyhow::Result<DepthCost> {
+fn measure(ctx: &Ctx, requested: Option<usize>, changing: bool) -> anyhow::Result<DepthCost> {
     let depth = requested.unwrap_or(0);
     let recursion = depth.saturating_sub(BASE_FRAMES);
     let workers = if requested.is_some() { ctx.nproc } else { 0 };
-    let args: Vec<String> = ["-workload", "deep", "-depth", &recursion.to_string()]
+    let workload = if changing { "deep-changing" } else { "deep" };
+    let args: Vec<String> = ["-workload", workload, "-depth", &recursion.to_string()]
         .iter()
         .map(|s| s.to_string())
         .chain(["-workers".to_owned(), workers.to_string()])
@@ -168,6 +174,7 @@ fn measure(ctx: &Ctx, requested: Option<usize>) -> anyhow::Result<DepthCost> {
     let run = sample_verbose(ctx, _target.pid(), max_frames)?;
     Ok(DepthCost {
         requested_depth: requested,
+        changing,
         measured_depth: run.measured_depth(),
         max_frames,
         frequency_hz: 99,
@@ -183,22 +190,31 @@ fn measure(ctx: &Ctx, requested: Option<usize>) -> anyhow::Result<DepthCost> {
     })
 }
 
+/// Requested depths of the unchanged-stack rows, then of the changing-stack rows.
+const UNCHANGED_DEPTHS: [usize; 3] = [10, 1_000, 10_000];
+const CHANGING_DEPTHS: [usize; 2] = [1_000, 10_000];
+
 pub fn run(ctx: &Ctx) -> anyhow::Result<KernelCost> {
-    let idle = measure(ctx, None)?;
+    let idle = measure(ctx, None, false)?;
     eprintln!(
         "bench: kernel cost with the target idle (filtered runs only): {:.0} ns per run",
         idle.ns_per_run
     );
     let filter_ns = idle.ns_per_run;
     let mut depths = vec![idle];
-    for depth in [10, 1_000, 10_000] {
-        let mut d = measure(ctx, Some(depth))?;
+    let rows = UNCHANGED_DEPTHS
+        .iter()
+        .map(|&d| (d, false))
+        .chain(CHANGING_DEPTHS.iter().map(|&d| (d, true)));
+    for (depth, changing) in rows {
+        let mut d = measure(ctx, Some(depth), changing)?;
         let filtered = d.runs.saturating_sub(d.target_hits) as f64;
         d.ns_per_target_sample =
             Some((d.run_time_ns as f64 - filtered * filter_ns) / d.target_hits.max(1) as f64);
         eprintln!(
-            "bench: kernel cost at depth {} (measured {}): {:.0} ns per delivered sample, {:.0} ns per target sample, {:.0} ns per run",
+            "bench: kernel cost at depth {}{} (measured {}): {:.0} ns per delivered sample, {:.0} ns per target sample, {:.0} ns per run",
             depth,
+            if changing { ", changing" } else { "" },
             d.measured_depth,
             d.ns_per_sample,
             d.ns_per_target_sample.unwrap_or(f64::NAN),
@@ -206,6 +222,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<KernelCost> {
         );
         depths.push(d);
     }
+    // The two deepest unchanged rows.
     let (a, b) = (&depths[2], &depths[3]);
     let ns_per_frame = (b.ns_per_target_sample.unwrap_or(f64::NAN)
         - a.ns_per_target_sample.unwrap_or(f64::NAN))

@@ -36,6 +36,13 @@ pub fn render(r: &Results) -> String {
         .map(|(name, l)| format!("{name} {}", load(l)))
         .collect();
     let _ = writeln!(s, "Load average (1/5/15 min): {}.", loads.join("; "));
+    if let Some(binary) = &r.settings.binary {
+        let _ = writeln!(
+            s,
+            "Measured binary: {} (not this commit's build).",
+            binary.display()
+        );
+    }
     let _ = writeln!(
         s,
         "Whole run: {:.0} s{}.",
@@ -142,11 +149,18 @@ pub fn render(r: &Results) -> String {
             k.depths.first().map_or(0.0, |d| d.duration_s)
         );
         for d in &k.depths {
-            let depth = d
-                .requested_depth
-                .map_or("target idle (filtered runs only)".to_owned(), |n| {
-                    n.to_string()
-                });
+            let depth =
+                d.requested_depth
+                    .map_or("target idle (filtered runs only)".to_owned(), |n| {
+                        format!(
+                            "{n}, {}",
+                            if d.changing {
+                                "changing between samples"
+                            } else {
+                                "unchanged"
+                            }
+                        )
+                    });
             let _ = writeln!(
                 s,
                 "| {depth} | {} | {} | {} | {} | {} | {:.0} | {} | {} |",

@@ -27,10 +27,15 @@ pub struct Tools {
 }
 
 impl Tools {
-    pub fn prepare() -> anyhow::Result<Self> {
+    /// Builds what the benchmark runs; `binary` is measured instead of this checkout's
+    /// stacksampler when given.
+    pub fn prepare(binary: Option<&Path>) -> anyhow::Result<Self> {
         let perf = ensure_perf()?;
         let bpftrace = ensure_bpftrace()?;
-        let stacksampler = build::run(&BuildArgs::default())?;
+        let stacksampler = match binary {
+            Some(b) => b.to_path_buf(),
+            None => build::run(&BuildArgs::default())?,
+        };
         let root = workspace_root();
         run_cmd(cargo().current_dir(&root).args([
             "build",

@@ -1,0 +1,3 @@
+module stacksampler.test/deepwalk
+
+go 1.19
