@@ -404,8 +404,6 @@ pub mod event_names {
     pub const GOEXIT_PROGRAM: &str = "go_goexit1";
     /// Uprobe on `runtime.throw(s string)` and `runtime.fatal(s string)`.
     pub const THROW_PROGRAM: &str = "go_throw";
-    /// Uprobe on `runtime.fatalthrow` (no message).
-    pub const FATALTHROW_PROGRAM: &str = "go_fatalthrow";
 }
 
 /// Bits of [`EventConfig::flags`].
@@ -448,8 +446,6 @@ impl EventKind {
     pub const GOROUTINE_EXIT: u32 = 4;
     /// `runtime.throw`/`runtime.fatal`: `message` holds the text; `arg0` its full length.
     pub const FATAL: u32 = 5;
-    /// `runtime.fatalthrow` (no message).
-    pub const FATAL_THROW: u32 = 6;
 }
 
 /// Bits of [`EventHeader::flags`].

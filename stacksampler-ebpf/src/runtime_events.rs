@@ -8,7 +8,8 @@
 //!   its `goid` already set): a goroutine was created; the creator's stack is walked from
 //!   `curg.sched` (the closure runs on `g0`). `runtime.newproc1` entry is the fallback.
 //! - `runtime.goexit1`: a goroutine ends (runs on it: R14 = `g`).
-//! - `runtime.throw` / `runtime.fatal` (message in AX/BX) and `runtime.fatalthrow`: a fatal error.
+//! - `runtime.throw` / `runtime.fatal` (message in AX/BX): a fatal error (they are the only
+//!   callers of `runtime.fatalthrow`).
 //!
 //! Arguments follow Go's register ABI (Go 1.17+): amd64 AX, BX, CX, DI, SI, R8-R11, `g` in R14;
 //! arm64 R0-R15, `g` in R28. Offsets of `runtime.g`/`m`/`gobuf` come from user space.
@@ -73,6 +74,9 @@ struct Regs {
     /// The current `g` (R14 / X28).
     g: u64,
     ip: u64,
+    /// Read on amd64 only: a function entry's return address is at the stack top there (arm64
+    /// has it in LR).
+    #[cfg_attr(bpf_target_arch = "aarch64", allow(dead_code))]
     sp: u64,
     fp: u64,
 }
@@ -547,13 +551,5 @@ unsafe fn fatal(ctx: &ProbeContext, kind: u32, with_message: bool) {
 pub fn go_throw(ctx: ProbeContext) -> u32 {
     // SAFETY: see fatal.
     unsafe { fatal(&ctx, EventKind::FATAL, true) };
-    0
-}
-
-/// `runtime.fatalthrow(...)`: the message (if any) came with an earlier throw event.
-#[uprobe]
-pub fn go_fatalthrow(ctx: ProbeContext) -> u32 {
-    // SAFETY: see fatal.
-    unsafe { fatal(&ctx, EventKind::FATAL_THROW, false) };
     0
 }

@@ -19,8 +19,6 @@ pub enum RuntimeEventKind {
     GoroutineExit,
     /// `runtime.throw` / `runtime.fatal` with its message.
     Fatal,
-    /// `runtime.fatalthrow`.
-    FatalThrow,
 }
 
 /// One decoded event.
@@ -96,7 +94,6 @@ impl RuntimeEvent {
             EventKind::GOROUTINE_CREATE => RuntimeEventKind::GoroutineCreate,
             EventKind::GOROUTINE_EXIT => RuntimeEventKind::GoroutineExit,
             EventKind::FATAL => RuntimeEventKind::Fatal,
-            EventKind::FATAL_THROW => RuntimeEventKind::FatalThrow,
             other => return Err(EventDecodeError::Kind(other)),
         };
         let body = &record[EVENT_HEADER_SIZE..];

@@ -251,7 +251,7 @@ pub fn fatal_report(sym: &mut dyn Symbolize, events: &[RuntimeEvent]) -> Option<
         message: e
             .message
             .clone()
-            .unwrap_or_else(|| "(runtime.fatalthrow)".into()),
+            .unwrap_or_else(|| "(message not readable)".into()),
         goid: e.goid,
         depth,
         truncated: e.truncated,

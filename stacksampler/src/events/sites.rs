@@ -21,20 +21,17 @@ pub mod functions {
     pub const THROW: &str = "runtime.throw";
     /// `runtime.fatal(s string)` (user-caused fatal errors: deadlock, concurrent map writes).
     pub const FATAL: &str = "runtime.fatal";
-    /// `runtime.fatalthrow(...)`.
-    pub const FATALTHROW: &str = "runtime.fatalthrow";
     /// `runtime.newstack`: a fatal error thrown from it is a stack overflow.
     pub const NEWSTACK: &str = "runtime.newstack";
 
     /// Every function looked up.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 7] = [
         COPYSTACK,
         NEWPROC1,
         NEWPROC_FUNC1,
         GOEXIT1,
         THROW,
         FATAL,
-        FATALTHROW,
         NEWSTACK,
     ];
 }

@@ -180,7 +180,7 @@ impl Tracker {
                     None => self.exited_preexisting += 1,
                 }
             }
-            RuntimeEventKind::Fatal | RuntimeEventKind::FatalThrow => {
+            RuntimeEventKind::Fatal => {
                 self.counts.fatal += 1;
                 self.fatal.push(e);
             }
@@ -203,7 +203,7 @@ impl Tracker {
                 c.goroutine_exit += 1;
                 self.exited += 1;
             }
-            RuntimeEventKind::Fatal | RuntimeEventKind::FatalThrow => {
+            RuntimeEventKind::Fatal => {
                 self.add(e);
                 return;
             }
