@@ -687,6 +687,21 @@ fn profile_mappings_are_the_processes_own() {
     }
 }
 
+/// An agent watching for Go programs started from `exe`'s folder (`--all-go --exe-dir`), one
+/// profile a second into `out`.
+fn all_go_agent(exe: &Path, out: &Path) -> Agent {
+    let programs = exe.parent().expect("the programs' folder");
+    Agent::start(&[
+        "--all-go",
+        "--exe-dir",
+        programs.to_str().unwrap(),
+        "--interval",
+        "1s",
+        "--output-dir",
+        out.to_str().unwrap(),
+    ])
+}
+
 /// `--all-go`: a Go program started after the agent is picked up at the next scan, sampled
 /// into its own profiles, and dropped (everything of it detached) when it exits; the agent
 /// goes on.
@@ -695,17 +710,8 @@ fn all_go_picks_up_a_program_started_later_and_drops_it_when_it_exits() {
     let _serial = exclusive();
     let tc = newest();
     let exe = build_go("agent", &tc, Variant::Normal);
-    let programs = exe.parent().expect("the programs' folder").to_owned();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut agent = Agent::start(&[
-        "--all-go",
-        "--exe-dir",
-        programs.to_str().unwrap(),
-        "--interval",
-        "1s",
-        "--output-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let mut agent = all_go_agent(&exe, dir.path());
     // The agent runs before the program exists.
     std::thread::sleep(Duration::from_secs(2));
     let target = start_target(&exe, "4", None);
@@ -732,17 +738,8 @@ fn all_go_picks_up_a_program_in_its_own_pid_namespace() {
     let _serial = exclusive();
     let tc = newest();
     let exe = build_go("agent", &tc, Variant::Normal);
-    let programs = exe.parent().expect("the programs' folder").to_owned();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut agent = Agent::start(&[
-        "--all-go",
-        "--exe-dir",
-        programs.to_str().unwrap(),
-        "--interval",
-        "1s",
-        "--output-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let mut agent = all_go_agent(&exe, dir.path());
     std::thread::sleep(Duration::from_secs(2));
     let name = exe.file_name().and_then(|n| n.to_str()).expect("exe name");
     let started = Started::spawn_wrapped(
