@@ -35,7 +35,7 @@ use stacksampler_common::{
 
 use crate::{
     maps::{CONFIG, SAMPLES, SCRATCH, bump},
-    walk::{Sink, Walk, WalkCall, WalkFrom},
+    walk::{AddressRange, Sink, Walk, WalkCall, WalkFrom},
 };
 
 /// Bits of the code segment selector that hold the privilege level (0 = kernel).
@@ -192,12 +192,18 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
         Some(g) => g.stack_hi,
         None => 0,
     };
+    // On g0 with a goroutine attached, the goroutine's frames are walked from its `g.sched`
+    // after the switch: the walk of the system stack ends where its chain leads into them.
+    let goroutine_frames = match &g {
+        Some(g) if g.curg_sched.is_some() => AddressRange::stack(g.stack_lo, g.stack_hi),
+        _ => AddressRange::NONE,
+    };
 
     let native_on = cfg.flags & ConfigFlags::NATIVE_STACKS != 0;
     let callbacks = if native_on {
         native::callback_range(&cfg.native)
     } else {
-        walk::StopRange::NONE
+        walk::AddressRange::NONE
     };
     // Bytes after the frames: a native trailer and stack copy (0 for a pure-Go sample).
     let mut native_bytes = 0u32;
@@ -257,6 +263,7 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
                     fp: sched_fp,
                     limit,
                     stop: callbacks,
+                    leave: AddressRange::NONE,
                     stack_hi: goroutine_stack_hi,
                     verify: 0,
                     _pad: 0,
@@ -274,6 +281,7 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
                     fp: regs.fp,
                     limit,
                     stop: callbacks,
+                    leave: goroutine_frames,
                     stack_hi: interrupted_stack_hi,
                     verify: 0,
                     _pad: 0,
@@ -331,6 +339,7 @@ unsafe fn take_sample(ctx: &PerfEventContext, cfg: &SamplerConfig) {
                             fp: sched.fp,
                             limit,
                             stop: callbacks,
+                            leave: AddressRange::NONE,
                             stack_hi: g.stack_hi,
                             verify: 0,
                             _pad: 0,
@@ -517,6 +526,7 @@ unsafe fn cross_callback(
                 fp,
                 limit,
                 stop: native::callback_range(native),
+                leave: AddressRange::NONE,
                 stack_hi,
                 verify: 0,
                 _pad: 0,

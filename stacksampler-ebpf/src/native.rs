@@ -13,7 +13,7 @@ use stacksampler_common::{
 
 use crate::{
     maps::{NATIVE_PENDING, SCRATCH},
-    walk::StopRange,
+    walk::AddressRange,
 };
 
 /// The native part of a sample, from where it is found until the record is written.
@@ -62,8 +62,8 @@ pub fn in_syscall(status: u32) -> bool {
 
 /// The return addresses at which a walk of a goroutine's stack meets a cgo callback.
 #[inline(always)]
-pub fn callback_range(cfg: &NativeConfig) -> StopRange {
-    StopRange {
+pub fn callback_range(cfg: &NativeConfig) -> AddressRange {
+    AddressRange {
         lo: cfg.cgocallback_lo,
         len: cfg.cgocallback_hi.saturating_sub(cfg.cgocallback_lo),
     }

@@ -36,7 +36,7 @@ use stacksampler_common::{
     EventRecord, GoLayout,
 };
 
-use crate::walk::{self, Sink, StopRange, WalkCall, WalkFrom};
+use crate::walk::{self, AddressRange, Sink, WalkCall, WalkFrom};
 
 /// Ring buffer size: room for a few dozen full-depth events, or tens of thousands of
 /// creation/exit events, between two user-space polls.
@@ -276,7 +276,8 @@ unsafe fn walk_into(rec: &mut EventRecord, start: &WalkStart, limit: u32) {
         base: n,
         fp: start.fp,
         limit,
-        stop: StopRange::NONE,
+        stop: AddressRange::NONE,
+        leave: AddressRange::NONE,
         stack_hi: start.stack_hi,
         verify: 0,
         _pad: 0,

@@ -44,27 +44,42 @@ pub struct Chunk {
     /// User address of the copy's first byte, and how many bytes of it are valid (0: none).
     at: u64,
     len: u64,
-    /// The running walk's [`WalkFrom::stop`] and [`WalkFrom::stack_hi`]: kept here, not in the
-    /// loop's state, so the walk's own stack frame stays small (the 6.1 verifier counts it in
-    /// the 512 bytes of the sampling program's call chain).
+    /// The running walk's [`WalkFrom::stop`], [`WalkFrom::leave`] and [`WalkFrom::stack_hi`]:
+    /// kept here, not in the loop's state, so the walk's own stack frame stays small (the 6.1
+    /// verifier counts it in the 512 bytes of the sampling program's call chain).
     stop_lo: u64,
     stop_len: u64,
+    leave_lo: u64,
+    leave_len: u64,
     stack_hi: u64,
     words: [u64; CHUNK_WORDS],
 }
 
-/// Return addresses at which the walk stops: those inside `runtime.cgocallback`, where a cgo
-/// callback's Go frames end and the C frames that called back are on another stack.
+/// User addresses `lo..lo + len` at which a walk ends ([`WalkFrom::stop`], [`WalkFrom::leave`]).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct StopRange {
+pub struct AddressRange {
     pub lo: u64,
-    /// Length of the range (0: never stop).
+    /// Length of the range (0: empty, the walk never ends on it).
     pub len: u64,
 }
 
-impl StopRange {
+impl AddressRange {
     pub const NONE: Self = Self { lo: 0, len: 0 };
+
+    /// The stack `lo..hi` (`g.stack`); empty when either end is unknown.
+    pub const fn stack(lo: u64, hi: u64) -> Self {
+        if lo == 0 || hi <= lo {
+            Self::NONE
+        } else {
+            Self { lo, len: hi - lo }
+        }
+    }
+
+    #[inline(always)]
+    fn contains(lo: u64, len: u64, address: u64) -> bool {
+        address.wrapping_sub(lo) < len
+    }
 }
 
 /// Where a walk's frames go.
@@ -90,7 +105,16 @@ pub struct WalkFrom {
     pub limit: u32,
     /// Frame pointer of the first record (0: nothing to walk).
     pub fp: u64,
-    pub stop: StopRange,
+    /// Return addresses that end the walk, after the frame they are in: those inside
+    /// `runtime.cgocallback`, where a cgo callback's Go frames end and the C frames that called
+    /// back are on another stack.
+    pub stop: AddressRange,
+    /// Frame pointers that end the walk before their record: the goroutine's stack, when the
+    /// walk is on the system stack. `runtime.morestack` makes no frame of its own, so
+    /// `runtime.newstack`'s record links to the goroutine's frames; whether the chain went on
+    /// into them depended on where the two stacks happen to lie (only upwards is followed), and
+    /// the goroutine's side is walked from `g.sched` anyway.
+    pub leave: AddressRange,
     /// Top of the stack the records are on (0: unknown): no chunk is read past it.
     pub stack_hi: u64,
     /// 1: also read every record on its own and compare (see [`walk`]).
@@ -132,7 +156,7 @@ pub struct Walk {
     pub differs: u32,
     /// The frame pointer where the walk stopped at the limit (0 when the chain ended).
     pub last_fp: u64,
-    /// The frame record whose return address is in the [`StopRange`] (0: none met); that
+    /// The frame record whose return address is in [`WalkFrom::stop`] (0: none met); that
     /// return address is the last frame written.
     pub stopped_at: u64,
 }
@@ -194,6 +218,8 @@ pub unsafe fn walk<S: Sink>(cpu: u32, from: &WalkFrom) -> Walk {
         (*chunk).len = 0;
         (*chunk).stop_lo = from.stop.lo;
         (*chunk).stop_len = from.stop.len;
+        (*chunk).leave_lo = from.leave.lo;
+        (*chunk).leave_len = from.leave.len;
         (*chunk).stack_hi = from.stack_hi;
     }
     if from.fp == 0 {
@@ -275,15 +301,22 @@ fn frame<S: Sink>(state: &mut WalkState, pos: u64) -> bool {
     }
     state.next = (pos + 1) as u32;
     // SAFETY: this CPU's chunk.
-    let (stop_lo, stop_len) = unsafe { ((*chunk).stop_lo, (*chunk).stop_len) };
-    if ret.wrapping_sub(stop_lo) < stop_len {
+    let (stop_lo, stop_len, leave_lo, leave_len) = unsafe {
+        (
+            (*chunk).stop_lo,
+            (*chunk).stop_len,
+            (*chunk).leave_lo,
+            (*chunk).leave_len,
+        )
+    };
+    if AddressRange::contains(stop_lo, stop_len, ret) {
         state.stopped_at = fp;
         state.ended = 1;
         state.fp = 0;
         return false;
     }
     // Callers live at higher addresses; anything else is the end of the chain (or garbage).
-    if next_fp <= fp {
+    if next_fp <= fp || AddressRange::contains(leave_lo, leave_len, next_fp) {
         state.ended = 1;
         state.fp = 0;
         return false;

@@ -225,19 +225,31 @@ impl Sample {
         self.frames.len() + self.gap.map_or(0, |g| g.frames as usize)
     }
 
-    /// The innermost frame on the system stack side of a switch, when there was a switch: the
-    /// return address into the function that switched (`runtime.morestack`, `systemstack`,
-    /// `mcall`).
-    pub fn switch_origin(&self) -> Option<u64> {
-        let at = self.switch_index?;
-        at.checked_sub(1).and_then(|i| self.frames.get(i)).copied()
+    /// Ends the system side of a switch after `frames[last]`, the return address into
+    /// `runtime.morestack`: its frame-pointer chain goes on into the goroutine's frames
+    /// (`morestack` makes no frame), which the goroutine side after the switch has already. The
+    /// kernel stops there by itself unless the goroutine's stack moved under the sample (during
+    /// `copystack`, `g.stack` is the new stack while the chain is on the old one). Frames past
+    /// `last` are dropped. True when the system side now ends at `last`; false (nothing changed)
+    /// without a switch, with `last` past it, or with a gap.
+    pub fn end_system_side_at(&mut self, last: usize) -> bool {
+        let Some(at) = self.switch_index else {
+            return false;
+        };
+        if last >= at || at > self.frames.len() || self.gap.is_some() {
+            return false;
+        }
+        self.frames.drain(last + 1..at);
+        self.switch_index = Some(last + 1);
+        true
     }
 
     /// Inserts the caller skipped at a `runtime.morestack` switch: `runtime.morestack` saves
     /// `g.sched` at the growing function's entry, before it pushed its frame pointer, so the walk
     /// from `sched.bp` starts at the caller's caller. The caller's return address is the word
-    /// at `sched.sp` ([`Sample::sched_ret`]). Call only when [`Sample::switch_origin`] is in
-    /// `runtime.morestack` (`mcall` and `systemstack` save a complete frame).
+    /// at `sched.sp` ([`Sample::sched_ret`]). Call only when the system side ends in
+    /// `runtime.morestack` ([`Sample::end_system_side_at`]; `mcall` and `systemstack` save a
+    /// complete frame).
     pub fn complete_morestack_switch(&mut self) {
         let (Some(at), Some(ret)) = (self.switch_index, self.sched_ret.take()) else {
             return;
@@ -591,5 +603,53 @@ mod leaf_tests {
         let mut s = sample(vec![0x100, 0x200], Some(0x201));
         s.complete_frameless_leaf();
         assert_eq!(s.frames, [0x100, 0x200]);
+    }
+}
+
+#[cfg(test)]
+mod switch_tests {
+    use super::*;
+
+    /// System side `newstack, morestack`, then (walked on into the goroutine's old stack)
+    /// `grow, func1`; the switch at index 4: `grow` (sched.pc), `goexit`.
+    fn overrun() -> Sample {
+        let mut s = Sample::from_parts(
+            &SampleHeader::default(),
+            vec![0x10, 0x20, 0x31, 0x41, 0x30, 0x50],
+        );
+        s.switch_index = Some(4);
+        s.sched_ret = Some(0x41);
+        s
+    }
+
+    #[test]
+    fn morestack_switch_drops_the_overrun_and_gets_the_caller_back() {
+        let mut s = overrun();
+        assert!(s.end_system_side_at(1));
+        assert_eq!(s.frames, [0x10, 0x20, 0x30, 0x50]);
+        assert_eq!(s.switch_index, Some(2));
+        s.complete_morestack_switch();
+        assert_eq!(s.frames, [0x10, 0x20, 0x30, 0x40, 0x50]);
+        assert_eq!(s.sched_ret, None);
+    }
+
+    #[test]
+    fn system_side_already_ending_at_morestack_is_kept() {
+        let mut s = overrun();
+        assert!(s.end_system_side_at(3));
+        assert_eq!(s.frames.len(), 6);
+        assert_eq!(s.switch_index, Some(4));
+    }
+
+    #[test]
+    fn no_switch_a_gap_or_a_goroutine_frame_changes_nothing() {
+        let mut s = overrun();
+        assert!(!s.end_system_side_at(4), "a frame after the switch");
+        s.gap = Some(Gap { at: 2, frames: 9 });
+        assert!(!s.end_system_side_at(1), "a gap");
+        s.gap = None;
+        s.switch_index = None;
+        assert!(!s.end_system_side_at(1), "no switch");
+        assert_eq!(s.frames.len(), 6);
     }
 }

@@ -143,6 +143,15 @@ fn check_growth(tc: &GoToolchain, variant: Variant) {
         {
             continue;
         }
+        // The system side ends at the switch: runtime.newstack's frame record links to the
+        // goroutine's frames (runtime.morestack makes no frame), and the walk leaves them to
+        // the goroutine side, wherever the two stacks lie.
+        assert!(
+            system
+                .last()
+                .is_some_and(|f| f.starts_with("runtime.morestack")),
+            "{what}: the system side goes past runtime.morestack: {system:?}"
+        );
         // Other goroutines grow too (a GC worker, a runtime goroutine): only the recursion's
         // growth is checked, and it must be attributed to the growing goroutine.
         if goroutine.first().map(String::as_str) != Some("main.grow") {

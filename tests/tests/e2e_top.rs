@@ -122,6 +122,15 @@ impl Drop for Tmux {
     }
 }
 
+/// The status the shell echoed after `top` ended: a line of its own starting `top-exit=`, never
+/// the typed command line (which holds `top-exit=$?` and is on screen before `top` draws).
+fn top_exit(screen: &str) -> Option<&str> {
+    screen
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("top-exit="))
+        .find(|status| !status.is_empty() && status.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// `top` started in `tmux` on `pid` with `extra` flags; returns the sampler's pid. The command
 /// line echoes its exit status when it ends (`top-exit=N`).
 fn start_top(tmux: &Tmux, pid: u32, extra: &str) -> u32 {
@@ -238,8 +247,8 @@ fn shows_the_hot_function_and_syscall_state_and_quits_cleanly() {
     });
 
     tmux.send(&["q"]);
-    let screen = tmux.wait_for("the shell back", START_WITHIN, |s| s.contains("top-exit="));
-    assert!(screen.contains("top-exit=0"), "{screen}");
+    let screen = tmux.wait_for("the shell back", START_WITHIN, |s| top_exit(s).is_some());
+    assert_eq!(top_exit(&screen), Some("0"), "{screen}");
     // The view is gone (alternate screen left), the detach line is printed, and the last line
     // is a fresh prompt.
     assert!(!screen.contains("%Own"), "view left on screen:\n{screen}");
@@ -270,8 +279,8 @@ fn sigterm_and_the_target_exiting_end_it_with_a_report() {
         unsafe { libc::kill(sampler as libc::pid_t, libc::SIGTERM) },
         0
     );
-    let screen = tmux.wait_for("the shell back", START_WITHIN, |s| s.contains("top-exit="));
-    assert!(screen.contains("top-exit=0"), "{screen}");
+    let screen = tmux.wait_for("the shell back", START_WITHIN, |s| top_exit(s).is_some());
+    assert_eq!(top_exit(&screen), Some("0"), "{screen}");
     assert!(!screen.contains("%Own"), "{screen}");
     assert_released(&ids, "top after SIGTERM");
     drop(demo);
@@ -282,8 +291,8 @@ fn sigterm_and_the_target_exiting_end_it_with_a_report() {
     let report = tmux.path("top.json");
     let sampler = start_top(&tmux, demo.pid(), &format!("-o {}", report.display()));
     let ids = attached_programs(&tmux, sampler);
-    let screen = tmux.wait_for("the shell back", START_WITHIN, |s| s.contains("top-exit="));
-    assert!(screen.contains("top-exit=0"), "{screen}");
+    let screen = tmux.wait_for("the shell back", START_WITHIN, |s| top_exit(s).is_some());
+    assert_eq!(top_exit(&screen), Some("0"), "{screen}");
     assert!(
         screen.contains(&format!("process {} exited", demo.pid())),
         "{screen}"

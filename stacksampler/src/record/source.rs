@@ -118,10 +118,15 @@ impl Completion {
             Some(unwinder) if image == 0 => unwinder.complete(sample, symbolizer),
             _ => sample.native = None,
         }
-        if let Some(origin) = sample.switch_origin()
-            && self.morestack.contains(image, origin, symbolizer)
-        {
-            sample.complete_morestack_switch();
+        if let Some(at) = sample.switch_index {
+            let system_side = &sample.frames[..at.min(sample.frames.len())];
+            if let Some(last) = system_side
+                .iter()
+                .position(|&pc| self.morestack.contains(image, pc, symbolizer))
+                && sample.end_system_side_at(last)
+            {
+                sample.complete_morestack_switch();
+            }
         }
         if let Some(&pc) = sample.frames.first()
             && self.frameless.at(image, pc, symbolizer)
