@@ -52,6 +52,8 @@ pub struct Chunk {
     leave_lo: u64,
     leave_len: u64,
     stack_hi: u64,
+    /// 1 once the walk met a frame pointer in `leave` (read with a `None` record).
+    left_stack: u64,
     words: [u64; CHUNK_WORDS],
 }
 
@@ -110,7 +112,8 @@ pub struct WalkFrom {
     /// back are on another stack.
     pub stop: AddressRange,
     /// Frame pointers that end the walk before their record: the goroutine's stack, when the
-    /// walk is on the system stack. `runtime.morestack` makes no frame of its own, so
+    /// walk is on the system stack (with `stack_hi` the system stack's top, which keeps every
+    /// chunk off the goroutine's stack). `runtime.morestack` makes no frame of its own, so
     /// `runtime.newstack`'s record links to the goroutine's frames; whether the chain went on
     /// into them depended on where the two stacks happen to lie (only upwards is followed), and
     /// the goroutine's side is walked from `g.sched` anyway.
@@ -220,6 +223,7 @@ pub unsafe fn walk<S: Sink>(cpu: u32, from: &WalkFrom) -> Walk {
         (*chunk).stop_len = from.stop.len;
         (*chunk).leave_lo = from.leave.lo;
         (*chunk).leave_len = from.leave.len;
+        (*chunk).left_stack = 0;
         (*chunk).stack_hi = from.stack_hi;
     }
     if from.fp == 0 {
@@ -279,6 +283,13 @@ fn frame<S: Sink>(state: &mut WalkState, pos: u64) -> bool {
         return false;
     };
     let record = read_chunked(chunk, fp);
+    // SAFETY: this CPU's chunk.
+    if record.is_none() && unsafe { (*chunk).left_stack } != 0 {
+        // Not a frame of this stack: the end of the chain, for both ways of walking it.
+        state.ended = 1;
+        state.fp = 0;
+        return false;
+    }
     if state.verify != 0 {
         // SAFETY: a user-memory read through bpf_probe_read_user.
         let own = unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }.ok();
@@ -301,14 +312,7 @@ fn frame<S: Sink>(state: &mut WalkState, pos: u64) -> bool {
     }
     state.next = (pos + 1) as u32;
     // SAFETY: this CPU's chunk.
-    let (stop_lo, stop_len, leave_lo, leave_len) = unsafe {
-        (
-            (*chunk).stop_lo,
-            (*chunk).stop_len,
-            (*chunk).leave_lo,
-            (*chunk).leave_len,
-        )
-    };
+    let (stop_lo, stop_len) = unsafe { ((*chunk).stop_lo, (*chunk).stop_len) };
     if AddressRange::contains(stop_lo, stop_len, ret) {
         state.stopped_at = fp;
         state.ended = 1;
@@ -316,7 +320,7 @@ fn frame<S: Sink>(state: &mut WalkState, pos: u64) -> bool {
         return false;
     }
     // Callers live at higher addresses; anything else is the end of the chain (or garbage).
-    if next_fp <= fp || AddressRange::contains(leave_lo, leave_len, next_fp) {
+    if next_fp <= fp {
         state.ended = 1;
         state.fp = 0;
         return false;
@@ -327,6 +331,10 @@ fn frame<S: Sink>(state: &mut WalkState, pos: u64) -> bool {
 
 /// The record at `fp`, from this CPU's chunk (copying the next chunk when `fp` is outside it).
 #[inline(always)]
+///
+/// `None` when it cannot be read, or when `fp` is in [`WalkFrom::leave`]: then the chunk's
+/// `left_stack` is 1. (A `Read` enum saying which was rejected by the verifier: LLVM compared
+/// the undefined payload of its empty variants, "R6 !read_ok".)
 fn read_chunked(chunk: *mut Chunk, fp: u64) -> Option<[u64; 2]> {
     if fp & 7 != 0 {
         // Not a Go or C frame pointer; read as the record-by-record walk does.
@@ -337,6 +345,16 @@ fn read_chunked(chunk: *mut Chunk, fp: u64) -> Option<[u64; 2]> {
     let (at, len, hi) = unsafe { ((*chunk).at, (*chunk).len, (*chunk).stack_hi) };
     let mut off = fp.wrapping_sub(at);
     if off > (CHUNK_BYTES as u64 - RECORD_BYTES) || off + RECORD_BYTES > len {
+        // [`WalkFrom::leave`] is checked here only: a chunk never reaches past `stack_hi`, so
+        // a record on another stack is never inside the current one, and the frames walked
+        // inside a chunk pay nothing for the check.
+        // SAFETY: this CPU's chunk.
+        let (leave_lo, leave_len) = unsafe { ((*chunk).leave_lo, (*chunk).leave_len) };
+        if AddressRange::contains(leave_lo, leave_len, fp) {
+            // SAFETY: this CPU's chunk.
+            unsafe { (*chunk).left_stack = 1 };
+            return None;
+        }
         if !load_chunk(hi, chunk, fp) {
             return None;
         }

@@ -108,6 +108,12 @@ pub enum Warning {
     )]
     WalkMismatch { differed: u64, checked: u64 },
     #[error(
+        "{samples} samples of stacks deeper than --max-frames kept only their innermost frames \
+         (depth is a lower bound): reading the rest of each would have passed {mib_per_second} \
+         MiB/s of target stack; lower --frequency to see them whole"
+    )]
+    DeepStacksOverBudget { samples: u64, mib_per_second: u64 },
+    #[error(
         "goroutine fields are unknown in {unknown} of {total} samples ({:.0}%): {cause}; states, \
          goroutine ids and labels of those samples are missing",
         *.unknown as f64 * 100.0 / *.total as f64

@@ -31,7 +31,7 @@ use crate::{
         labels::{ReadMemory, read_labels},
         state::{GSCAN_BIT, GoroutineState},
     },
-    record::deep_stack::{CutWalk, DeepStackReader},
+    record::deep_stack::{ContinuationStats, CutWalk, DeepStackReader, ReadBudget},
     symbolize::{ProcessSymbolizer, Symbolize, elf::ElfImage},
     target::{self, Process},
     warning::Warning,
@@ -406,7 +406,7 @@ impl GoroutineReader {
             },
         )?;
         let symbolizer = ProcessSymbolizer::new(pid)?;
-        let deep = DeepStackReader::open(pid, go_layout).map_err(|source| DumpError::Io {
+        let deep = DeepStackReader::open(pid, go_layout, None).map_err(|source| DumpError::Io {
             what: format!("/proc/{pid}/mem"),
             source,
         })?;
@@ -426,6 +426,17 @@ impl GoroutineReader {
     /// The target's binary as inspected at open.
     pub fn binary(&self) -> &GoBinary {
         &self.binary
+    }
+
+    /// From now on, deep stacks are continued within `budget` (a series of snapshots); a
+    /// one-off read continues every one.
+    pub fn limit_deep_reads(&mut self, budget: ReadBudget) {
+        self.deep.set_budget(budget);
+    }
+
+    /// What the deep-stack continuation did so far.
+    pub fn deep_stats(&self) -> ContinuationStats {
+        self.deep.stats
     }
 
     /// Bytes read from the target so far (goroutines, stacks, deep-stack continuations).
@@ -789,12 +800,12 @@ impl GoroutineReader {
                     stack_hi: hi,
                     fp,
                 }) {
-                    Some(cont) => {
+                    Ok(cont) => {
                         stack.elided = cont.elided;
                         // The continuation gives call sites (return address - 1).
                         stack.tail = cont.tail.iter().map(|a| a + 1).collect();
                     }
-                    None => stack.truncated = true,
+                    Err(_) => stack.truncated = true,
                 }
                 break;
             }

@@ -7,10 +7,16 @@
 //! and follows the frame-pointer chain in its own memory: the exact depth and the outermost
 //! frames (the "tail", where the recursion was entered) at a few ns per frame.
 //!
-//! Successive samples of the same goroutine share their outer frames, so each walk leaves
-//! checkpoints (every [`CHECKPOINT_EVERY`] frames: frame pointer, its 16-byte record, frames from
-//! there to the root); the next walk stops at the first checkpoint whose record is unchanged and
-//! takes the rest from it. A recursion sampled 100 times is read about once.
+//! Every continuation is walked to the root. An earlier version stopped at the first frame
+//! record left unchanged since the goroutine's previous sample and took the rest from that
+//! sample; but a recursion that returned below such a record and came back down through another
+//! call site rewrites frames further out while the record itself comes back identical, and the
+//! stop then kept the previous sample's outer part (measured: 103 of 182 samples of
+//! `tests/go/deepwalk -outer 100 -inner 10000` showed the other phase's call site). Nothing short
+//! of reading every record tells the two apart, so the reading is bounded instead: a
+//! [`ReadBudget`] of bytes per second. A sample whose rest would exceed what is left keeps its
+//! head, marked truncated (its depth a lower bound), and is counted
+//! ([`ContinuationStats::over_budget`]); it is never given frames that were not read for it.
 //!
 //! The walk races with the running goroutine: it may have returned past the cut, or its stack may
 //! have been moved by a growth. A continuation is trusted only if the chain climbs strictly inside
@@ -18,7 +24,7 @@
 //! has the same stack bounds afterwards; otherwise the sample keeps its head only and is marked
 //! truncated (its depth is then a lower bound).
 
-use std::{collections::HashMap, fs::File, os::unix::fs::FileExt};
+use std::{fs::File, os::unix::fs::FileExt, time::Instant};
 
 use stacksampler_common::GoLayout;
 
@@ -26,14 +32,11 @@ use stacksampler_common::GoLayout;
 pub const TAIL_FRAMES: usize = 256;
 /// Bytes read from the target per `pread`.
 const CHUNK_BYTES: u64 = 256 * 1024;
-/// A checkpoint is kept every this many frames of a walk.
-pub const CHECKPOINT_EVERY: u64 = 256;
 /// Go's largest possible goroutine stack (`maxstackceiling`, 1 GB on 64-bit) bounds any walk.
 const MAX_GO_STACK_BYTES: u64 = 1 << 30;
 /// Size of one frame record: saved frame pointer, return address.
 const RECORD_BYTES: u64 = 16;
-/// Goroutines whose checkpoints are remembered at most (least recently used dropped first).
-const MAX_REMEMBERED_GOROUTINES: usize = 64;
+const MIB: u64 = 1 << 20;
 
 /// The part of a deep stack beyond the kernel's walk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,33 +65,88 @@ pub struct CutWalk {
     pub fp: u64,
 }
 
+/// Why a cut walk was not continued; the sample keeps its head, marked truncated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotContinued {
+    /// The chain or the stack changed under the read (see the module docs).
+    Untrusted,
+    /// Reading the rest would exceed the [`ReadBudget`].
+    OverBudget,
+}
+
+/// Bytes of target stack the continuation may read: a token bucket refilled at
+/// `bytes_per_second`, holding at most `burst` and starting full. A walk larger than the burst
+/// is allowed when the bucket is full, and leaves it that much in debt, so a stack of any size
+/// is still seen whole now and then, while a run of deep samples costs the sampler a bounded
+/// share of a CPU and never blocks it for long.
 #[derive(Clone, Copy, Debug)]
-struct Checkpoint {
-    record: [u64; 2],
-    /// Frames from this record (included) to the root.
-    frames_to_root: u64,
+pub struct ReadBudget {
+    pub bytes_per_second: u64,
+    pub burst: u64,
 }
 
-#[derive(Debug, Default)]
-struct Memo {
-    stack_lo: u64,
-    stack_hi: u64,
-    checkpoints: HashMap<u64, Checkpoint>,
-    tail: Vec<u64>,
-    last_used: u64,
+impl ReadBudget {
+    /// The budget of a sampling run (`record`, `top`, `agent`, `--wall`): 128 MiB/s, about a
+    /// tenth of one core here (reading `/proc/PID/mem` and walking the copy ran at 1.2 GiB/s on
+    /// a 1,000,000-frame recursion, docs/design.md), a second of it at once.
+    pub const SAMPLING: Self = Self {
+        bytes_per_second: 128 * MIB,
+        burst: 128 * MIB,
+    };
+
+    pub fn mib_per_second(&self) -> u64 {
+        self.bytes_per_second / MIB
+    }
 }
 
-/// Counters of the continuation work, for `--verbose` and the benchmarks.
+/// The bucket of a [`ReadBudget`].
+#[derive(Debug)]
+struct Bucket {
+    budget: ReadBudget,
+    /// Bytes that may be read now; below zero after a walk larger than the burst.
+    available: i64,
+    refilled: Instant,
+}
+
+impl Bucket {
+    fn new(budget: ReadBudget) -> Self {
+        Self {
+            budget,
+            available: budget.burst.min(i64::MAX as u64) as i64,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes `bytes` when the bucket holds them, or holds its whole burst.
+    fn take(&mut self, bytes: u64) -> bool {
+        let burst = self.budget.burst.min(i64::MAX as u64) as i64;
+        let now = Instant::now();
+        let earned =
+            now.duration_since(self.refilled).as_secs_f64() * self.budget.bytes_per_second as f64;
+        if earned >= 1.0 {
+            self.available = self.available.saturating_add(earned as i64).min(burst);
+            self.refilled = now;
+        }
+        let bytes = bytes.min(i64::MAX as u64) as i64;
+        if bytes > self.available && self.available < burst {
+            return false;
+        }
+        self.available = self.available.saturating_sub(bytes);
+        true
+    }
+}
+
+/// Counters of the continuation work, for `--verbose`, the report's warning and the benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ContinuationStats {
     /// Walks attempted.
     pub walks: u64,
     /// Walks that reached the root.
     pub completed: u64,
+    /// Walks not made: the rest of the stack was more than the budget had left.
+    pub over_budget: u64,
     /// Frames followed in user space.
     pub frames_walked: u64,
-    /// Frames taken from a previous walk's checkpoint.
-    pub frames_reused: u64,
     /// Bytes read from the target.
     pub bytes_read: u64,
 }
@@ -97,113 +155,90 @@ pub struct ContinuationStats {
 pub struct DeepStackReader {
     mem: File,
     layout: GoLayout,
-    memos: HashMap<u64, Memo>,
-    clock: u64,
+    /// `None`: every continuation is read (a one-off `dump`).
+    budget: Option<Bucket>,
     chunk: Vec<u8>,
     chunk_base: u64,
     pub stats: ContinuationStats,
 }
 
 impl DeepStackReader {
-    /// Opens `/proc/PID/mem`; `layout` locates `g.stack` for the moved-stack check.
-    pub fn open(pid: u32, layout: GoLayout) -> std::io::Result<Self> {
+    /// Opens `/proc/PID/mem`; `layout` locates `g.stack` for the moved-stack check. Without a
+    /// budget every continuation is read whatever its size.
+    pub fn open(pid: u32, layout: GoLayout, budget: Option<ReadBudget>) -> std::io::Result<Self> {
         Ok(Self {
             mem: File::open(format!("/proc/{pid}/mem"))?,
             layout,
-            memos: HashMap::new(),
-            clock: 0,
+            budget: budget.map(Bucket::new),
             chunk: Vec::new(),
             chunk_base: 0,
             stats: ContinuationStats::default(),
         })
     }
 
-    /// Continues a cut walk; `None` when it cannot be trusted (see the module docs).
-    pub fn continue_walk(&mut self, cut: CutWalk) -> Option<Continuation> {
+    /// From now on, reads at most `budget` (a reader opened for a one-off that turned into a
+    /// series of snapshots).
+    pub fn set_budget(&mut self, budget: ReadBudget) {
+        self.budget = Some(Bucket::new(budget));
+    }
+
+    /// The budget continuations are read within, if any.
+    pub fn budget(&self) -> Option<ReadBudget> {
+        self.budget.as_ref().map(|b| b.budget)
+    }
+
+    /// Continues a cut walk to the root of the goroutine's stack.
+    pub fn continue_walk(&mut self, cut: CutWalk) -> Result<Continuation, NotContinued> {
         self.stats.walks += 1;
-        self.clock += 1;
-        let span = cut.stack_hi.checked_sub(cut.stack_lo)?;
+        let span = cut
+            .stack_hi
+            .checked_sub(cut.stack_lo)
+            .ok_or(NotContinued::Untrusted)?;
         if span == 0 || span > MAX_GO_STACK_BYTES || cut.fp < cut.stack_lo || cut.fp >= cut.stack_hi
         {
-            return None;
+            return Err(NotContinued::Untrusted);
+        }
+        // The chain to the root covers nearly all of [fp, hi): what the walk will read.
+        if let Some(bucket) = self.budget.as_mut()
+            && !bucket.take(cut.stack_hi - cut.fp)
+        {
+            self.stats.over_budget += 1;
+            return Err(NotContinued::OverBudget);
         }
         self.chunk.clear();
-        // Taken out while walking (the walk needs `self`); put back by `remember`.
-        let memo = self
-            .memos
-            .remove(&cut.g_addr)
-            .filter(|m| m.stack_lo == cut.stack_lo && m.stack_hi == cut.stack_hi);
-        let reusable = memo.as_ref().map(|m| (&m.checkpoints, &m.tail));
-
         let mut tail = TailRing::default();
-        let mut new_checkpoints: Vec<(u64, [u64; 2], u64)> = Vec::new();
         let mut walked = 0u64;
         let mut fp = cut.fp;
-        let (total, inherited_tail) = loop {
+        let walk = loop {
             if fp < cut.stack_lo || fp + RECORD_BYTES > cut.stack_hi {
-                return None;
+                break Err(NotContinued::Untrusted);
             }
-            let record = self.record_at(fp, cut.stack_hi)?;
-            if let Some((checkpoints, old_tail)) = reusable
-                && let Some(cp) = checkpoints.get(&fp)
-                && cp.record == record
-            {
-                self.stats.frames_reused += cp.frames_to_root;
-                break (walked + cp.frames_to_root, Some(old_tail.clone()));
-            }
-            if walked.is_multiple_of(CHECKPOINT_EVERY) {
-                new_checkpoints.push((fp, record, walked));
-            }
-            let [next_fp, ret] = record;
+            let Some([next_fp, ret]) = self.record_at(fp, cut.stack_hi) else {
+                break Err(NotContinued::Untrusted);
+            };
             if ret == 0 {
-                return None;
+                break Err(NotContinued::Untrusted);
             }
             tail.push(ret - 1);
             walked += 1;
             if next_fp == 0 {
-                break (walked, None);
+                break Ok(());
             }
             if next_fp <= fp {
-                return None;
+                break Err(NotContinued::Untrusted);
             }
             fp = next_fp;
         };
         self.stats.frames_walked += walked;
+        walk?;
         if !self.same_stack(cut) {
-            return None;
+            return Err(NotContinued::Untrusted);
         }
         self.stats.completed += 1;
-
-        // The outermost TAIL_FRAMES frames: from the previous walk when it was reused, else
-        // from this walk's ring (the two join when this walk was short).
-        let tail_frames = match inherited_tail {
-            Some(old) => join_tails(tail.into_vec(), &old, total),
-            None => tail.into_vec(),
-        };
-        let elided = total.saturating_sub(tail_frames.len() as u64);
-
-        // Remember this walk for the next sample of the goroutine.
-        let mut memo = memo.unwrap_or_else(|| Memo {
-            stack_lo: cut.stack_lo,
-            stack_hi: cut.stack_hi,
-            ..Memo::default()
-        });
-        for (cp_fp, record, at) in new_checkpoints {
-            memo.checkpoints.insert(
-                cp_fp,
-                Checkpoint {
-                    record,
-                    frames_to_root: total - at,
-                },
-            );
-        }
-        memo.tail = tail_frames.clone();
-        memo.last_used = self.clock;
-        self.memos.insert(cut.g_addr, memo);
-        self.evict();
-        Some(Continuation {
-            elided,
-            tail: tail_frames,
+        let tail = tail.into_vec();
+        Ok(Continuation {
+            elided: walked.saturating_sub(tail.len() as u64),
+            tail,
         })
     }
 
@@ -237,38 +272,6 @@ impl DeepStackReader {
         };
         read(self.layout.g_stack_lo) == Some(cut.stack_lo)
             && read(self.layout.g_stack_hi) == Some(cut.stack_hi)
-    }
-
-    fn evict(&mut self) {
-        while self.memos.len() > MAX_REMEMBERED_GOROUTINES {
-            let Some(oldest) = self
-                .memos
-                .iter()
-                .min_by_key(|(_, m)| m.last_used)
-                .map(|(g, _)| *g)
-            else {
-                return;
-            };
-            self.memos.remove(&oldest);
-        }
-    }
-}
-
-/// Joins the frames walked this time (`fresh`, innermost first) with a previous walk's tail
-/// that ends at the root, for a stack of `total` frames: keeps the outermost TAIL_FRAMES.
-fn join_tails(fresh: Vec<u64>, old_tail: &[u64], total: u64) -> Vec<u64> {
-    let old_part = old_tail.len() as u64;
-    let fresh_len = fresh.len() as u64;
-    // If the fresh frames and the old tail together cover the whole continuation, they are
-    // contiguous; otherwise the old tail alone is the outermost part.
-    if fresh_len + old_part >= total {
-        let mut all = fresh;
-        let overlap = (fresh_len + old_part - total) as usize;
-        all.extend_from_slice(&old_tail[overlap.min(old_tail.len())..]);
-        let start = all.len().saturating_sub(TAIL_FRAMES);
-        all[start..].to_vec()
-    } else {
-        old_tail.to_vec()
     }
 }
 
@@ -345,12 +348,16 @@ mod tests {
     }
 
     fn reader() -> DeepStackReader {
+        reader_within(None)
+    }
+
+    fn reader_within(budget: Option<ReadBudget>) -> DeepStackReader {
         let layout = GoLayout {
             g_stack_lo: 0,
             g_stack_hi: 8,
             ..GoLayout::default()
         };
-        DeepStackReader::open(std::process::id(), layout).unwrap()
+        DeepStackReader::open(std::process::id(), layout, budget).unwrap()
     }
 
     #[test]
@@ -366,22 +373,62 @@ mod tests {
     }
 
     #[test]
-    fn second_walk_reuses_checkpoints() {
-        let stack = FakeStack::new(50_000, 6);
+    fn an_outer_frame_changed_behind_unchanged_inner_records_is_read_anew() {
+        let mut stack = FakeStack::new(50_000, 6);
         let mut r = reader();
         let first = r.continue_walk(stack.cut_at(1000, 6)).unwrap();
-        let walked = r.stats.frames_walked;
-        // Deeper cut (a shallower sample of the same recursion) and a shallower one.
-        let second = r.continue_walk(stack.cut_at(1003, 6)).unwrap();
-        assert_eq!(second.frames(), first.frames() - 3);
-        assert_eq!(second.tail, first.tail);
-        assert!(
-            r.stats.frames_walked - walked <= CHECKPOINT_EVERY,
-            "walked again"
+        // The recursion returned to frame 49,900 and called down again from another call site:
+        // that one return address differs, every record inside it is as it was.
+        stack.mem[49_900 * 6 + 1] = 0x9001;
+        let second = r.continue_walk(stack.cut_at(1000, 6)).unwrap();
+        assert_eq!(second.frames(), first.frames());
+        let at = TAIL_FRAMES - 100;
+        assert_eq!(first.tail[at], 0x1000 + 49_900);
+        assert_eq!(
+            second.tail[at], 0x9000,
+            "the previous sample's outer part was kept"
         );
-        let third = r.continue_walk(stack.cut_at(10, 6)).unwrap();
-        assert_eq!(third.frames(), 50_000 - 10);
-        assert_eq!(third.tail, first.tail);
+        assert_eq!(r.stats.completed, 2);
+        assert_eq!(r.stats.frames_walked, 2 * (50_000 - 1000));
+    }
+
+    #[test]
+    fn walks_past_the_budget_keep_their_head_and_are_counted() {
+        let stack = FakeStack::new(10_000, 4);
+        let cut = stack.cut_at(2000, 4);
+        let rest = cut.stack_hi - cut.fp;
+        // Room for one walk, refilled at a byte a second.
+        let mut r = reader_within(Some(ReadBudget {
+            bytes_per_second: 1,
+            burst: rest + rest / 2,
+        }));
+        assert!(r.continue_walk(cut).is_ok());
+        assert_eq!(r.continue_walk(cut), Err(NotContinued::OverBudget));
+        assert_eq!(r.stats.over_budget, 1);
+        assert_eq!(r.stats.walks, 2);
+        assert_eq!(r.stats.completed, 1);
+        // A shallower rest still fits in what is left.
+        assert!(r.continue_walk(stack.cut_at(9_000, 4)).is_ok());
+    }
+
+    #[test]
+    fn a_stack_larger_than_the_burst_is_walked_from_a_full_bucket_only() {
+        let stack = FakeStack::new(10_000, 4);
+        let cut = stack.cut_at(0, 4);
+        let rest = cut.stack_hi - cut.fp;
+        let mut r = reader_within(Some(ReadBudget {
+            bytes_per_second: 1,
+            burst: rest / 4,
+        }));
+        assert!(
+            r.continue_walk(cut).is_ok(),
+            "a full bucket lets any walk through"
+        );
+        // In debt now: not even a small rest.
+        assert_eq!(
+            r.continue_walk(stack.cut_at(9_990, 4)),
+            Err(NotContinued::OverBudget)
+        );
     }
 
     #[test]
@@ -402,16 +449,19 @@ mod tests {
         let mut r = reader();
         // A record pointing down the stack.
         stack.mem[500 * 2] = stack.mem.as_ptr() as u64;
-        assert!(r.continue_walk(stack.cut_at(100, 2)).is_none());
+        assert_eq!(
+            r.continue_walk(stack.cut_at(100, 2)),
+            Err(NotContinued::Untrusted)
+        );
         let stack = FakeStack::new(1000, 2);
         let mut cut = stack.cut_at(100, 2);
         // The goroutine's recorded stack no longer matches.
         cut.stack_lo -= 16;
-        assert!(r.continue_walk(cut).is_none());
+        assert_eq!(r.continue_walk(cut), Err(NotContinued::Untrusted));
         // A cut outside the bounds.
         let mut cut = stack.cut_at(100, 2);
         cut.fp = cut.stack_hi + 64;
-        assert!(r.continue_walk(cut).is_none());
+        assert_eq!(r.continue_walk(cut), Err(NotContinued::Untrusted));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::{
     diagnose,
     events::{Tracker, decode::RuntimeEvent, tracker::KindCounts, watch::monotonic_ns},
     native::{self, NativeStats, NativeUnwinder},
-    record::deep_stack::ContinuationStats,
+    record::deep_stack::{ContinuationStats, ReadBudget},
     record::filter::Filter,
     record::image::ImageFacts,
     record::source::{Completion, SampleSource},
@@ -277,7 +277,13 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         .or(limit_at_start.filter(|_| completion.execs.is_empty()));
     let (mut profile, history, wall_stats) = collector.finish();
     profile.counts.lost = counters.lost_ringbuf + decode_errors;
-    warnings.extend(end_warnings(&completion, &counters, go_layout, observer));
+    warnings.extend(end_warnings(
+        &completion,
+        &wall_stats,
+        &counters,
+        go_layout,
+        observer,
+    ));
     for w in &warnings[warned_at_start..] {
         observer.notice(Notice::Warning(w));
     }
@@ -474,6 +480,7 @@ impl<'a> Collector<'a> {
 /// The warnings known once sampling stopped; details go to `observer`.
 fn end_warnings(
     completion: &Completion,
+    wall: &WallStats,
     counters: &Counters,
     go_layout: Option<GoLayout>,
     observer: &mut dyn Observer,
@@ -502,6 +509,25 @@ fn end_warnings(
             differed: counters.walk_mismatches,
             checked: counters.walk_checks,
         });
+    }
+    let deep = completion.continuation_stats();
+    let over_budget = deep.over_budget + wall.deep_over_budget;
+    if over_budget > 0 {
+        warnings.push(Warning::DeepStacksOverBudget {
+            samples: over_budget,
+            mib_per_second: ReadBudget::SAMPLING.mib_per_second(),
+        });
+    }
+    if deep.walks > 0 {
+        observer.notice(Notice::Detail(format!(
+            "deep stacks: {} of {} continuations walked to the root ({} frames, {} read), {} \
+             past the budget",
+            deep.completed,
+            deep.walks,
+            deep.frames_walked,
+            crate::units::human_bytes(deep.bytes_read),
+            deep.over_budget
+        )));
     }
     let coverage = completion.coverage;
     if let Some(w) = unknown_goroutines_warning(coverage.go_samples, coverage.unknown, counters) {

@@ -13,7 +13,7 @@ use crate::{
     images::{self, ExeIdentity, ExecInfo, ImageLookup, Images},
     native::{NativeStats, NativeUnwinder},
     record::{
-        deep_stack::{ContinuationStats, DeepStackReader},
+        deep_stack::{ContinuationStats, DeepStackReader, ReadBudget},
         image::{ImageFacts, PreparedImage},
         labels::LabelResolver,
     },
@@ -79,9 +79,9 @@ impl Completion {
             images: Images::new(pid, symbolizer),
             labels,
             native,
-            deep: start
-                .layout
-                .and_then(|layout| DeepStackReader::open(pid, layout).ok()),
+            deep: start.layout.and_then(|layout| {
+                DeepStackReader::open(pid, layout, Some(ReadBudget::SAMPLING)).ok()
+            }),
             morestack: MorestackFrames::default(),
             frameless: FramelessPcs::default(),
             reads_goroutines: vec![start.is_go && start.layout.is_some()],
@@ -134,7 +134,7 @@ impl Completion {
             sample.complete_frameless_leaf();
         }
         if let (Some(reader), Some(cut)) = (self.deep.as_mut(), sample.cut)
-            && let Some(rest) = reader.continue_walk(cut)
+            && let Ok(rest) = reader.continue_walk(cut)
         {
             sample.extend(rest);
         }
@@ -159,9 +159,14 @@ impl Completion {
                 let facts = next.facts;
                 let i = self.images.add(exec_id, next.symbolizer);
                 self.labels = facts.label_resolver(self.pid).ok().flatten();
-                self.deep = facts
-                    .layout
-                    .and_then(|layout| DeepStackReader::open(self.pid, layout).ok());
+                let deep_stats = self.continuation_stats();
+                self.deep = facts.layout.and_then(|layout| {
+                    DeepStackReader::open(self.pid, layout, Some(ReadBudget::SAMPLING)).ok()
+                });
+                if let Some(deep) = self.deep.as_mut() {
+                    // One run's figures across the exec.
+                    deep.stats = deep_stats;
+                }
                 self.maxstacksize_addr = facts.maxstacksize_addr;
                 self.reads_goroutines
                     .push(facts.is_go && facts.layout.is_some());

@@ -20,6 +20,7 @@ use crate::{
         read::{GoroutineReader, RawGoroutine, is_system_start},
     },
     goruntime::state::GoroutineState,
+    record::deep_stack::ReadBudget,
     sample::{Gap, GoroutineInfo, LabelRef, Sample, SampleKind, SampleLabels},
     snapshots::SnapshotStates,
 };
@@ -48,6 +49,8 @@ pub struct WallStats {
     pub running_not_captured: u64,
     /// Goroutines whose stack could not be read.
     pub unreadable: u64,
+    /// Deep stacks kept to their head: reading the rest was past the budget.
+    pub deep_over_budget: u64,
 }
 
 /// One snapshot as samples, with the unfiltered states of its goroutines.
@@ -76,8 +79,10 @@ pub struct WallSampler {
 impl WallSampler {
     /// Opens `pid` for snapshots at `frequency_hz`, next to CPU sampling at `cpu_hz`.
     pub fn open(pid: u32, frequency_hz: u64, cpu_hz: u64) -> Result<Self, DumpError> {
+        let mut reader = GoroutineReader::open(pid)?;
+        reader.limit_deep_reads(ReadBudget::SAMPLING);
         Ok(Self {
-            reader: GoroutineReader::open(pid)?,
+            reader,
             period: Duration::from_nanos(NS_PER_S / frequency_hz.max(1)),
             previous_ns: None,
             system_starts: FastMap::default(),
@@ -146,6 +151,7 @@ impl WallSampler {
         self.stats.snapshots += 1;
         self.stats.bytes_read += self.reader.bytes_read() - bytes_before;
         self.stats.read_ns += started.elapsed().as_nanos() as u64;
+        self.stats.deep_over_budget = self.reader.deep_stats().over_budget;
         Ok(WallSnapshot { states, samples })
     }
 
