@@ -88,9 +88,10 @@ const PREBUILT_MANIFEST: &str = "manifest";
 ///   `target_exiting_mid_run_still_reports`, `ctrl_c_detaches_everything_and_reports`,
 ///   `kernel_stacks_on_request`: architecture-independent user space, guest time only;
 /// - e2e_events `goroutine_leak_grows_at_its_rate_and_names_its_site`: the creation ids it checks
-///   are not known on arm64 (docs/aarch64.md, "Goroutine creation ids"); the text, `-o`,
-///   plain-record, `record --events` and unchanged-target tests: the same probes as the two
-///   listed, guest time only.
+///   are not known on arm64 (docs/aarch64.md, "Goroutine creation ids");
+///   `plain_record_run_reports_the_fatal_error_first`,
+///   `record_events_adds_stack_growth_and_goroutines_to_the_report`: sampling runs with the same
+///   probes as the listed `--watch` tests, guest time only.
 const GUEST_TESTS: &[(&str, &[&str])] = &[
     (
         "e2e_sampling",
@@ -108,6 +109,9 @@ const GUEST_TESTS: &[(&str, &[&str])] = &[
         &[
             "stack_growth_shows_every_doubling_and_alerts_once",
             "fatal_stack_overflow_is_reported_first_with_its_deep_stack",
+            "fatal_error_is_first_in_the_text_report",
+            "watch_output_file_gets_the_json_report",
+            "target_output_and_exit_code_are_the_same_with_probes",
         ],
     ),
 ];
