@@ -585,3 +585,32 @@ pub mod kernel {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prebuilt_manifest_lists_its_toolchains_oldest_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join(PREBUILT_MANIFEST),
+            "go 1.27\ngo 1.21\ngo 1.19.8\n",
+        )
+        .expect("write manifest");
+        let all = prebuilt_toolchains(dir.path());
+        let labels: Vec<String> = all.iter().map(GoToolchain::label).collect();
+        assert_eq!(labels, ["go1.19", "go1.21", "go1.27"]);
+        assert_eq!(all[0].minor(), 19);
+        // No Go command there: a test that runs one fails at it, naming the path.
+        assert!(all.iter().all(|tc| !tc.go.exists()));
+    }
+
+    #[test]
+    #[should_panic(expected = "lists no toolchain")]
+    fn an_empty_prebuilt_manifest_is_a_panic() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(PREBUILT_MANIFEST), "").expect("write manifest");
+        prebuilt_toolchains(dir.path());
+    }
+}
