@@ -3,6 +3,12 @@
 //!
 //! Nothing here skips: a missing toolchain or a missing binary is a panic with the command that
 //! installs it (`cargo xtask setup`), because a skipped eBPF test would hide exactly what matters.
+//!
+//! Prebuilt mode (the arm64 guest of `cargo xtask test-aarch64`, which has no Go toolchain and no
+//! source tree): when [`PREBUILT_ENV`] names a folder, the toolchains are the ones its
+//! [`PREBUILT_MANIFEST`] lists and [`build_go`] returns the programs prebuilt there (a program or
+//! variant that was not prebuilt is a panic, never a skip); [`WORKSPACE_ENV`] replaces the
+//! compile-time workspace root, where tests write their scratch files under `target/`.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -25,12 +31,52 @@ pub const PYPI_GO_VERSIONS: &[&str] = &["1.21.13", "1.23.9", "1.25.5", "1.27.3"]
 /// Debian's golang-go toolchain.
 pub const DEBIAN_GO: &str = "/usr/lib/go-1.19/bin/go";
 
-/// The workspace root.
+/// Names the folder of prebuilt Go programs (prebuilt mode, see the crate's documentation).
+pub const PREBUILT_ENV: &str = "STACKSAMPLER_TEST_PREBUILT";
+/// The file of a prebuilt folder that lists its toolchains: one `go MAJOR.MINOR` line each
+/// (written by `xtask/src/aarch64.rs`); the programs beside it are named as [`build_go_for`]
+/// names its cached builds: `PROGRAM-goMAJOR.MINOR-VARIANT`.
+pub const PREBUILT_MANIFEST: &str = "manifest";
+/// Replaces the workspace root (a test binary run away from its source tree).
+pub const WORKSPACE_ENV: &str = "STACKSAMPLER_TEST_WORKSPACE";
+
+/// The workspace root: `$STACKSAMPLER_TEST_WORKSPACE`, or the one this crate was built in.
 pub fn workspace_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os(WORKSPACE_ENV) {
+        return PathBuf::from(dir);
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
+}
+
+/// The folder of prebuilt Go programs, in prebuilt mode.
+fn prebuilt_dir() -> Option<PathBuf> {
+    std::env::var_os(PREBUILT_ENV).map(PathBuf::from)
+}
+
+/// The toolchains a prebuilt folder's manifest lists, oldest first. Their `go` command does not
+/// exist: nothing can be built or run with Go there.
+fn prebuilt_toolchains(dir: &Path) -> Vec<GoToolchain> {
+    let manifest = dir.join(PREBUILT_MANIFEST);
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap_or_else(|e| panic!("{PREBUILT_ENV}: reading {}: {e}", manifest.display()));
+    let mut out: Vec<GoToolchain> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("go "))
+        .map(|v| GoToolchain {
+            version: major_minor(v.trim()),
+            go: dir.join("no-go-command-in-prebuilt-mode"),
+        })
+        .collect();
+    assert!(
+        !out.is_empty(),
+        "{PREBUILT_ENV}: {} lists no toolchain",
+        manifest.display()
+    );
+    out.sort_by_key(|tc| tc.minor());
+    out
 }
 
 /// Where `cargo xtask setup` keeps toolchains: `$STACKSAMPLER_TOOLS` or `~/.cache/stacksampler`.
@@ -56,14 +102,27 @@ impl GoToolchain {
     pub fn label(&self) -> String {
         format!("go{}", self.version)
     }
+
+    /// The minor release number (`19` for Go 1.19); 0 when the version does not say.
+    pub fn minor(&self) -> u32 {
+        self.version
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 fn major_minor(version: &str) -> String {
     version.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 
-/// Every toolchain the tests need, oldest first. Panics when one is missing.
+/// Every toolchain the tests need, oldest first. Panics when one is missing. In prebuilt mode:
+/// the toolchains the programs were prebuilt with.
 pub fn go_toolchains() -> Vec<GoToolchain> {
+    if let Some(dir) = prebuilt_dir() {
+        return prebuilt_toolchains(&dir);
+    }
     let mut out = vec![GoToolchain {
         version: "1.19".into(),
         go: PathBuf::from(DEBIAN_GO),
@@ -89,6 +148,18 @@ pub fn go_toolchains() -> Vec<GoToolchain> {
 pub fn primary_go_toolchains() -> Vec<GoToolchain> {
     let all = go_toolchains();
     vec![all[0].clone(), all[all.len() - 1].clone()]
+}
+
+/// The first Go release whose copystack adjusts the saved frame pointers on arm64
+/// (golang/go#58432): before it, the frame-pointer chain of a goroutine stack that grew points
+/// into the old stack, so walks end short of the root: about 990 frames deep in a 3000-deep
+/// recursion, without `runtime.goexit` (docs/aarch64.md, "Known arm64 limits").
+pub const ARM64_FIRST_ADJUSTED_FRAME_POINTERS_GO_MINOR: u32 = 21;
+
+/// Whether walks of `tc`'s programs may end short of the root once a goroutine's stack grew, on
+/// this architecture (see [`ARM64_FIRST_ADJUSTED_FRAME_POINTERS_GO_MINOR`]); never on x86_64.
+pub fn stale_frame_pointers_after_growth(tc: &GoToolchain) -> bool {
+    cfg!(target_arch = "aarch64") && tc.minor() < ARM64_FIRST_ADJUSTED_FRAME_POINTERS_GO_MINOR
 }
 
 /// How a Go test program is built.
@@ -131,7 +202,8 @@ fn build_lock() -> &'static Mutex<()> {
 }
 
 /// Builds `tests/go/<program>` with `tc` as `variant` (cached under `target/go-programs/`,
-/// rebuilt when a source file is newer than the binary). Returns the executable's path.
+/// rebuilt when a source file is newer than the binary). Returns the executable's path; in
+/// prebuilt mode, the prebuilt one's.
 pub fn build_go(program: &str, tc: &GoToolchain, variant: Variant) -> PathBuf {
     build_go_for(program, tc, variant, None)
 }
@@ -143,17 +215,26 @@ pub fn build_go_for(
     variant: Variant,
     goarch: Option<&str>,
 ) -> PathBuf {
+    let arch_suffix = goarch.map(|a| format!("-{a}")).unwrap_or_default();
+    let name = format!("{program}-{}-{}{arch_suffix}", tc.label(), variant.label());
+    if let Some(dir) = prebuilt_dir() {
+        let exe = dir.join(&name);
+        assert!(
+            exe.is_file(),
+            "{PREBUILT_ENV}: {program} with {} ({variant:?}{}) was not prebuilt: no {} \
+             (add it to the programs xtask/src/aarch64.rs prebuilds)",
+            tc.label(),
+            goarch.map(|a| format!(", GOARCH={a}")).unwrap_or_default(),
+            exe.display()
+        );
+        return exe;
+    }
     let _guard = build_lock().lock().unwrap_or_else(|e| e.into_inner());
     let src = workspace_root().join("tests/go").join(program);
     assert!(src.is_dir(), "no Go program at {}", src.display());
     let out_dir = workspace_root().join("target/go-programs");
     std::fs::create_dir_all(&out_dir).expect("create target/go-programs");
-    let arch_suffix = goarch.map(|a| format!("-{a}")).unwrap_or_default();
-    let exe = out_dir.join(format!(
-        "{program}-{}-{}{arch_suffix}",
-        tc.label(),
-        variant.label()
-    ));
+    let exe = out_dir.join(name);
     if is_fresh(&exe, &src) {
         return exe;
     }
@@ -502,5 +583,34 @@ pub mod kernel {
             "{what}: still loaded: programs {:?}, maps {:?}, links {:?}",
             left.0, left.1, left.2
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prebuilt_manifest_lists_its_toolchains_oldest_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join(PREBUILT_MANIFEST),
+            "go 1.27\ngo 1.21\ngo 1.19.8\n",
+        )
+        .expect("write manifest");
+        let all = prebuilt_toolchains(dir.path());
+        let labels: Vec<String> = all.iter().map(GoToolchain::label).collect();
+        assert_eq!(labels, ["go1.19", "go1.21", "go1.27"]);
+        assert_eq!(all[0].minor(), 19);
+        // No Go command there: a test that runs one fails at it, naming the path.
+        assert!(all.iter().all(|tc| !tc.go.exists()));
+    }
+
+    #[test]
+    #[should_panic(expected = "lists no toolchain")]
+    fn an_empty_prebuilt_manifest_is_a_panic() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(PREBUILT_MANIFEST), "").expect("write manifest");
+        prebuilt_toolchains(dir.path());
     }
 }

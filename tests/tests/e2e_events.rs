@@ -15,7 +15,7 @@ use std::{
 use serde_json::Value;
 use stacksampler_tests::{
     GoProcess, GoToolchain, Variant, build_go, exclusive, primary_go_toolchains, stacksampler_bin,
-    workspace_root,
+    stale_frame_pointers_after_growth, workspace_root,
 };
 
 /// How long a target may take to finish its work.
@@ -297,9 +297,15 @@ fn stack_growth_shows_every_doubling_and_alerts_once() {
             assert_eq!(alerts[0]["goid"].as_u64(), Some(goid), "{label}");
             assert_eq!(alerts[0]["stack_bytes"].as_u64(), Some(1 << 20), "{label}");
             let folded = alerts[0]["folded"].as_str().unwrap_or_default();
+            // arm64 before Go 1.21: the grown stack's walk ends short of `runtime.goexit`
+            // (measured: at `main.grow.func1`).
+            let from_root = if stale_frame_pointers_after_growth(&tc) {
+                folded.trim_start_matches("runtime.goexit;")
+            } else {
+                folded.strip_prefix("runtime.goexit;").unwrap_or_default()
+            };
             assert!(
-                folded.starts_with("runtime.goexit;main.grow.func")
-                    && folded.ends_with(";main.recurse"),
+                from_root.starts_with("main.grow.func") && folded.ends_with(";main.recurse"),
                 "{label}: folded {}",
                 &folded[..folded.len().min(200)]
             );
@@ -428,11 +434,17 @@ fn fatal_stack_overflow_is_reported_first_with_its_deep_stack() {
             head.iter().all(|f| *f == "main.overflow"),
             "{label}: head {head:?}"
         );
-        assert_eq!(
-            tail[tail.len() - 3..],
-            ["main.main", "runtime.main", "runtime.goexit"],
-            "{label}"
-        );
+        // arm64 before Go 1.21: the overflowing stack grew many times and its walk ends short
+        // of the root (measured: the tail is all `main.overflow`), so its root end and its
+        // depth are not Go's.
+        let stale = stale_frame_pointers_after_growth(&tc);
+        if !stale {
+            assert_eq!(
+                tail[tail.len() - 3..],
+                ["main.main", "runtime.main", "runtime.goexit"],
+                "{label}"
+            );
+        }
         let depth = fatal["depth"].as_u64().unwrap_or(0);
         let omitted = fatal["omitted"].as_u64().unwrap_or(0);
         assert_eq!(depth, 100 + omitted, "{label}: {fatal}");
@@ -444,7 +456,7 @@ fn fatal_stack_overflow_is_reported_first_with_its_deep_stack() {
                 .ok()
         }) {
             assert_eq!(omitted, elided, "{label}: frames elided");
-        } else {
+        } else if !stale {
             // Go 1.19: about 4 MiB / 96-byte frames.
             assert!((40_000..48_000).contains(&depth), "{label}: depth {depth}");
         }
