@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod aggregate;
 pub mod bpf;
+pub mod deep_stack;
 pub mod diagnose;
 pub mod dump;
 pub mod events;

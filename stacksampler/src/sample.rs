@@ -7,8 +7,8 @@ use stacksampler_common::{
 use bytes::Buf as _;
 
 use crate::{
+    deep_stack::{Continuation, CutWalk},
     goruntime::state::GoroutineState,
-    record::deep_stack::{Continuation, CutWalk},
 };
 
 /// The goroutine a sample is attributed to.

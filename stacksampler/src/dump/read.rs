@@ -24,6 +24,7 @@ use std::{
 };
 
 use crate::{
+    deep_stack::{CutWalk, DeepStackReader},
     events::watch::monotonic_ns,
     goruntime::{
         self, GoArch, GoBinary, RuntimeLayout,
@@ -31,7 +32,6 @@ use crate::{
         labels::{ReadMemory, read_labels},
         state::{GSCAN_BIT, GoroutineState},
     },
-    record::deep_stack::{CutWalk, DeepStackReader},
     symbolize::{ProcessSymbolizer, Symbolize, elf::ElfImage},
     target::{self, Process},
     warning::Warning,

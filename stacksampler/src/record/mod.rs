@@ -2,7 +2,6 @@
 //! through the filter into the profile until the run ends -> detach -> symbolize the profile's
 //! unique addresses once -> diagnose -> [`Report`].
 
-pub mod deep_stack;
 pub mod filter;
 mod image;
 pub mod labels;
@@ -23,10 +22,10 @@ use crate::{
         self, BpfError, EventProbes, KernelCost, LoadOptions, LoadedSampler, RecordStream,
         ring::SAMPLES_POLL_INTERVAL,
     },
+    deep_stack::ContinuationStats,
     diagnose,
     events::{Tracker, decode::RuntimeEvent, tracker::KindCounts, watch::monotonic_ns},
     native::{self, NativeStats, NativeUnwinder},
-    record::deep_stack::ContinuationStats,
     record::filter::Filter,
     record::image::ImageFacts,
     record::source::{Completion, SampleSource},

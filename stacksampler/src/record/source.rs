@@ -10,10 +10,10 @@ use stacksampler_common::GoLayout;
 
 use crate::{
     bpf::RecordStream,
+    deep_stack::{ContinuationStats, DeepStackReader},
     images::{self, ExeIdentity, ExecInfo, ImageLookup, Images},
     native::{NativeStats, NativeUnwinder},
     record::{
-        deep_stack::{ContinuationStats, DeepStackReader},
         image::{ImageFacts, PreparedImage},
         labels::LabelResolver,
     },
