@@ -25,7 +25,6 @@ use std::{
 
 use crate::{
     deep_stack::{CutWalk, DeepStackReader},
-    events::watch::monotonic_ns,
     goruntime::{
         self, GoArch, GoBinary, RuntimeLayout,
         allgs::{self, AllGs},
@@ -33,7 +32,7 @@ use crate::{
         state::{GSCAN_BIT, GoroutineState},
     },
     symbolize::{ProcessSymbolizer, Symbolize, elf::ElfImage},
-    target::{self, Process},
+    target::{self, Process, monotonic_ns},
     warning::Warning,
 };
 

@@ -14,12 +14,13 @@
 use std::time::Duration;
 
 use crate::{
-    aggregate::{FastMap, NOT_CAPTURED_MARKER},
+    aggregate::FastMap,
     dump::{
         DumpError, StackSource,
         read::{GoroutineReader, RawGoroutine, is_system_start},
     },
     goruntime::state::GoroutineState,
+    markers::NOT_CAPTURED_MARKER,
     sample::{Gap, GoroutineInfo, LabelRef, Sample, SampleKind, SampleLabels},
     snapshots::SnapshotStates,
 };
