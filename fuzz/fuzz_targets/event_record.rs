@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stacksampler::events::decode::RuntimeEvent;
+use stacksampler::bpf::runtime_event::RuntimeEvent;
 
 fuzz_target!(|data: &[u8]| {
     let _ = RuntimeEvent::decode(data);

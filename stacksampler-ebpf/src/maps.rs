@@ -5,7 +5,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
-use stacksampler_common::{Counters, SamplerConfig, StackSample};
+use stacksampler_common::{
+    Counters, EventConfig, EventCounters, EventRecord, SamplerConfig, StackSample,
+};
 
 /// Ring buffer size: room for 128 samples of the largest kind (16384 frames) or thousands of
 /// ordinary ones between two user-space polls.
@@ -32,7 +34,8 @@ pub fn wakeup_flag(urgent: bool) -> u64 {
     }
 }
 
-/// Upper bound of CPUs in the object; the loader resizes [`SCRATCH`] to the machine's count.
+/// Upper bound of CPUs in the object; the loader resizes [`SCRATCH`] and [`EVENT_SCRATCH`] to the
+/// machine's count.
 const MAX_CPUS: u32 = 512;
 
 #[map]
@@ -68,6 +71,32 @@ pub static NATIVE_PENDING: PerCpuArray<crate::native::PendingNative> =
 #[inline(always)]
 pub fn bump(f: impl FnOnce(&mut Counters)) {
     if let Some(c) = COUNTERS.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, no concurrent writer on this CPU.
+        f(unsafe { &mut *c });
+    }
+}
+
+/// Ring buffer size: room for a few dozen full-depth events, or tens of thousands of
+/// creation/exit events, between two user-space polls.
+const EVENTS_RING_BYTES: u32 = 8 << 20;
+
+#[map]
+pub static EVENT_CONFIG: Array<EventConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+#[map]
+pub static EVENT_COUNTERS: PerCpuArray<EventCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// One event buffer per CPU (a per-CPU array value is capped at 32 KiB; a record is 128 KiB).
+#[map]
+pub static EVENT_SCRATCH: Array<EventRecord> = Array::with_max_entries(MAX_CPUS, 0);
+
+/// Applies `f` to this CPU's event counters.
+#[inline(always)]
+pub fn count(f: impl FnOnce(&mut EventCounters)) {
+    if let Some(c) = EVENT_COUNTERS.get_ptr_mut(0) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
         f(unsafe { &mut *c });
     }

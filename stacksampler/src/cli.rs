@@ -24,17 +24,14 @@ use stacksampler::{
     },
     bpf::RingBytes,
     dump::output::{DumpFormat, GoroutineFilter, WriteOptions},
-    events::{WatchFormat, WatchOptions, WatchOutputPlan},
     goruntime::state::StateSet,
     inspect::{InspectFormat, InspectTarget},
-    record::{
-        RecordOptions,
-        filter::{Filter, LabelFilter},
-        wall::DEFAULT_WALL_FREQUENCY_HZ,
-    },
+    record::{RecordOptions, filter::Filter, wall::DEFAULT_WALL_FREQUENCY_HZ},
     report::{OutputFormat, OutputPlan, RenderOptions},
+    sample::LabelFilter,
     top::{DEFAULT_REFRESH, TopOptions},
     units::parse_size,
+    watch::{WatchFormat, WatchOptions, WatchOutputPlan},
 };
 use stacksampler_common::{DEFAULT_MAX_FRAMES, MAX_STACK_FRAMES};
 

@@ -8,7 +8,7 @@ use std::{io::Write, process::ExitCode};
 
 use anyhow::Context as _;
 use cli::{AgentArgs, Cli, Command, DumpArgs, InspectArgs, RecordArgs, TopArgs, WatchArgs};
-use stacksampler::{events::WatchFormat, inspect, record, report, report::EndReason, top};
+use stacksampler::{inspect, record, report, report::EndReason, top, watch::WatchFormat};
 use status::StatusLine;
 
 fn main() -> ExitCode {
@@ -184,7 +184,7 @@ fn watch(args: &WatchArgs, verbose: bool) -> anyhow::Result<()> {
     let alerts_to_stdout = plan.files.is_empty() && plan.format == WatchFormat::Json;
     let mut status = StatusLine::new(verbose, alerts_to_stdout);
     let report = async_runtime()?
-        .block_on(stacksampler::events::watch(&options, &mut status))
+        .block_on(stacksampler::watch::watch(&options, &mut status))
         .with_context(|| format!("watching pid {}", options.pid))?;
     if verbose {
         for c in &report.probe_cost {

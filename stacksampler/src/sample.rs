@@ -7,8 +7,8 @@ use stacksampler_common::{
 use bytes::Buf as _;
 
 use crate::{
+    deep_stack::{Continuation, CutWalk},
     goruntime::state::GoroutineState,
-    record::deep_stack::{Continuation, CutWalk},
 };
 
 /// The goroutine a sample is attributed to.
@@ -156,6 +156,35 @@ impl NativeStack {
 
 /// A goroutine label set: (key, value) pairs sorted by key, shared between samples.
 pub type LabelSet = std::sync::Arc<[(String, String)]>;
+
+/// Formats a label set as `key=value,key=value` (the form `--label` takes).
+pub fn format_labels(set: &[(String, String)]) -> String {
+    set.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One `--label key=value` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelFilter {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for LabelFilter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok(Self {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            }),
+            _ => Err(format!("{s:?} is not key=value")),
+        }
+    }
+}
 
 /// What the kernel read of `g.labels` at the sample: the pointer and the word it pointed at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -11,8 +11,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     aggregate::Profile,
-    events::{report::AlertOut, tracker::KindCounts},
-    report::EndReason,
+    events::tracker::KindCounts,
+    report::{EndReason, events::AlertOut},
     symbolize::Symbolize,
     target::{self, ExitWatch, sleep_or_forever},
 };

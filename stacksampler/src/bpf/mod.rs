@@ -10,6 +10,8 @@ pub mod counters;
 pub mod object;
 pub mod perf;
 pub mod ring;
+pub mod runtime_event;
+pub mod sites;
 pub mod uprobes;
 
 pub use counters::{KernelCost, ProbeCost};
@@ -57,7 +59,7 @@ pub enum BpfError {
     },
     /// Finding the probed functions.
     #[error("finding runtime functions: {0}")]
-    Sites(#[from] crate::events::sites::SitesError),
+    Sites(#[from] sites::SitesError),
     /// A required runtime function is absent.
     #[error("{0} not found in the executable (not a Go 1.17+ binary?)")]
     NoFunction(&'static str),

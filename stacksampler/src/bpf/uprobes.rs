@@ -13,12 +13,11 @@ use stacksampler_common::{
     EVENT_CONFIG_KEY, EventConfig, EventConfigFlags, EventCounters, GoLayout, event_names,
 };
 
-use crate::events::{
-    decode::RuntimeEvent,
+use super::{
+    BpfError, KernelCost, ProbeCost, RecordStream, counters,
+    runtime_event::RuntimeEvent,
     sites::{ProbeSites, functions},
 };
-
-use super::{BpfError, KernelCost, ProbeCost, RecordStream, counters};
 
 /// What to watch.
 #[derive(Clone, Debug)]

@@ -15,10 +15,7 @@ use super::{
     cycles::{self, Cycle, FoldOptions},
     stack::{ExpandedStack, Expander, FrameInfo, FuncId},
 };
-use crate::{
-    aggregate::{GAP_MARKER, StackStats},
-    goruntime::state::GoroutineState,
-};
+use crate::{aggregate::StackStats, goruntime::state::GoroutineState, markers::GAP_MARKER};
 
 /// Machine-readable kind of the finding.
 pub const KIND: &str = "runaway_recursion";

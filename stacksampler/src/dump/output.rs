@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::{goruntime::state::StateSet, record::filter::LabelFilter};
+use crate::{goruntime::state::StateSet, sample::LabelFilter};
 
 use super::{Dump, Goroutine, pprof, text};
 

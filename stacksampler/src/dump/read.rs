@@ -12,7 +12,7 @@
 //! The target keeps running: a goroutine whose status, saved registers or stack bounds differ
 //! between the two reads of its `g` is read again (up to [`MAX_REREADS`] times), then marked
 //! inconsistent. Stacks deeper than [`HEAD_FRAMES`] calls continue with the deep-stack reader
-//! ([`crate::record::deep_stack`]): exact depth, the outermost frames kept.
+//! ([`crate::deep_stack`]): exact depth, the outermost frames kept.
 
 use std::{
     cell::Cell,
@@ -24,16 +24,15 @@ use std::{
 };
 
 use crate::{
-    events::watch::monotonic_ns,
+    deep_stack::{ContinuationStats, CutWalk, DeepStackReader, ReadBudget},
     goruntime::{
         self, GoArch, GoBinary, RuntimeLayout,
         allgs::{self, AllGs},
         labels::{ReadMemory, read_labels},
         state::{GSCAN_BIT, GoroutineState},
     },
-    record::deep_stack::{ContinuationStats, CutWalk, DeepStackReader, ReadBudget},
     symbolize::{ProcessSymbolizer, Symbolize, elf::ElfImage},
-    target::{self, Process},
+    target::{self, Process, monotonic_ns},
     warning::Warning,
 };
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::decode::{RuntimeEvent, RuntimeEventKind};
+use crate::bpf::runtime_event::{RuntimeEvent, RuntimeEventKind};
 
 /// Growth histories kept for goroutines that already ended (the rest are dropped).
 const MAX_FINISHED_HISTORIES: usize = 1024;

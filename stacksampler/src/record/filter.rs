@@ -1,6 +1,9 @@
 //! Which samples are kept: goroutine state and stack depth filters.
 
-use crate::{goruntime::state::StateSet, sample::Sample};
+use crate::{
+    goruntime::state::StateSet,
+    sample::{LabelFilter, Sample},
+};
 
 /// Which samples a run keeps (`Default`: all).
 #[derive(Clone, Debug, Default)]
@@ -13,27 +16,6 @@ pub struct Filter {
     pub goid: Option<u64>,
     /// Keep only goroutines carrying every one of these pprof labels (`--label key=value`).
     pub labels: Vec<LabelFilter>,
-}
-
-/// One `--label key=value` condition.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LabelFilter {
-    pub key: String,
-    pub value: String,
-}
-
-impl std::str::FromStr for LabelFilter {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok(Self {
-                key: key.to_owned(),
-                value: value.to_owned(),
-            }),
-            _ => Err(format!("{s:?} is not key=value")),
-        }
-    }
 }
 
 impl Filter {

@@ -122,14 +122,6 @@ impl LabelResolver {
     }
 }
 
-/// Formats a label set as `key=value,key=value` (the form `--label` takes).
-pub fn format_set(set: &[(String, String)]) -> String {
-    set.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use std::{
@@ -199,7 +191,10 @@ mod tests {
         let mut s = sample_with(Some(reference));
         r.resolve(&mut s);
         assert_eq!(s.labels.get("req"), Some("42"));
-        assert_eq!(format_set(s.labels.set.as_deref().unwrap()), "req=42");
+        assert_eq!(
+            crate::sample::format_labels(s.labels.set.as_deref().unwrap()),
+            "req=42"
+        );
         // Cached: a second sample does not read memory.
         let mut s2 = sample_with(Some(reference));
         r.resolve(&mut s2);

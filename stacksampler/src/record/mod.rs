@@ -2,7 +2,6 @@
 //! through the filter into the profile until the run ends -> detach -> symbolize the profile's
 //! unique addresses once -> diagnose -> [`Report`].
 
-pub mod deep_stack;
 pub mod filter;
 mod image;
 pub mod labels;
@@ -19,14 +18,15 @@ use stacksampler_common::{Counters, GoLayout, NativeConfig};
 
 use crate::{
     aggregate::Profile,
+    bpf::runtime_event::RuntimeEvent,
     bpf::{
         self, BpfError, EventProbes, KernelCost, LoadOptions, LoadedSampler, RecordStream,
         ring::SAMPLES_POLL_INTERVAL,
     },
+    deep_stack::{ContinuationStats, ReadBudget},
     diagnose,
-    events::{Tracker, decode::RuntimeEvent, tracker::KindCounts, watch::monotonic_ns},
+    events::{Tracker, tracker::KindCounts},
     native::{self, NativeStats, NativeUnwinder},
-    record::deep_stack::{ContinuationStats, ReadBudget},
     record::filter::Filter,
     record::image::ImageFacts,
     record::source::{Completion, SampleSource},
@@ -176,7 +176,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
         t
     });
     let mut loaded = LoadedSampler::attach(ebpf, &options)?;
-    let mut tracker = Tracker::new(monotonic_ns(), None, None);
+    let mut tracker = Tracker::new(target::monotonic_ns(), None, None);
     // The tracker's counts as of the last event, for the observer's ticks.
     let event_counts = Cell::new(KindCounts::default());
     let mut on_event = |e| {
@@ -303,8 +303,8 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
     );
     // The probes are in the executable the target ran at start (image 0).
     let first_image = &mut completion.images.get_mut(0).symbolizer;
-    let fatal = crate::events::report::fatal_report(first_image, &tracker.fatal);
-    tracker.tick(monotonic_ns());
+    let fatal = crate::report::events::fatal_report(first_image, &tracker.fatal);
+    tracker.tick(target::monotonic_ns());
     let go_version = start_image.version.as_ref().map(|v| v.to_string());
     let runtime_events = probe_facts.map(|facts| {
         let ctx = facts.context(probes::RunFacts {
@@ -314,7 +314,7 @@ pub async fn run(opts: &RecordOptions, observer: &mut dyn Observer) -> Result<Fi
             duration_s: elapsed.as_secs_f64(),
             ended_by,
         });
-        let mut report = crate::events::report::build(&tracker, first_image, ctx);
+        let mut report = crate::report::events::build(&tracker, first_image, ctx);
         // The fatal error is the report's own, first.
         report.fatal = None;
         report
@@ -441,7 +441,7 @@ impl<'a> Collector<'a> {
             warnings.push(Warning::WallStoppedByExec);
             return false;
         }
-        match wall.snapshot(monotonic_ns()) {
+        match wall.snapshot(target::monotonic_ns()) {
             Ok(snapshot) => {
                 for &(raw, _) in &snapshot.states.reasons {
                     if let Some(name) = wall.reason_name(raw) {

@@ -11,11 +11,11 @@ use crate::{
         AttachedProbe, BpfError, EventOptions, EventProbes, ProbeCost,
         uprobes::{DEFAULT_CREATE_WALK_LIMIT, DEFAULT_DEEP_WALK_LIMIT},
     },
-    events::{
-        report::{EventStats, ReportContext},
-        tracker::KindCounts,
+    events::tracker::KindCounts,
+    report::{
+        EndReason,
+        events::{EventStats, ReportContext},
     },
-    report::EndReason,
     warning::Warning,
 };
 

@@ -10,10 +10,10 @@ use stacksampler_common::GoLayout;
 
 use crate::{
     bpf::RecordStream,
+    deep_stack::{ContinuationStats, DeepStackReader, ReadBudget},
     images::{self, ExeIdentity, ExecInfo, ImageLookup, Images},
     native::{NativeStats, NativeUnwinder},
     record::{
-        deep_stack::{ContinuationStats, DeepStackReader, ReadBudget},
         image::{ImageFacts, PreparedImage},
         labels::LabelResolver,
     },

@@ -14,13 +14,14 @@
 use std::time::Duration;
 
 use crate::{
-    aggregate::{FastMap, NOT_CAPTURED_MARKER},
+    aggregate::FastMap,
+    deep_stack::ReadBudget,
     dump::{
         DumpError, StackSource,
         read::{GoroutineReader, RawGoroutine, is_system_start},
     },
     goruntime::state::GoroutineState,
-    record::deep_stack::ReadBudget,
+    markers::NOT_CAPTURED_MARKER,
     sample::{Gap, GoroutineInfo, LabelRef, Sample, SampleKind, SampleLabels},
     snapshots::SnapshotStates,
 };

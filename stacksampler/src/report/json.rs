@@ -4,10 +4,10 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use super::events::{FatalReport, WatchReport};
 use crate::{
     aggregate::Row,
     diagnose::{Finding, cycles::Segment},
-    events::report::{FatalReport, WatchReport},
     goruntime::state::GoroutineState,
     sample::SampleKind,
     symbolize::FrameKind,

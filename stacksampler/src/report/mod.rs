@@ -10,6 +10,7 @@
 //! [`callgraph`] (caller -> callee table, and Graphviz DOT).
 
 pub mod callgraph;
+pub mod events;
 pub mod findings;
 pub mod flamegraph;
 pub mod folded;
@@ -88,10 +89,10 @@ pub struct Report {
     pub warnings: Vec<crate::warning::Warning>,
     /// The Go fatal error the target died of during the run (shown first by every format
     /// that has room for it).
-    pub fatal: Option<crate::events::report::FatalReport>,
+    pub fatal: Option<events::FatalReport>,
     /// Stack growth and goroutine creation/exit seen during the run (`record --events`), in the
     /// watch report's model (its `fatal` is [`Report::fatal`]).
-    pub runtime_events: Option<crate::events::report::WatchReport>,
+    pub runtime_events: Option<events::WatchReport>,
 }
 
 /// Output formats.

@@ -382,7 +382,7 @@ pub fn build(report: &Report) -> proto::Profile {
             .frames(row.key.stack)
             .iter()
             // Pseudo-frames (switch point, gap) have no location: pprof has no such concept.
-            .filter(|a| !crate::aggregate::is_marker(**a))
+            .filter(|a| !crate::markers::is_marker(**a))
             .map(|a| location_ids.get(a).copied().unwrap_or(0))
             .collect();
         let count = stats.count as i64;

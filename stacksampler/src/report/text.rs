@@ -49,7 +49,7 @@ impl Default for TextRenderer {
 impl Renderer for TextRenderer {
     fn render(&self, report: &Report, out: &mut dyn Write) -> Result<(), RenderError> {
         if let Some(fatal) = &report.fatal {
-            writeln!(out, "{}", crate::events::report::render_fatal_text(fatal))?;
+            writeln!(out, "{}", super::events::render_fatal_text(fatal))?;
         }
         write_header(report, out)?;
         write_states(report, out)?;
@@ -58,11 +58,7 @@ impl Renderer for TextRenderer {
         write_diagnosis(report, out)?;
         if let Some(events) = &report.runtime_events {
             writeln!(out, "runtime events:")?;
-            writeln!(
-                out,
-                "{}",
-                crate::events::report::render_events_text(events, false)
-            )?;
+            writeln!(out, "{}", super::events::render_events_text(events, false))?;
         }
         self.write_stacks(report, SampleKind::Cpu, out)?;
         if report.profile.has_wall() {
@@ -344,7 +340,7 @@ fn summary_line(report: &Report, row: &Row<'_>, head: &str, share: f64) -> Strin
     if !labels.is_empty() {
         s.push_str(&format!(
             "  labels {{{}}}",
-            printable(&crate::record::labels::format_set(labels))
+            printable(&crate::sample::format_labels(labels))
         ));
     }
     let (n, goids) = stack::goid_sample(row, GOIDS_SHOWN);

@@ -104,16 +104,16 @@ impl ModuleMapping {
 impl Symbols {
     /// The frames of `addr`; an address that was never symbolized gets one unknown frame.
     pub fn frames(&self, addr: u64) -> std::borrow::Cow<'_, [Frame]> {
-        if addr == crate::aggregate::GAP_MARKER {
+        if addr == crate::markers::GAP_MARKER {
             return std::borrow::Cow::Owned(vec![Frame::gap()]);
         }
-        if addr == crate::aggregate::SWITCH_MARKER {
+        if addr == crate::markers::SWITCH_MARKER {
             return std::borrow::Cow::Owned(vec![Frame::switch_point()]);
         }
-        if addr == crate::aggregate::NOT_CAPTURED_MARKER {
+        if addr == crate::markers::NOT_CAPTURED_MARKER {
             return std::borrow::Cow::Owned(vec![Frame::not_captured()]);
         }
-        if addr == crate::aggregate::NATIVE_CUT_MARKER {
+        if addr == crate::markers::NATIVE_CUT_MARKER {
             return std::borrow::Cow::Owned(vec![Frame::native_cut()]);
         }
         match self.by_addr.get(&addr) {
@@ -127,7 +127,7 @@ impl Frame {
     /// Function name of the pseudo-frame standing for the uncaptured middle of a deep stack.
     pub const GAP_FUNCTION: &'static str = "[... frames counted, not kept ...]";
 
-    /// The pseudo-frame for the middle of a deep stack (see `aggregate::GAP_MARKER`).
+    /// The pseudo-frame for the middle of a deep stack (see `markers::GAP_MARKER`).
     pub fn gap() -> Self {
         Self {
             function: Self::GAP_FUNCTION.into(),
@@ -140,7 +140,7 @@ impl Frame {
     }
 
     /// Function name of the pseudo-frame marking a system-stack switch (see
-    /// `aggregate::SWITCH_MARKER`): frames above it ran on `g0`, frames below on the goroutine.
+    /// `markers::SWITCH_MARKER`): frames above it ran on `g0`, frames below on the goroutine.
     pub const SWITCH_FUNCTION: &'static str = "--- switched to goroutine stack ---";
 
     /// The pseudo-frame for a system-stack switch point.
@@ -156,7 +156,7 @@ impl Frame {
     }
 
     /// Function name of the pseudo-frame of a running goroutine whose stack a wall-clock
-    /// snapshot could not take (see `aggregate::NOT_CAPTURED_MARKER`).
+    /// snapshot could not take (see `markers::NOT_CAPTURED_MARKER`).
     pub const NOT_CAPTURED_FUNCTION: &'static str = "[running, stack not captured]";
 
     /// The pseudo-frame for a running goroutine's uncaptured stack.
@@ -172,7 +172,7 @@ impl Frame {
     }
 
     /// Function name of the pseudo-frame where the native part of a mixed stack was cut (see
-    /// `aggregate::NATIVE_CUT_MARKER`).
+    /// `markers::NATIVE_CUT_MARKER`).
     pub const NATIVE_CUT_FUNCTION: &'static str = "[native frames cut: unwind stopped]";
 
     /// The pseudo-frame for a cut native part.

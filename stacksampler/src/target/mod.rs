@@ -6,5 +6,5 @@ pub mod kernel;
 pub mod process;
 
 pub use exit::{ExitWatch, sleep_or_forever};
-pub use kernel::{KernelError, TaskOffsets, task_offsets};
+pub use kernel::{KernelError, TaskOffsets, monotonic_ns, task_offsets};
 pub use process::{Process, TargetError, check_privileges};

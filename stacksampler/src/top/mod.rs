@@ -19,11 +19,11 @@ use tokio::{
 };
 
 use crate::{
-    events::watch::count_live_goroutines,
     goruntime::{self, GoBinary},
     record::{self, Finished, RecordOptions, RunError, filter::Filter},
     report::EndReason,
     session::{LiveTick, Notice, Observer},
+    watch::count_live_goroutines,
 };
 use model::{RefreshFacts, SortColumn, StateView, TopModel};
 

@@ -15,9 +15,10 @@ use std::{
 };
 
 use crate::{
-    aggregate::{Profile, StackId, StackKey, is_marker},
+    aggregate::{Profile, StackId, StackKey},
     diagnose::{self, DiagnoseOptions, Finding},
     goruntime::state::GoroutineState,
+    markers::is_marker,
     symbolize::{FrameKind, Symbolize, Symbols},
 };
 

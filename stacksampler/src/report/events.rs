@@ -6,15 +6,14 @@ use std::{collections::HashMap, fmt::Write as _};
 use serde::Serialize;
 
 use crate::{
-    bpf::{AttachedProbe, ProbeCost},
+    bpf::{
+        AttachedProbe, ProbeCost,
+        runtime_event::{RuntimeEvent, RuntimeEventKind},
+        sites::functions,
+    },
+    events::tracker::{LivePoint, StackAlert, Tracker},
     symbolize::{Symbolize, Symbols},
     units::human_bytes,
-};
-
-use super::{
-    decode::{RuntimeEvent, RuntimeEventKind},
-    sites::functions,
-    tracker::{LivePoint, StackAlert, Tracker},
 };
 
 /// Frames printed at each end of a long stack (as Go's own traceback does).
@@ -123,7 +122,7 @@ pub struct EventStats {
     pub lost: u64,
     pub decode_errors: u64,
     pub read_errors: u64,
-    pub by_kind: super::tracker::KindCounts,
+    pub by_kind: crate::events::tracker::KindCounts,
 }
 
 /// The whole watch report.
@@ -136,7 +135,7 @@ pub struct WatchReport {
     pub binary: String,
     pub go_version: Option<String>,
     pub duration_s: f64,
-    pub ended_by: crate::report::EndReason,
+    pub ended_by: super::EndReason,
     pub fatal: Option<FatalReport>,
     pub goroutines: GoroutineSummary,
     pub timeline: Vec<LivePoint>,
@@ -196,7 +195,7 @@ pub fn alert_out(
     let head_len = head.map(|h| symbolize_stack(sym, &a.frames[..h.min(a.frames.len())]).len());
     AlertOut {
         event: "stack_alert",
-        format_version: crate::report::json::FORMAT_VERSION,
+        format_version: super::json::FORMAT_VERSION,
         goid: a.goid,
         stack_bytes: a.stack_bytes,
         threshold_bytes: threshold,
@@ -275,7 +274,7 @@ pub struct ReportContext {
     pub binary: String,
     pub go_version: Option<String>,
     pub duration_s: f64,
-    pub ended_by: crate::report::EndReason,
+    pub ended_by: super::EndReason,
     pub alerts: Vec<AlertOut>,
     pub events: EventStats,
     pub probes: Vec<AttachedProbe>,
@@ -359,7 +358,7 @@ pub fn build(t: &Tracker, sym: &mut dyn Symbolize, ctx: ReportContext) -> WatchR
     let duration = ctx.duration_s.max(1e-9);
     WatchReport {
         event: "report",
-        format_version: crate::report::json::FORMAT_VERSION,
+        format_version: super::json::FORMAT_VERSION,
         pid: ctx.pid,
         binary: ctx.binary,
         go_version: ctx.go_version,

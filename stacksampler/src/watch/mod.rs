@@ -5,37 +5,28 @@ use std::time::{Duration, Instant};
 
 use aya::sys::{Stats, enable_stats};
 
+mod options;
+
+pub use options::{
+    PreparedWatchOutputs, WatchError, WatchFormat, WatchOptions, WatchOutputPlan, write_report,
+};
+
 use crate::{
     bpf::{
         self, BpfError, EventOptions, EventProbes,
+        runtime_event::RuntimeEvent,
         uprobes::{DEFAULT_CREATE_WALK_LIMIT, DEFAULT_DEEP_WALK_LIMIT},
     },
+    events::Tracker,
     goruntime,
+    report::events::{self as event_report, AlertOut, EventStats, ReportContext, WatchReport},
     session::{Notice, Observer, Session, Step, WatchStatus},
     symbolize::ProcessSymbolizer,
     target::{self, Process},
 };
 
-use super::{
-    WatchError, WatchOptions,
-    decode::RuntimeEvent,
-    report::{self, AlertOut, EventStats, ReportContext, WatchReport},
-    tracker::Tracker,
-};
-
 /// Period of the status line and of the live goroutine count points.
 const TICK_PERIOD: Duration = Duration::from_secs(1);
-
-/// Monotonic clock in nanoseconds (the clock of `bpf_ktime_get_ns`).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Watches as `config` says, telling `observer` what happens, and returns the report.
 pub async fn watch(
@@ -70,7 +61,7 @@ pub async fn watch(
     };
     let mut probes = EventProbes::attach(&mut ebpf, &options, &process.exe_link)?;
     let at_attach = count_live_goroutines(config.pid, &process.exe, &binary, &layout);
-    let start_ns = monotonic_ns();
+    let start_ns = target::monotonic_ns();
     // The timeline's first point comes from the interval's immediate first tick.
     let mut tracker = Tracker::new(start_ns, config.stack_alert, at_attach);
     observer.notice(Notice::Watching {
@@ -93,7 +84,7 @@ pub async fn watch(
             step = session.next() => match step {
                 Step::End(reason) => break reason,
                 Step::Tick => {
-                    tracker.tick(monotonic_ns());
+                    tracker.tick(target::monotonic_ns());
                     let rate = tracker.events - last_events;
                     last_events = tracker.events;
                     observer.notice(Notice::WatchStatus(WatchStatus {
@@ -109,7 +100,7 @@ pub async fn watch(
         }
         for e in pending {
             if let Some(a) = tracker.add(e) {
-                let out = report::alert_out(&mut symbolizer, &a, threshold, start_ns);
+                let out = event_report::alert_out(&mut symbolizer, &a, threshold, start_ns);
                 observer.notice(Notice::Alert(&out));
                 alerts.push(out);
             }
@@ -119,12 +110,12 @@ pub async fn watch(
     probes.stream.drain(&mut |e| rest.push(e));
     for e in rest {
         if let Some(a) = tracker.add(e) {
-            let out = report::alert_out(&mut symbolizer, &a, threshold, start_ns);
+            let out = event_report::alert_out(&mut symbolizer, &a, threshold, start_ns);
             observer.notice(Notice::Alert(&out));
             alerts.push(out);
         }
     }
-    tracker.tick(monotonic_ns());
+    tracker.tick(target::monotonic_ns());
     observer.notice(Notice::Finished);
     let elapsed = started.elapsed().as_secs_f64();
     let counters = probes.counters()?;
@@ -156,7 +147,7 @@ pub async fn watch(
     drop(probes);
     drop(ebpf);
     drop(stats_fd);
-    Ok(report::build(&tracker, &mut symbolizer, ctx))
+    Ok(event_report::build(&tracker, &mut symbolizer, ctx))
 }
 
 /// Counts goroutines not dead in `runtime.allgs` (binaries with a symbol table; stripped ones

@@ -71,7 +71,7 @@ pub enum EventDecodeError {
     Kind(u32),
 }
 
-impl crate::bpf::Record for RuntimeEvent {
+impl super::Record for RuntimeEvent {
     type Error = EventDecodeError;
     const WHAT: &'static str = "runtime event";
 
