@@ -182,11 +182,6 @@ impl DeepStackReader {
         self.budget = Some(Bucket::new(budget));
     }
 
-    /// The budget continuations are read within, if any.
-    pub fn budget(&self) -> Option<ReadBudget> {
-        self.budget.as_ref().map(|b| b.budget)
-    }
-
     /// Continues a cut walk to the root of the goroutine's stack.
     pub fn continue_walk(&mut self, cut: CutWalk) -> Result<Continuation, NotContinued> {
         self.stats.walks += 1;

@@ -108,9 +108,9 @@ pub enum Warning {
     )]
     WalkMismatch { differed: u64, checked: u64 },
     #[error(
-        "{samples} samples of stacks deeper than --max-frames kept only their innermost frames \
-         (depth is a lower bound): reading the rest of each would have passed {mib_per_second} \
-         MiB/s of target stack; lower --frequency to see them whole"
+        "{samples} samples of deep stacks kept only their innermost frames (depth is a lower \
+         bound): reading the rest of each would have passed {mib_per_second} MiB/s of target \
+         stack; lower --frequency (or --wall-frequency) to see them whole"
     )]
     DeepStacksOverBudget { samples: u64, mib_per_second: u64 },
     #[error(

@@ -227,3 +227,78 @@ fn shallow_program_has_no_recursion_finding() {
     );
     assert_eq!(functions(&stacks(&report)[0])[0], "main.spin");
 }
+
+/// A recursion too deep to read whole at every sample: the continuation's read budget holds,
+/// the samples past it keep their head, are marked truncated and counted in the warning, and
+/// the samples read whole still have the exact depth.
+#[test]
+fn a_million_frames_at_999_hz_stay_within_the_read_budget_and_say_so() {
+    let _serial = exclusive();
+    let tc = primary_go_toolchains().pop().expect("toolchain");
+    let depth: u64 = 1_000_000;
+    let (target, goid) = start(&tc, &["-mode", "mutual", "-depth", &depth.to_string()]);
+    let pid = target.pid().to_string();
+    let out = run_stacksampler(&[
+        "--pid",
+        &pid,
+        "--duration",
+        "3",
+        "--frequency",
+        "999",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let report = out.json();
+    // "N samples of deep stacks kept only their innermost frames ... 128 MiB/s ..."
+    let warning = report["warnings"]
+        .as_array()
+        .and_then(|w| {
+            w.iter()
+                .filter_map(Value::as_str)
+                .find(|w| w.contains("kept only their innermost frames"))
+        })
+        .unwrap_or_else(|| panic!("no read-budget warning: {}", report["warnings"]))
+        .to_owned();
+    assert!(warning.contains("128 MiB/s"), "{warning}");
+    let over_budget: u64 = warning
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(over_budget > 0, "{warning}");
+
+    // Truncated samples of the goroutine, wherever it was (spinning, preempted), and those at
+    // the bottom of the recursion.
+    let (mut whole, mut cut, mut cut_anywhere) = (0u64, 0u64, 0u64);
+    for s in stacks(&report) {
+        if !s["goids"]
+            .as_array()
+            .is_some_and(|g| g.contains(&Value::from(goid)))
+        {
+            continue;
+        }
+        let count = s["count"].as_u64().unwrap_or(0);
+        if s["truncated"] == true {
+            cut_anywhere += count;
+        }
+        if functions(&s).first().map(String::as_str) != Some("main.spin") {
+            continue;
+        }
+        if s["truncated"] == true {
+            // The head only: its depth is a lower bound, below the real one.
+            assert!(s["depth"].as_u64().unwrap_or(u64::MAX) < depth, "{s}");
+            cut += count;
+        } else {
+            // recA(depth) .. recX(0), spin, the goroutine's closure, runtime.goexit.
+            assert_eq!(s["depth"], depth + 4);
+            whole += count;
+        }
+    }
+    assert!(whole >= 1, "no sample read whole ({cut} cut)");
+    assert!(cut >= 1, "no sample at the bottom was cut");
+    assert!(
+        cut_anywhere >= over_budget,
+        "{cut_anywhere} truncated samples of the goroutine, {over_budget} counted past the budget"
+    );
+}
